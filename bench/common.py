@@ -1,0 +1,57 @@
+"""Helpers for the benchmarks: timing and reporting (a printed table plus a JSON file)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+class Timer:
+    """with Timer() as t: ...; t.seconds"""
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._start
+
+
+def percentiles(samples_s, qs=(50, 99)) -> dict[str, float]:
+    """Latency percentiles in milliseconds."""
+    arr = np.asarray(samples_s) * 1e3
+    return {f"p{q}_ms": float(np.percentile(arr, q)) for q in qs}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
+
+
+def report(name: str, rows: list[dict], out: str | Path | None = None) -> Path:
+    """Print rows as a markdown table and write them with the machine's description as JSON."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    print(f"\n{name}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + " --- |" * len(columns))
+    for row in rows:
+        cells = [_fmt(row.get(c, "")) for c in columns]
+        print("| " + " | ".join(cells) + " |")
+    path = Path(out) if out else RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": __import__("os").cpu_count(),
+    }
+    path.write_text(json.dumps({"benchmark": name, "machine": machine, "rows": rows}, indent=1))
+    print(f"\nwritten to {path}")
+    return path

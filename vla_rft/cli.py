@@ -1,0 +1,251 @@
+"""`vla-rft`: the command line of the whole pipeline. Each subcommand is a thin layer over the
+library; `vla-rft <command> --help` explains its options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_QUICKSTART_DIR = Path("data/quickstart")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+# --- collect ---------------------------------------------------------------------------------
+
+
+def _add_collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tasks",
+        type=_csv,
+        default=("reach-v3", "push-v3"),
+        help="comma-separated Meta-World v3 tasks (default: reach-v3,push-v3)",
+    )
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task (default: 10)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/episodes"),
+        help="directory for the episodes (default: data/episodes)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    p.add_argument("--image-size", type=int, default=64, help="camera image size (default: 64)")
+    p.add_argument(
+        "--max-steps", type=int, default=150, help="step limit per episode (default: 150)"
+    )
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="std of Gaussian noise on the expert's actions, for diversity (default: 0)",
+    )
+    p.add_argument(
+        "--perturb",
+        default="none",
+        choices=("none", "object", "goal", "robot_init"),
+        help="start-state perturbation (default: none)",
+    )
+
+
+def cmd_collect(args) -> int:
+    from vla_rft.data.collect import CollectConfig, collect
+
+    config = CollectConfig(
+        out=args.out,
+        tasks=args.tasks,
+        episodes_per_task=args.episodes,
+        seed=args.seed,
+        image_size=args.image_size,
+        max_steps=args.max_steps,
+        action_noise=args.noise,
+        perturbation=args.perturb,
+    )
+    summary = collect(config, progress=not args.quiet)
+    print(f"\nExpert episodes in {config.out}\n")
+    print(summary.table())
+    return 0
+
+
+# --- episodes --------------------------------------------------------------------------------
+
+
+def cmd_episodes(args) -> int:
+    from vla_rft.data import episode_store as store
+
+    root = args.dir
+    if not root.is_dir():
+        print(f"error: {root} is not a directory", file=sys.stderr)
+        return 2
+    if args.action == "recover":
+        partial = store.list_partial_episodes(root)
+        if not partial:
+            print(f"no interrupted episodes in {root}")
+        failed = 0
+        for path in partial:
+            try:
+                out, report = store.recover_episode(path)
+                print(f"{report.summary()} -> {out.name}")
+            except store.EpisodeError as err:
+                failed += 1
+                print(f"cannot recover: {err}", file=sys.stderr)
+        return 1 if failed else 0
+
+    bad = 0
+    rows = [
+        "| episode | task | steps | success | source | MB |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for path in store.list_episodes(root):
+        try:
+            if args.action == "check":
+                episode = store.read_episode(path)
+                meta, steps = episode.meta, len(episode)
+            else:
+                meta, steps = store.read_episode_meta(path), store.episode_steps(path)
+        except store.EpisodeError as err:
+            bad += 1
+            rows.append(f"| {path.name} | error: {err.reason} | | | | |")
+            continue
+        size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
+        rows.append(
+            f"| {path.name} | {meta.task} | {steps} | {meta.success} | {meta.source} | {size:.2f} |"
+        )
+    print("\n".join(rows))
+    partial = store.list_partial_episodes(root)
+    print(
+        f"\n{len(rows) - 2} episodes, {bad} unreadable, {len(partial)} interrupted"
+        + (" (run `vla-rft episodes recover DIR`)" if partial else "")
+    )
+    return 1 if bad else 0
+
+
+# --- dataset ---------------------------------------------------------------------------------
+
+
+def dataset_summary(roots, image_size: int | None, horizon: int, progress: bool = True) -> str:
+    from vla_rft.data.dataset import WindowConfig, build_datasets
+
+    start = time.perf_counter()
+    config = WindowConfig(action_horizon=horizon, image_size=image_size)
+    train, val, index = build_datasets(roots, config, progress=progress)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    batches = sum(1 for _ in train.iter_batches(256))
+    epoch = time.perf_counter() - start
+    lines = [
+        f"episodes: {len(index)} ({len(train.episode_names)} train, "
+        f"{len(val.episode_names) if val else 0} validation; {len(index.skipped)} unreadable)",
+        f"windows: {len(train)} train, {len(val) if val else 0} validation; "
+        f"image {train.images.shape[1]}x{train.images.shape[2]}, action chunk {horizon}",
+        f"tasks: {', '.join(sorted(set(train.tasks)))}",
+        f"state mean {[round(x, 3) for x in train.stats.state.mean]}",
+        f"action mean {[round(x, 3) for x in train.stats.action.mean]}, "
+        f"std {[round(x, 3) for x in train.stats.action.std]}",
+        f"indexed in {built:.1f} s; one epoch of {batches} batches of 256 read in {epoch:.2f} s",
+        f"data fingerprint {index.fingerprint()[:16]}",
+    ]
+    for name, reason in index.skipped.items():
+        lines.append(f"skipped {name}: {reason}")
+    return "\n".join(lines)
+
+
+def cmd_dataset(args) -> int:
+    print(dataset_summary(args.dirs, args.image_size, args.horizon, progress=not args.quiet))
+    return 0
+
+
+# --- quickstart ------------------------------------------------------------------------------
+
+
+def cmd_quickstart(args) -> int:
+    from vla_rft.data.collect import CollectConfig, collect
+
+    episodes = args.dir / "episodes"
+    print(
+        f"[1/2] collecting {args.episodes} expert episodes per task of reach-v3 and push-v3 "
+        f"into {episodes} (about {args.episodes * 2 // 4 + 5} s; episodes already there are kept)"
+    )
+    summary = collect(
+        CollectConfig(out=episodes, episodes_per_task=args.episodes), progress=not args.quiet
+    )
+    print(summary.table())
+    print("\n[2/2] building the training data set (decoded once into a cache)")
+    print(dataset_summary([episodes], image_size=None, horizon=8, progress=not args.quiet))
+    return 0
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vla-rft",
+        description="VLA-RFT: collect episodes, train, fine-tune in a world model, deploy.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "quickstart",
+        help="the whole pipeline on its embedded default (today: "
+        "collect a small expert data set and summarise it)",
+    )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=DEFAULT_QUICKSTART_DIR,
+        help=f"working directory (default: {DEFAULT_QUICKSTART_DIR})",
+    )
+    p.add_argument(
+        "--episodes", type=int, default=10, help="expert episodes per task (default: 10)"
+    )
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("collect", help="record scripted-expert episodes in the simulated robot")
+    _add_collect_args(p)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("episodes", help="list, check or recover the episodes in a directory")
+    p.add_argument(
+        "action",
+        choices=("info", "check", "recover"),
+        help="info: list from metadata; check: read every message; "
+        "recover: complete interrupted episodes",
+    )
+    p.add_argument("dir", type=Path, help="directory of episodes")
+    p.set_defaults(func=cmd_episodes)
+
+    p = sub.add_parser("dataset", help="index episodes into the training data set and summarise it")
+    p.add_argument("dirs", type=Path, nargs="+", help="directories of episodes")
+    p.add_argument(
+        "--image-size", type=int, default=None, help="resize frames (default: as recorded)"
+    )
+    p.add_argument("--horizon", type=int, default=8, help="action chunk length (default: 8)")
+    p.set_defaults(func=cmd_dataset)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; finished episodes are kept, run the command again to go on",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

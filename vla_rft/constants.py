@@ -1,0 +1,52 @@
+"""Names shared by every part of vla_rft: topics, message types, keys, schema versions.
+
+Change a name here and every writer, reader, node and test follows.
+"""
+
+# --- Episode files (rosbag2 MCAP) ------------------------------------------------------------
+EPISODE_SCHEMA_VERSION = 1
+"""Version of the episode layout below; readers refuse versions they do not know."""
+SUPPORTED_EPISODE_SCHEMA_VERSIONS = (1,)
+
+PARTIAL_PREFIX = ".partial-"
+"""An episode being written lives under this prefix and is renamed when complete."""
+
+# --- Topics -----------------------------------------------------------------------------------
+IMAGE_TOPIC = "/camera/image_raw"
+STATE_TOPIC = "/vla_rft/state"
+ACTION_TOPIC = "/vla_rft/action"
+INSTRUCTION_TOPIC = "/vla_rft/instruction"
+EPISODE_EVENT_TOPIC = "/vla_rft/episode_event"
+ESTOP_TOPIC = "/vla_rft/estop"
+
+# --- ROS 2 message types ----------------------------------------------------------------------
+IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
+STATE_MSGTYPE = "std_msgs/msg/Float32MultiArray"
+ACTION_MSGTYPE = "std_msgs/msg/Float32MultiArray"
+INSTRUCTION_MSGTYPE = "std_msgs/msg/String"
+EPISODE_EVENT_MSGTYPE = "std_msgs/msg/String"
+
+EPISODE_TOPICS = {
+    IMAGE_TOPIC: IMAGE_MSGTYPE,
+    STATE_TOPIC: STATE_MSGTYPE,
+    ACTION_TOPIC: ACTION_MSGTYPE,
+    INSTRUCTION_TOPIC: INSTRUCTION_MSGTYPE,
+    EPISODE_EVENT_TOPIC: EPISODE_EVENT_MSGTYPE,
+}
+
+# --- Observation / batch keys -----------------------------------------------------------------
+OBS_IMAGE = "image"
+"""uint8 [H, W, 3] RGB camera frame."""
+OBS_STATE = "state"
+"""float32 [state_dim] proprioceptive robot state."""
+OBS_INSTRUCTION = "instruction"
+"""str natural-language instruction."""
+ACTION = "action"
+"""float32 [action_dim] (one step) or [H, action_dim] (a chunk)."""
+
+# --- Simulated robot (Meta-World Sawyer) -----------------------------------------------------
+SIM_ROBOT_NAME = "metaworld-sawyer"
+SIM_STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
+SIM_ACTION_NAMES = ("delta_x", "delta_y", "delta_z", "gripper_effort")
+SIM_FPS = 80.0
+"""Meta-World advances 5 MuJoCo steps of 2.5 ms per action: 12.5 ms of simulated time, 80 Hz."""
