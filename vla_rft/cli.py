@@ -181,6 +181,28 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+# --- stage commands --------------------------------------------------------------------------
+
+STAGE_COMMANDS = {
+    "train-world-model": ("vla_rft.training.train_world_model", "pre-train the world model"),
+    "eval-world-model": (
+        "vla_rft.evaluation.eval_world_model",
+        "open-loop world-model rollouts on held-out episodes",
+    ),
+    "train-policy": ("vla_rft.training.train_policy", "pre-train the policy (behaviour cloning)"),
+    "eval": ("vla_rft.evaluation.eval_policy", "closed-loop policy evaluation in the simulator"),
+}
+"""Commands that own their arguments: `module.main(argv) -> int` parses the rest of the line,
+so heavy imports (torch) happen only when one of them runs."""
+
+
+def _run_stage(command: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(STAGE_COMMANDS[command][0])
+    return module.main(argv)
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -229,12 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--horizon", type=int, default=8, help="action chunk length (default: 8)")
     p.set_defaults(func=cmd_dataset)
+
+    for name, (_, help_text) in STAGE_COMMANDS.items():
+        sub.add_parser(name, help=f"{help_text} (`vla-rft {name} --help`)", add_help=False)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, rest = build_parser().parse_known_args(argv)
     try:
+        if args.command in STAGE_COMMANDS:
+            return _run_stage(args.command, rest)
+        if rest:
+            build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

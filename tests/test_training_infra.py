@@ -1,0 +1,121 @@
+"""Recipes with overrides, safetensors checkpoints and their failure modes, run logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from vla_rft.training.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
+from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.training.tracking import RunLogger, plot_metrics, read_metrics
+
+
+@dataclass(frozen=True)
+class _Model:
+    width: int = 8
+    layers: tuple[int, ...] = (1, 2)
+
+
+@dataclass(frozen=True)
+class _Train:
+    model: _Model = field(default_factory=_Model)
+    lr: float = 1e-3
+    name: str = "x"
+    image_size: int | None = None
+
+
+def test_recipe_then_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  width: 16\nlr: 0.01\n")
+    cfg = load_config(_Train, recipe, ["model.layers=[3,4]", "lr=2e-3", "image_size=64"])
+    assert cfg == _Train(_Model(16, (3, 4)), 2e-3, "x", 64)
+    assert to_dict(cfg)["model"] == {"width": 16, "layers": [3, 4]}
+    assert load_config(_Train, None, ["image_size=null"]).image_size is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.widht=3", "unknown key.*model.widht"),
+        ("lr=fast", "lr: expected a number"),
+        ("model.width=2.5", "model.width: expected an integer"),
+        ("lr", "not of the form key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_Train, None, [override])
+
+
+def test_missing_or_bad_recipe(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(_Train, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(_Train, bad)
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+
+
+def test_checkpoint_round_trip_and_rotation(tmp_path):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(2, 3)).sum().backward()
+    opt.step()
+    for step in (1, 2, 3, 4):
+        save_checkpoint(
+            tmp_path,
+            step,
+            model,
+            {"lr": 1.0},
+            {"s": [1]},
+            "abc",
+            optimizer_state=opt.state_dict(),
+            keep_last=2,
+        )
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000003", "step_000004"]
+    ckpt = load_checkpoint(tmp_path, with_optimizer=True)
+    assert ckpt.step == 4 and ckpt.config == {"lr": 1.0} and ckpt.data_fingerprint == "abc"
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    load_weights(other, ckpt)
+    x = torch.randn(5, 3)
+    assert torch.equal(other(x), model(x))
+    opt2 = torch.optim.AdamW(other.parameters())
+    opt2.load_state_dict(ckpt.optimizer)
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+
+
+def test_damaged_checkpoints_give_clear_errors(tmp_path):
+    path = save_checkpoint(tmp_path, 1, _model(), {})
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="damaged or missing weights"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no checkpoint here"):
+        load_checkpoint(tmp_path / "empty")
+    path = save_checkpoint(tmp_path, 2, torch.nn.Linear(2, 2), {})
+    with pytest.raises(CheckpointError, match="do not fit the model"):
+        load_weights(_model(), load_checkpoint(path))
+
+
+def test_run_logger_writes_metrics_and_plot(tmp_path):
+    logger = RunLogger(tmp_path)
+    for step in range(3):
+        logger.log(step, {"loss": 1.0 / (step + 1)})
+    logger.close()
+    assert [r["loss"] for r in read_metrics(tmp_path)] == [1.0, 0.5, pytest.approx(1 / 3)]
+    assert any((tmp_path / "tensorboard").iterdir())
+    png = plot_metrics(tmp_path, ["loss"], tmp_path / "curves.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
