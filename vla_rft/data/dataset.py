@@ -1,0 +1,278 @@
+"""Training windows over directories of episodes.
+
+EpisodeIndex decodes each episode once into a cache (`<root>/.cache/`, one .npz per episode and
+image size) and picks up new episodes on `refresh()` without touching the others. WindowDataset
+cuts training windows out of the cached arrays:
+
+  image          uint8   [C, H, W, 3]  context frames t-C+1 .. t (repeats frame 0 before the start)
+  state          float32 [S]           state at t (normalised)
+  action         float32 [K, A]        actions t .. t+K-1, the action chunk (normalised)
+  action_pad     bool    [K]           True where the chunk runs past the episode end
+  future_image   uint8   [F, H, W, 3]  frames t+1 .. t+F for world-model training
+  future_pad     bool    [F]           True where those run past the end (the last frame repeats)
+  instruction    str
+Padding repeats the last action and frame, and the masks say where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from vla_rft.data.episode import EpisodeError
+from vla_rft.data.episode_store import list_episodes, read_episode
+from vla_rft.data.normalization import NormStats
+
+CACHE_DIRNAME = ".cache"
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How windows are cut from episodes."""
+
+    context_frames: int = 1
+    """Frames up to and including step t given as context."""
+    action_horizon: int = 8
+    """Actions in the chunk (the paper uses 8)."""
+    future_frames: int = 0
+    """Frames after t returned for world-model training (0: none)."""
+    image_size: int | None = None
+    """Square size images are resized to in the cache; None keeps the recorded size."""
+    val_fraction: float = 0.1
+    """Share of episodes held out for validation (chosen by a hash of the episode name)."""
+    normalize: bool = True
+    """Return states and actions normalised with the training statistics."""
+
+    def __post_init__(self):
+        if self.context_frames < 1:
+            raise ValueError(f"context_frames must be >= 1, got {self.context_frames}")
+        if self.action_horizon < 1:
+            raise ValueError(f"action_horizon must be >= 1, got {self.action_horizon}")
+        if self.future_frames < 0:
+            raise ValueError(f"future_frames must be >= 0, got {self.future_frames}")
+        if self.image_size is not None and not 8 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be within 8..1024, got {self.image_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class CachedEpisode:
+    """One episode's arrays as the data set uses them."""
+
+    name: str
+    images: np.ndarray
+    """uint8 [T, H, W, 3]"""
+    states: np.ndarray
+    """float32 [T, S]"""
+    actions: np.ndarray
+    """float32 [T, A]"""
+    meta: dict
+    """EpisodeMeta as a dict."""
+
+
+def _source_key(path: Path) -> dict:
+    mcap = next(path.glob("*.mcap"))
+    st = mcap.stat()
+    return {"file": mcap.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _resize(images: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or images.shape[1:3] == (size, size):
+        return images
+    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
+
+
+def load_cached_episode(path: Path, cache_dir: Path, image_size: int | None) -> CachedEpisode:
+    """Arrays of the episode at `path`, decoded once and reused while the file is unchanged."""
+    key = _source_key(path)
+    cache_file = cache_dir / f"{path.name}-{image_size or 'native'}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                if json.loads(str(z["key"])) == key:
+                    return CachedEpisode(
+                        path.name,
+                        z["images"],
+                        z["states"],
+                        z["actions"],
+                        json.loads(str(z["meta"])),
+                    )
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is rebuilt from the episode
+    episode = read_episode(path)
+    images = _resize(episode.images, image_size)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        key=json.dumps(key),
+        meta=json.dumps(episode.meta.to_dict()),
+        images=images,
+        states=episode.states,
+        actions=episode.actions,
+    )
+    tmp.replace(cache_file)
+    return CachedEpisode(path.name, images, episode.states, episode.actions, episode.meta.to_dict())
+
+
+def _val_score(name: str) -> float:
+    """A stable number in [0, 1) per episode name: the split never reshuffles old episodes."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 2**32
+
+
+class EpisodeIndex:
+    """All complete episodes under one or more directories, decoded through the cache."""
+
+    def __init__(self, roots, image_size: int | None = None, progress: bool = False):
+        self.roots = [Path(r) for r in ([roots] if isinstance(roots, (str, Path)) else roots)]
+        for root in self.roots:
+            if not root.is_dir():
+                raise FileNotFoundError(f"episode directory {root} does not exist")
+        self.image_size = image_size
+        self.progress = progress
+        self.episodes: list[CachedEpisode] = []
+        self.skipped: dict[str, str] = {}
+        """Episodes that could not be read: path -> reason."""
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Load episodes that appeared since the last call; returns how many were added."""
+        known = {e.name for e in self.episodes} | set(self.skipped)
+        new = [p for root in self.roots for p in list_episodes(root) if p.name not in known]
+        for path in tqdm(new, desc="indexing episodes", disable=not self.progress or not new):
+            try:
+                self.episodes.append(
+                    load_cached_episode(path, path.parent / CACHE_DIRNAME, self.image_size)
+                )
+            except EpisodeError as err:
+                self.skipped[path.name] = err.reason
+        self.episodes.sort(key=lambda e: e.name)
+        return len(new)
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def fingerprint(self) -> str:
+        """sha256 over episode names and their file keys: names the data a model was trained on."""
+        h = hashlib.sha256()
+        for root in self.roots:
+            for path in list_episodes(root):
+                if path.name in self.skipped:
+                    continue
+                h.update(path.name.encode())
+                h.update(json.dumps(_source_key(path), sort_keys=True).encode())
+        return h.hexdigest()
+
+    def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
+        """Episode indices (train, val), by a stable hash of each name.
+
+        With two or more episodes and val_fraction > 0, at least one goes to validation.
+        """
+        scores = [_val_score(e.name) for e in self.episodes]
+        val = [i for i, s in enumerate(scores) if s < val_fraction]
+        if not val and val_fraction > 0 and len(scores) >= 2:
+            val = [int(np.argmin(scores))]
+        train = [i for i in range(len(scores)) if i not in set(val)]
+        return train, val
+
+    def stats(self, episode_ids: list[int]) -> NormStats:
+        """Normalisation statistics over the given episodes."""
+        if not episode_ids:
+            raise ValueError("no episodes to compute statistics from")
+        states = np.concatenate([self.episodes[i].states for i in episode_ids])
+        actions = np.concatenate([self.episodes[i].actions for i in episode_ids])
+        return NormStats.compute(states, actions)
+
+
+class WindowDataset:
+    """Windows over some of an index's episodes; numpy arrays out (torch DataLoader-ready)."""
+
+    def __init__(
+        self, index: EpisodeIndex, episode_ids: list[int], config: WindowConfig, stats: NormStats
+    ):
+        if not episode_ids:
+            raise ValueError("the window data set needs at least one episode")
+        self.config = config
+        self.stats = stats
+        eps = [index.episodes[i] for i in episode_ids]
+        shapes = {e.images.shape[1:] for e in eps}
+        if len(shapes) > 1:
+            raise ValueError(f"episodes have different image sizes {shapes}; set image_size")
+        self.episode_names = [e.name for e in eps]
+        self.instructions = [e.meta["instruction"] for e in eps]
+        self.tasks = [e.meta["task"] for e in eps]
+        lengths = np.array([len(e.images) for e in eps])
+        self.ep_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.ep_end = self.ep_start + lengths  # exclusive
+        self.images = np.concatenate([e.images for e in eps])  # [N, H, W, 3]
+        states = np.concatenate([e.states for e in eps])
+        actions = np.concatenate([e.actions for e in eps])
+        if config.normalize:
+            states, actions = stats.state.normalize(states), stats.action.normalize(actions)
+        self.states, self.actions = states, actions
+        self.window_episode = np.repeat(np.arange(len(eps)), lengths)  # [N]: one window per step
+
+    def __len__(self) -> int:
+        return len(self.window_episode)
+
+    def get_batch(self, idx: np.ndarray) -> dict:
+        """Windows for global step indices idx [B]; arrays carry a leading batch dimension."""
+        idx = np.asarray(idx)
+        ep = self.window_episode[idx]
+        start, end = self.ep_start[ep][:, None], self.ep_end[ep][:, None] - 1
+        c, k, f = self.config.context_frames, self.config.action_horizon, self.config.future_frames
+        ctx = np.clip(idx[:, None] + np.arange(-c + 1, 1), start, None)  # [B, C]
+        act = idx[:, None] + np.arange(k)  # [B, K]
+        fut = idx[:, None] + np.arange(1, f + 1)  # [B, F]
+        return {
+            "image": self.images[ctx],
+            "state": self.states[idx],
+            "action": self.actions[np.minimum(act, end)],
+            "action_pad": act > end,
+            "future_image": self.images[np.minimum(fut, end)],
+            "future_pad": fut > end,
+            "instruction": [self.instructions[e] for e in ep],
+            "episode_index": ep,
+            "step": idx - self.ep_start[ep],
+        }
+
+    def __getitem__(self, i: int) -> dict:
+        batch = self.get_batch(np.array([i]))
+        return {k: v[0] for k, v in batch.items()}
+
+    def iter_batches(
+        self, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False
+    ):
+        """One epoch of batches (dicts as `get_batch`)."""
+        order = (
+            np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
+        )
+        stop = len(order) - (len(order) % batch_size if drop_last else 0)
+        for s in range(0, stop, batch_size):
+            yield self.get_batch(order[s : s + batch_size])
+
+
+def build_datasets(roots, config: WindowConfig, progress: bool = False):
+    """Index `roots`, split by episode, compute statistics on train; returns (train, val, index).
+
+    The statistics are saved to `<first root>/.cache/stats.json`; `val` is None without
+    validation episodes.
+    """
+    index = EpisodeIndex(roots, image_size=config.image_size, progress=progress)
+    if not len(index):
+        raise ValueError(f"no readable episodes under {', '.join(map(str, index.roots))}")
+    train_ids, val_ids = index.split(config.val_fraction)
+    stats = index.stats(train_ids)
+    cache = index.roots[0] / CACHE_DIRNAME
+    cache.mkdir(parents=True, exist_ok=True)
+    stats.save(cache / "stats.json")
+    train = WindowDataset(index, train_ids, config, stats)
+    val = WindowDataset(index, val_ids, config, stats) if val_ids else None
+    return train, val, index

@@ -1,0 +1,467 @@
+"""Episodes on disk: one rosbag2 directory (MCAP storage + metadata.yaml) per episode.
+
+Layout of an episode directory `<root>/<name>/`:
+  metadata.yaml      rosbag2 metadata; `custom_data` holds the episode facts (`vla_rft.*` keys)
+  <name>.mcap        /camera/image_raw (sensor_msgs/Image), /vla_rft/state and /vla_rft/action
+                     (std_msgs/Float32MultiArray), /vla_rft/instruction (std_msgs/String) and
+                     /vla_rft/episode_event (std_msgs/String, JSON: 'start' with the facts, 'end'
+                     with the outcome). Step t is the t-th message on each of the step topics.
+
+Crash safety: an episode is written as `<root>/.partial-<name>/<name>/`, flushed to the file
+after every step, and renamed to `<root>/<name>/` only once complete. Readers never see a
+half-written episode; `recover_episode` turns a partial one into a complete one, keeping the
+partial files. Nothing is overwritten: writing to an existing name is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from mcap.exceptions import McapError
+from mcap.records import Channel, Message
+from mcap.stream_reader import StreamReader
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from vla_rft.constants import (
+    ACTION_TOPIC,
+    EPISODE_EVENT_TOPIC,
+    EPISODE_TOPICS,
+    IMAGE_TOPIC,
+    INSTRUCTION_TOPIC,
+    PARTIAL_PREFIX,
+    STATE_TOPIC,
+    SUPPORTED_EPISODE_SCHEMA_VERSIONS,
+)
+from vla_rft.data import messages
+from vla_rft.data.episode import Episode, EpisodeError, EpisodeMeta
+
+META_KEY = "vla_rft.episode"
+"""custom_data key in metadata.yaml holding the EpisodeMeta as JSON."""
+STEP_TOPICS = (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC)
+
+
+def _meta_custom_data(meta: EpisodeMeta) -> dict[str, str]:
+    """Flat strings for metadata.yaml: the full record plus a few keys readable at a glance."""
+    return {
+        META_KEY: json.dumps(meta.to_dict(), sort_keys=True),
+        "vla_rft.schema_version": str(meta.schema_version),
+        "vla_rft.task": meta.task,
+        "vla_rft.instruction": meta.instruction,
+        "vla_rft.success": str(meta.success).lower(),
+        "vla_rft.robot": meta.robot,
+        "vla_rft.source": meta.source,
+        "vla_rft.fps": str(meta.fps),
+    }
+
+
+# --- Writing ---------------------------------------------------------------------------------
+
+
+class EpisodeWriter:
+    """Stream one episode to `<root>/<name>/`, step by step.
+
+    with EpisodeWriter(root, name, meta) as w:
+        w.add_step(image, state, action)
+        ...
+        w.finish(success=True)      # renames .partial-<name> -> <name>
+
+    Leaving the block without `finish` (an exception, Ctrl-C) leaves `.partial-<name>` with every
+    step written so far; `recover_episode` makes it a complete episode.
+    """
+
+    def __init__(self, root: str | Path, name: str, meta: EpisodeMeta):
+        if not name or "/" in name or name.startswith("."):
+            raise EpisodeError(None, f"invalid episode name {name!r}")
+        self.root = Path(root)
+        self.final_path = self.root / name
+        self.partial_path = self.root / f"{PARTIAL_PREFIX}{name}"
+        for path in (self.final_path, self.partial_path):
+            if path.exists():
+                raise EpisodeError(path, "already exists; episodes are never overwritten")
+        self.meta = meta
+        self.num_steps = 0
+        self._shape: tuple[int, ...] | None = None
+        self._dims: tuple[int, int] | None = None
+        self._finished = False
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._bag_path = self.partial_path / name
+        self.partial_path.mkdir()
+        self._bag = Writer(self._bag_path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._bag.open()
+        store = messages.typestore()
+        self._conn = {
+            topic: self._bag.add_connection(topic, msgtype, typestore=store)
+            for topic, msgtype in EPISODE_TOPICS.items()
+        }
+        if not meta.start_time_ns:
+            meta.start_time_ns = time.time_ns()
+        start = {"event": "start", **meta.to_dict()}
+        self._write(EPISODE_EVENT_TOPIC, messages.json_to_msg(start), meta.start_time_ns)
+        self._write(INSTRUCTION_TOPIC, messages.string_to_msg(meta.instruction), meta.start_time_ns)
+        self.flush()
+
+    def _write(self, topic: str, msg, stamp_ns: int) -> None:
+        self._bag.write(self._conn[topic], stamp_ns, messages.serialize(msg))
+
+    def _step_stamp(self, timestamp: float | None) -> int:
+        if timestamp is None:
+            timestamp = self.num_steps / self.meta.fps
+        return self.meta.start_time_ns + round(timestamp * 1e9)
+
+    def add_step(self, image: np.ndarray, state: np.ndarray, action: np.ndarray, timestamp=None):
+        """Append step t: image uint8 [H, W, 3], state float32 [S], action float32 [A].
+
+        `timestamp` is seconds since step 0 (default: t / fps).
+        """
+        state = np.asarray(state, dtype=np.float32).reshape(-1)
+        action = np.asarray(action, dtype=np.float32).reshape(-1)
+        if self._shape is None:
+            self._shape, self._dims = image.shape, (state.size, action.size)
+        where = f"step {self.num_steps}"
+        if image.shape != self._shape:
+            raise EpisodeError(self.partial_path, f"{where}: image {image.shape} != {self._shape}")
+        if (state.size, action.size) != self._dims:
+            raise EpisodeError(
+                self.partial_path,
+                f"{where}: state/action sizes {(state.size, action.size)} != {self._dims}",
+            )
+        for what, arr in (("state", state), ("action", action)):
+            if not np.all(np.isfinite(arr)):
+                raise EpisodeError(self.partial_path, f"{where}: {what} holds NaN or inf")
+        stamp = self._step_stamp(timestamp)
+        self._write(IMAGE_TOPIC, messages.image_to_msg(image, stamp), stamp)
+        self._write(STATE_TOPIC, messages.array_to_msg(state, self.meta.state_names), stamp)
+        self._write(ACTION_TOPIC, messages.array_to_msg(action, self.meta.action_names), stamp)
+        self.num_steps += 1
+        self.flush()
+
+    def flush(self) -> None:
+        """Push every message written so far into the file (survives a crash of this process).
+
+        rosbags buffers messages in an MCAP chunk of up to 1 MiB; closing the chunk early is the
+        only way to get them to disk (rosbags 0.11.x storage internals, pinned).
+        """
+        storage = self._bag.storage
+        if storage is not None and storage.chunk.bio.tell():
+            storage.close_chunk()
+            storage.bio.flush()
+
+    def finish(self, success: bool, extra: dict | None = None) -> Path:
+        """Write the end event, close the bag and make the episode visible. Returns its path."""
+        if self.num_steps == 0:
+            raise EpisodeError(self.partial_path, "cannot finish an episode with no steps")
+        self.meta.success = bool(success)
+        self.meta.extra.update(extra or {})
+        end = {"event": "end", "success": self.meta.success, "num_steps": self.num_steps}
+        self._write(EPISODE_EVENT_TOPIC, messages.json_to_msg(end), self._step_stamp(None))
+        for key, value in _meta_custom_data(self.meta).items():
+            self._bag.set_custom_data(key, value)
+        self._bag.close()
+        _fsync_tree(self._bag_path)
+        if self.final_path.exists():
+            raise EpisodeError(self.final_path, "appeared while writing; left the episode partial")
+        os.rename(self._bag_path, self.final_path)
+        self.partial_path.rmdir()
+        self._finished = True
+        return self.final_path
+
+    def close_partial(self) -> None:
+        """Stop writing without finishing: the partial episode stays on disk for recovery."""
+        if not self._finished and self._bag.storage is not None:
+            self.flush()
+            self._bag.close()
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close_partial()
+
+
+def _fsync_tree(path: Path) -> None:
+    """Make a closed episode durable before it is renamed into view."""
+    for file in path.iterdir():
+        with open(file, "rb") as f:
+            os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_episode(root: str | Path, name: str, episode: Episode) -> Path:
+    """Write a whole in-memory episode; returns the episode directory."""
+    episode.validate()
+    with EpisodeWriter(root, name, episode.meta) as writer:
+        for t in range(len(episode)):
+            writer.add_step(
+                episode.images[t], episode.states[t], episode.actions[t], episode.timestamps[t]
+            )
+        return writer.finish(episode.meta.success)
+
+
+# --- Reading ---------------------------------------------------------------------------------
+
+
+def _parse_meta(path: Path, text: str | None) -> EpisodeMeta:
+    if text is None:
+        raise EpisodeError(path, f"metadata.yaml has no '{META_KEY}' entry: not a vla_rft episode")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise EpisodeError(path, f"the '{META_KEY}' entry is not valid JSON ({err})") from None
+    version = data.get("schema_version")
+    if version not in SUPPORTED_EPISODE_SCHEMA_VERSIONS:
+        raise EpisodeError(
+            path,
+            f"unknown episode schema version {version!r} "
+            f"(this vla_rft reads {SUPPORTED_EPISODE_SCHEMA_VERSIONS})",
+        )
+    try:
+        return EpisodeMeta.from_dict(data)
+    except (TypeError, EpisodeError) as err:
+        raise EpisodeError(path, f"bad episode facts: {err}") from None
+
+
+def _steps_to_episode(path: Path, meta: EpisodeMeta, step_msgs: dict[str, list]) -> Episode:
+    """Turn decoded step messages into an Episode; every message is checked."""
+    images, states, actions, stamps = [], [], [], []
+    for t, msg in enumerate(step_msgs[IMAGE_TOPIC]):
+        try:
+            images.append(messages.msg_to_image(msg))
+        except messages.MessageError as err:
+            raise EpisodeError(path, f"{IMAGE_TOPIC} message {t}: {err}") from None
+        stamps.append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+        if images[-1].shape != images[0].shape:
+            raise EpisodeError(
+                path, f"image {t} is {images[-1].shape[:2]} but image 0 is {images[0].shape[:2]}"
+            )
+    for topic, out in ((STATE_TOPIC, states), (ACTION_TOPIC, actions)):
+        for t, msg in enumerate(step_msgs[topic]):
+            try:
+                out.append(messages.msg_to_array(msg))
+            except messages.MessageError as err:
+                raise EpisodeError(path, f"{topic} message {t}: {err}") from None
+    timestamps = (np.asarray(stamps, dtype=np.int64) - meta.start_time_ns) / 1e9
+    episode = Episode(
+        images=np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8),
+        states=np.stack(states) if states else np.zeros((0, 0), np.float32),
+        actions=np.stack(actions) if actions else np.zeros((0, 0), np.float32),
+        timestamps=timestamps.astype(np.float64),
+        meta=meta,
+    )
+    return episode.validate(path)
+
+
+def read_episode(path: str | Path) -> Episode:
+    """Read a complete episode directory, checking every contract; EpisodeError on any fault."""
+    path = Path(path)
+    if path.name.startswith(PARTIAL_PREFIX):
+        raise EpisodeError(path, "this episode was interrupted; use `vla-rft episodes recover`")
+    if not (path / "metadata.yaml").is_file():
+        raise EpisodeError(path, "no metadata.yaml: not a rosbag2 episode directory")
+    try:
+        meta = read_episode_meta(path)
+        with Reader(path) as reader:
+            types = {c.topic: c.msgtype for c in reader.connections}
+            for topic, msgtype in EPISODE_TOPICS.items():
+                if topic not in types:
+                    raise EpisodeError(path, f"missing topic {topic} ({msgtype})")
+                if types[topic] != msgtype:
+                    raise EpisodeError(
+                        path, f"topic {topic} has type {types[topic]}, expected {msgtype}"
+                    )
+            step_msgs: dict[str, list] = {topic: [] for topic in STEP_TOPICS}
+            conns = [c for c in reader.connections if c.topic in step_msgs]
+            for conn, _, raw in reader.messages(connections=conns):
+                step_msgs[conn.topic].append(messages.deserialize(raw, conn.msgtype))
+    except EpisodeError:
+        raise
+    except Exception as err:  # rosbags/mcap raise many types for damaged files
+        raise EpisodeError(
+            path,
+            f"cannot read the bag ({type(err).__name__}: {err}); the file may be truncated "
+            "or damaged; `vla-rft episodes recover` salvages complete messages",
+        ) from None
+    counts = {topic: len(msgs) for topic, msgs in step_msgs.items()}
+    if len(set(counts.values())) != 1:
+        raise EpisodeError(path, f"step topics have different message counts: {counts}")
+    return _steps_to_episode(path, meta, step_msgs)
+
+
+def _bag_info(path: Path) -> dict:
+    try:
+        return yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise EpisodeError(
+            path, f"unreadable metadata.yaml ({type(err).__name__}: {err})"
+        ) from None
+
+
+def read_episode_meta(path: str | Path) -> EpisodeMeta:
+    """Only the facts from metadata.yaml (fast: no message is read)."""
+    path = Path(path)
+    custom = _bag_info(path).get("custom_data") or {}
+    return _parse_meta(path, custom.get(META_KEY))
+
+
+def episode_steps(path: str | Path) -> int:
+    """Number of steps, from metadata.yaml's message counts (fast: no message is read)."""
+    path = Path(path)
+    for topic in _bag_info(path).get("topics_with_message_count", []):
+        if topic["topic_metadata"]["name"] == IMAGE_TOPIC:
+            return int(topic["message_count"])
+    raise EpisodeError(path, f"missing topic {IMAGE_TOPIC}")
+
+
+# --- Listing and recovery --------------------------------------------------------------------
+
+
+def list_episodes(root: str | Path) -> list[Path]:
+    """Complete episode directories under `root`, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / "metadata.yaml").is_file()
+    )
+
+
+def list_partial_episodes(root: str | Path) -> list[Path]:
+    """Interrupted episodes (`.partial-*`) under `root` that have not been recovered yet."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    partial = sorted(p for p in root.glob(f"{PARTIAL_PREFIX}*") if p.is_dir())
+    return [p for p in partial if not (root / p.name[len(PARTIAL_PREFIX) :]).exists()]
+
+
+@dataclass
+class RecoveryReport:
+    """What `recover_episode` salvaged from an interrupted episode."""
+
+    path: Path
+    """The partial episode directory that was scanned."""
+    bytes_scanned: int
+    """Bytes of MCAP read before the first incomplete record (or the end)."""
+    file_bytes: int
+    """Size of the MCAP file."""
+    messages: dict[str, int]
+    """Complete messages found per topic."""
+    steps: int
+    """Whole steps (image, state and action) recovered."""
+    ended: bool
+    """Whether the episode's end event was written before the interruption."""
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{topic} {n}" for topic, n in sorted(self.messages.items()))
+        return (
+            f"{self.path.name}: recovered {self.steps} steps ({counts}); read "
+            f"{self.bytes_scanned}/{self.file_bytes} bytes; "
+            + ("the end event was present" if self.ended else "the episode had not ended")
+        )
+
+
+class _CountingFile:
+    """Wraps a binary file to remember how far whole records have been read."""
+
+    def __init__(self, f):
+        self.f = f
+        self.pos = 0
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+
+def scan_partial_mcap(mcap_path: Path) -> tuple[dict[str, list[bytes]], int]:
+    """Every complete message in a possibly truncated MCAP file, per topic, raw CDR.
+
+    Returns (messages per topic, bytes read up to the last complete record).
+    """
+    per_topic: dict[str, list[bytes]] = {}
+    channels: dict[int, str] = {}
+    good_bytes = 0
+    with open(mcap_path, "rb") as f:
+        counted = _CountingFile(f)
+        reader = StreamReader(counted, skip_magic=False, emit_chunks=False)
+        try:
+            for record in reader.records:
+                if isinstance(record, Channel):
+                    channels[record.id] = record.topic
+                elif isinstance(record, Message) and record.channel_id in channels:
+                    per_topic.setdefault(channels[record.channel_id], []).append(record.data)
+                good_bytes = counted.pos
+        except (McapError, EOFError, ValueError, OSError, IndexError, struct.error):
+            pass  # the first incomplete record marks the end of what was written
+    return per_topic, good_bytes
+
+
+def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
+    """Make a complete episode from an interrupted one; the partial files are kept as they are.
+
+    The recovered episode gets the partial's name without the prefix, `success=False` unless its
+    end event says otherwise, and the recovery report in `meta.extra['recovered']`.
+    """
+    partial = Path(partial)
+    if not partial.name.startswith(PARTIAL_PREFIX):
+        raise EpisodeError(partial, f"not a partial episode (expected a '{PARTIAL_PREFIX}' name)")
+    mcaps = sorted(partial.glob("*/*.mcap"))
+    if not mcaps:
+        raise EpisodeError(partial, "no .mcap file inside")
+    raw, good_bytes = scan_partial_mcap(mcaps[0])
+    events = [
+        json.loads(messages.deserialize(d, "std_msgs/msg/String").data)
+        for d in raw.get(EPISODE_EVENT_TOPIC, [])
+    ]
+    start = next((e for e in events if e.get("event") == "start"), None)
+    if start is None:
+        raise EpisodeError(partial, "the start event was never written: nothing to recover")
+    meta = _parse_meta(partial, json.dumps({k: v for k, v in start.items() if k != "event"}))
+    end = next((e for e in events if e.get("event") == "end"), None)
+    meta.success = bool(end and end.get("success"))
+
+    steps = min(len(raw.get(topic, [])) for topic in STEP_TOPICS)
+    report = RecoveryReport(
+        path=partial,
+        bytes_scanned=good_bytes,
+        file_bytes=mcaps[0].stat().st_size,
+        messages={topic: len(v) for topic, v in raw.items()},
+        steps=steps,
+        ended=end is not None,
+    )
+    if steps == 0:
+        raise EpisodeError(partial, f"no complete step to recover ({report.summary()})")
+    step_msgs = {
+        topic: [messages.deserialize(d, EPISODE_TOPICS[topic]) for d in raw[topic][:steps]]
+        for topic in STEP_TOPICS
+    }
+    episode = _steps_to_episode(partial, meta, step_msgs)
+    meta.extra["recovered"] = {
+        "from": partial.name,
+        "steps": steps,
+        "bytes_scanned": good_bytes,
+        "file_bytes": report.file_bytes,
+        "ended": report.ended,
+    }
+    name = partial.name[len(PARTIAL_PREFIX) :]
+    staging = partial.parent / f".recovering-{name}"
+    if staging.exists():
+        shutil.rmtree(staging)  # our own scratch space from an earlier, interrupted recovery
+    written = write_episode(staging, name, episode)
+    os.rename(written, partial.parent / name)
+    shutil.rmtree(staging)
+    return partial.parent / name, report
