@@ -41,6 +41,7 @@ def test_collect_writes_readable_expert_episodes(tmp_path, capsys):
     first = read_episode(paths[0])
     assert first.meta.task == "reach-v3" and first.meta.instruction == instruction_for("reach-v3")
     assert first.meta.source == "expert" and first.meta.extra["seed"] == 5
+    assert first.meta.extra["perturbation_offset_m"] == [0.0, 0.0, 0.0]
     assert first.images.shape[1:] == (32, 32, 3) and first.images.std() > 5, "a real rendering"
     assert 1 <= len(first) <= 40 and np.abs(first.actions).max() <= 1.0
     # the expert moves the arm: the hand position changes over the episode

@@ -168,7 +168,8 @@ def _collect_task(
             success, steps = run_expert_episode(
                 robot, writer, seed, config.perturbation, config.action_noise, rng
             )
-            path = writer.finish(success)
+            offset = robot.last_perturbation_offset.round(5).tolist()
+            path = writer.finish(success, extra={"perturbation_offset_m": offset})
         stats.episodes += 1
         stats.successes += int(success)
         stats.steps.append(steps)
