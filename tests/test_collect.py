@@ -104,3 +104,29 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["collect", "--perturb", "sideways"])
     assert main(["dataset", str(tmp_path / "nowhere")]) == 2
+
+
+def test_perturbed_collection_records_the_offset(tmp_path):
+    args = [
+        "-q",
+        "collect",
+        "--tasks",
+        "push-v3",
+        "--episodes",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--max-steps",
+        "5",
+        "--image-size",
+        "32",
+        "--perturb",
+        "object",
+    ]
+    assert main(args) == 0
+    (path,) = list_episodes(tmp_path)
+    assert path.name == "push-v3-object-seed000000"
+    meta = read_episode(path).meta
+    assert meta.extra["perturbation"] == "object"
+    offset = np.asarray(meta.extra["perturbation_offset_m"])
+    assert offset[2] == 0 and 0.025 <= np.linalg.norm(offset) <= 0.05
