@@ -24,6 +24,10 @@ setup(
     entry_points={
         "console_scripts": [
             "vla-rft = vla_rft.cli:main",
+            "policy_node = vla_rft_nodes.policy_node:main",
+            "recorder_node = vla_rft_nodes.recorder_node:main",
+            "sim_robot_node = vla_rft_nodes.sim_robot_node:main",
+            "eval_manager_node = vla_rft_nodes.eval_manager_node:main",
         ],
     },
 )

@@ -18,6 +18,10 @@ ACTION_TOPIC = "/vla_rft/action"
 INSTRUCTION_TOPIC = "/vla_rft/instruction"
 EPISODE_EVENT_TOPIC = "/vla_rft/episode_event"
 ESTOP_TOPIC = "/vla_rft/estop"
+ACTION_TRAJECTORY_TOPIC = "/vla_rft/action_trajectory"
+"""The policy node's JointTrajectory option: each new action chunk, one point per tick."""
+STATUS_TOPIC = "/vla_rft/status"
+"""Every node's counters and state as JSON, latched per node (std_msgs/String)."""
 
 # --- ROS 2 message types ----------------------------------------------------------------------
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
@@ -25,6 +29,9 @@ STATE_MSGTYPE = "std_msgs/msg/Float32MultiArray"
 ACTION_MSGTYPE = "std_msgs/msg/Float32MultiArray"
 INSTRUCTION_MSGTYPE = "std_msgs/msg/String"
 EPISODE_EVENT_MSGTYPE = "std_msgs/msg/String"
+ESTOP_MSGTYPE = "std_msgs/msg/Bool"
+ACTION_TRAJECTORY_MSGTYPE = "trajectory_msgs/msg/JointTrajectory"
+STATUS_MSGTYPE = "std_msgs/msg/String"
 
 EPISODE_TOPICS = {
     IMAGE_TOPIC: IMAGE_MSGTYPE,

@@ -1,0 +1,339 @@
+"""The nodes as separate processes over Cyclone DDS on loopback, with this test as a spy.
+
+Every test gets its own random DDS domain; discovery and data stay on 127.0.0.1. Processes are
+always stopped, killed if need be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+
+from vla_rft.constants import (
+    ACTION_TOPIC,
+    EPISODE_EVENT_TOPIC,
+    ESTOP_TOPIC,
+    IMAGE_TOPIC,
+    INSTRUCTION_TOPIC,
+    PARTIAL_PREFIX,
+    STATE_TOPIC,
+    STATUS_TOPIC,
+)
+from vla_rft.data.episode_store import list_episodes, read_episode
+from vla_rft_nodes import events
+from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+from vla_rft_nodes.dds_types import Image_
+from vla_rft_nodes.host.base import QoS
+from vla_rft_nodes.host.cyclonedds_host import CycloneHost, lifecycle_topic
+from vla_rft_nodes.policy_node import IDLE_REASONS
+from vla_rft_nodes.standin_policy import build_standin_onnx
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+TYPES = {
+    IMAGE_TOPIC: "sensor_msgs/msg/Image",
+    STATE_TOPIC: "std_msgs/msg/Float32MultiArray",
+    ACTION_TOPIC: "std_msgs/msg/Float32MultiArray",
+    INSTRUCTION_TOPIC: "std_msgs/msg/String",
+    EPISODE_EVENT_TOPIC: "std_msgs/msg/String",
+    STATUS_TOPIC: "std_msgs/msg/String",
+    ESTOP_TOPIC: "std_msgs/msg/Bool",
+}
+QOS = {
+    IMAGE_TOPIC: QoS.SENSOR_DATA,
+    STATE_TOPIC: QoS.SENSOR_DATA,
+    INSTRUCTION_TOPIC: QoS.LATCHED,
+    STATUS_TOPIC: QoS.LATCHED,
+}
+LIFECYCLE = lifecycle_topic("policy_node")
+
+
+@pytest.fixture
+def dds(monkeypatch):
+    """A private DDS domain on loopback, for this process and the nodes it starts."""
+    domain = random.randint(100, 230)
+    monkeypatch.setenv("CYCLONEDDS_URI", LOOPBACK_CYCLONEDDS)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("VLA_RFT_HOST", "cyclonedds")
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+class Spy:
+    """This test on the graph: subscribes to every topic and has a writer on each."""
+
+    def __init__(self):
+        self.host = CycloneHost("spy")
+        self.received = defaultdict(list)  # topic -> [(arrival time, message)]
+        self.statuses: dict[str, dict] = {}
+        for topic, msgtype in TYPES.items():
+            qos = QOS.get(topic, QoS.RELIABLE)
+            self.host.subscribe(topic, msgtype, self._keep(topic), qos)
+        self.pubs = {
+            topic: self.host.publisher(topic, t, QOS.get(topic, QoS.RELIABLE))
+            for topic, t in TYPES.items()
+        }
+        self.pubs[LIFECYCLE] = self.host.publisher(LIFECYCLE, "std_msgs/msg/String", QoS.RELIABLE)
+        self._thread = threading.Thread(target=self.host.spin, daemon=True)
+        self._thread.start()
+
+    def _keep(self, topic):
+        def keep(msg):
+            self.received[topic].append((time.monotonic(), msg))
+            if topic == STATUS_TOPIC:
+                status = json.loads(msg.data)
+                self.statuses[status["node"]] = status
+
+        return keep
+
+    def publish(self, topic, msg):
+        self.pubs[topic].publish(msg)
+
+    def wait_for(self, predicate, timeout=30.0, what="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; statuses: {self.statuses}")
+
+    def wait_active(self, node, topics, timeout=30.0):
+        """Until `node` reports active and our writers on `topics` reach its readers."""
+        self.wait_for(lambda: self.statuses.get(node, {}).get("state") == "active", timeout, node)
+        for topic in topics:  # + 1: our own reader on the topic (none on the lifecycle topic)
+            readers = 1 if topic == LIFECYCLE else 2
+            self.wait_for(
+                lambda t=topic, n=readers: self.pubs[t].subscriber_count() >= n, 10, topic
+            )
+
+    def close(self):
+        self.host.request_shutdown()
+        self._thread.join(timeout=5)
+        self.host.close()
+
+
+@pytest.fixture
+def spy(dds):
+    spy = Spy()
+    yield spy
+    spy.close()
+
+
+class Nodes:
+    """Node processes, stopped (and killed if they hang) at the end of the test."""
+
+    def __init__(self, env, cwd):
+        self.env, self.cwd, self.procs = env, cwd, []
+
+    def start(self, module, *args):
+        cmd = [sys.executable, "-m", module, *args]
+        proc = subprocess.Popen(
+            cmd, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def nodes(dds, tmp_path):
+    procs = Nodes(dds, tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def _output(proc) -> str:
+    return proc.stdout.read() if proc.stdout else ""
+
+
+# --- closed loop ---------------------------------------------------------------------------------
+
+
+def _read_bag(path):
+    """(images uint8 [T, H, W, 3], image stamps [T], actions [T, A]) with rosbags' own reader."""
+    images, stamps, actions = [], [], []
+    with AnyReader([path]) as reader:
+        for conn, _, raw in reader.messages():
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.topic == IMAGE_TOPIC:
+                images.append(msg.data.reshape(msg.height, msg.width, 3))
+                stamps.append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+            elif conn.topic == ACTION_TOPIC:
+                actions.append(np.asarray(msg.data, np.float32))
+    return np.stack(images), np.array(stamps), np.stack(actions)
+
+
+def test_closed_loop_episode_is_recorded_as_it_crossed_the_wire(spy, dds, tmp_path):
+    """bringup --sim: simulated robot, policy (ONNX Runtime) and recorder as processes."""
+    build_standin_onnx(tmp_path / "models" / "standin" / "policy.onnx")
+    cmd = [
+        sys.executable, "-m", "vla_rft_nodes.bringup", "--sim", "--standin-policy",
+        "--episodes", "1", "--record-dir", "rec", "--report-dir", "report", "--timeout", "60",
+        "--params-file", str(REPO / "config" / "bringup.yaml"),
+        "--set", "sim_robot_node.image_size=32", "--set", "eval_manager_node.max_steps=20",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=dds, cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+    (path,) = list_episodes(tmp_path / "rec")
+    episode = read_episode(path)
+    assert episode.meta.task == "reach-v3" and episode.meta.extra["seed"] == 1000
+    images, stamps, actions = _read_bag(path)
+    assert len(images) == len(actions) == len(episode)
+
+    # every recorded frame is a frame the camera sent, with the same stamp
+    wire_images = {spy.host.codec.stamp_ns(m): m for _, m in spy.received[IMAGE_TOPIC]}
+    for image, stamp in zip(images, stamps, strict=True):
+        np.testing.assert_array_equal(image, spy.host.codec.image_from_msg(wire_images[stamp]))
+    # the recorded actions are the actions sent between the episode's start and end, in order
+    event_times = {json.loads(m.data)["event"]: t for t, m in spy.received[EPISODE_EVENT_TOPIC]}
+    wire_actions = [
+        np.asarray(m.data, np.float32)
+        for t, m in spy.received[ACTION_TOPIC]
+        if event_times["start"] < t < event_times["end"]
+    ]
+    np.testing.assert_array_equal(actions, np.stack(wire_actions))
+
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    (result,) = report["episodes"]
+    assert result["success"] is False and result["steps"] == 20  # the stand-in reaches nothing
+    # one action per frame, so the robot executed exactly the recorded actions; unless the
+    # watchdog held the robot (a machine too loaded to render in time), and the simulator,
+    # stepping at its own rate, used only the newest of the holds sent meanwhile
+    counters = spy.statuses["policy_node"]["counters"]
+    faults = [k for k in counters if k.startswith("holds.") and k[6:] not in IDLE_REASONS]
+    assert len(episode) == 20 if not faults else len(episode) >= 20, counters
+    assert (tmp_path / "report" / "report.md").read_text().startswith("| task |")
+
+
+# --- recorder: crash, recovery, SIGTERM ------------------------------------------------------
+
+
+def _send_steps(spy, n, start_stamp, rng):
+    c = spy.host.codec
+    sent = []
+    for t in range(n):
+        image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        state = rng.normal(size=4).astype(np.float32)
+        action = rng.uniform(-1, 1, 4).astype(np.float32)
+        spy.publish(IMAGE_TOPIC, c.image_to_msg(image, start_stamp + t * 33_333_333))
+        spy.publish(STATE_TOPIC, c.floats_to_msg(state))
+        time.sleep(0.01)  # sensor data is best effort: let it land before the action
+        spy.publish(ACTION_TOPIC, c.floats_to_msg(action))
+        sent.append((image, action))
+    return sent
+
+
+RECORDER_INPUTS = (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC, EPISODE_EVENT_TOPIC)
+POLICY_INPUTS = (IMAGE_TOPIC, STATE_TOPIC, INSTRUCTION_TOPIC, ESTOP_TOPIC, LIFECYCLE)
+
+
+def _start_episode(spy, name):
+    start = events.StartEvent(episode=name, task="push-v3", instruction="push the puck", seed=3)
+    spy.publish(EPISODE_EVENT_TOPIC, spy.host.codec.string_to_msg(events.to_json(start)))
+
+
+def test_recorder_killed_mid_episode_loses_nothing(spy, nodes, tmp_path):
+    rec = tmp_path / "rec"
+    args = ("--set", f"out_dir={rec}", "--set", "status_period_s=0.1")
+    first = nodes.start("vla_rft_nodes.recorder_node", *args)
+    spy.wait_active("recorder_node", RECORDER_INPUTS)
+    c, rng = spy.host.codec, np.random.default_rng(0)
+    _start_episode(spy, "killed")
+    time.sleep(0.1)
+    sent = _send_steps(spy, 3, 10**18, rng)
+    # garbage in the middle: counted, reported, not recorded
+    spy.publish(ACTION_TOPIC, c.floats_to_msg(np.array([0, np.nan, 0, 0], np.float32)))
+    bad = Image_(height=16, width=16, encoding="yuv422", step=32, data=bytes(512))
+    spy.publish(IMAGE_TOPIC, bad)
+    sent += _send_steps(spy, 3, 10**18 + 10**8, rng)
+    status = lambda: spy.statuses.get("recorder_node", {})  # noqa: E731
+    spy.wait_for(lambda: status().get("episode_steps") == 6, what="6 recorded steps")
+    spy.wait_for(lambda: status()["counters"].get("rejected.image") == 1, what="bad image count")
+    assert status()["counters"]["rejected.action"] == 1
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert (rec / f"{PARTIAL_PREFIX}killed").is_dir() and not list_episodes(rec)
+
+    # the next recorder recovers it, and a SIGTERM mid-episode closes the new one properly
+    spy.statuses.pop("recorder_node")
+    second = nodes.start("vla_rft_nodes.recorder_node", *args)
+    spy.wait_active("recorder_node", RECORDER_INPUTS)
+    _start_episode(spy, "terminated")
+    time.sleep(0.1)
+    sent_after = _send_steps(spy, 2, 2 * 10**18, rng)
+    spy.wait_for(lambda: status().get("episode_steps") == 2, what="2 recorded steps")
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=10) == 0, _output(second)
+
+    killed, terminated = (read_episode(rec / name) for name in ("killed", "terminated"))
+    for episode, expected in ((killed, sent), (terminated, sent_after)):
+        np.testing.assert_array_equal(episode.images, np.stack([i for i, _ in expected]))
+        np.testing.assert_array_equal(episode.actions, np.stack([a for _, a in expected]))
+        assert episode.meta.success is False
+    assert killed.meta.extra["recovered"]["steps"] == 6
+    assert "interrupted" in terminated.meta.extra
+
+
+# --- policy node: bad input, NaN, e-stop, lifecycle ----------------------------------------
+
+
+def test_policy_node_survives_bad_input_and_nan_and_obeys_estop(spy, nodes, tmp_path):
+    model = build_standin_onnx(tmp_path / "nan.onnx", bias=float("nan"))
+    proc = nodes.start(
+        "vla_rft_nodes.policy_node",
+        "--set", "policy_factory=vla_rft_nodes.standin_policy:load_standin_policy",
+        "--set", f"model_path={model}", "--set", "status_period_s=0.1", "--set", "trigger=timer",
+    )  # fmt: skip
+    spy.wait_active("policy_node", POLICY_INPUTS)
+    c = spy.host.codec
+    counters = lambda: spy.statuses["policy_node"]["counters"]  # noqa: E731
+    spy.publish(INSTRUCTION_TOPIC, c.string_to_msg(""))
+    spy.publish(IMAGE_TOPIC, Image_(height=8, width=8, encoding="16UC1", step=16, data=bytes(128)))
+    spy.publish(IMAGE_TOPIC, Image_(height=8, width=8, encoding="rgb8", step=24, data=bytes(100)))
+    spy.wait_for(
+        lambda: counters().get("rejected.image") == 2 and counters().get("rejected.instruction"),
+        what="rejected inputs in the status",
+    )
+    # valid input, a policy that answers NaN: the robot is held, nothing non-finite goes out
+    spy.publish(INSTRUCTION_TOPIC, c.string_to_msg("move the gripper to the target"))
+    for _ in range(10):
+        spy.publish(IMAGE_TOPIC, c.image_to_msg(np.zeros((8, 8, 3), np.uint8), time.time_ns()))
+        spy.publish(STATE_TOPIC, c.floats_to_msg(np.zeros(4, np.float32)))
+        time.sleep(0.03)
+    spy.wait_for(lambda: counters().get("unsafe_chunks.nonfinite", 0) >= 3, what="NaN counted")
+    actions = [np.asarray(m.data) for _, m in spy.received[ACTION_TOPIC]]
+    assert actions and all(np.all(a == 0) for a in actions)
+    # e-stop latches; lifecycle deactivate + activate (with the button released) clears it
+    spy.publish(ESTOP_TOPIC, c.bool_to_msg(True))
+    spy.wait_for(lambda: spy.statuses["policy_node"]["estop"], what="e-stop")
+    spy.publish(ESTOP_TOPIC, c.bool_to_msg(False))
+    time.sleep(0.3)
+    assert spy.statuses["policy_node"]["estop"] is True
+    for command, state in (("deactivate", "inactive"), ("activate", "active")):
+        spy.publish(lifecycle_topic("policy_node"), c.string_to_msg(command))
+        spy.wait_for(lambda s=state: spy.statuses["policy_node"]["state"] == s, what=state)
+    assert spy.statuses["policy_node"]["estop"] is False
+    assert proc.poll() is None, _output(proc)

@@ -1,0 +1,151 @@
+"""The ROS 2 side that cannot run here: the launch file, setup.py's executables, the parameter
+file and the rclpy host, checked against the node classes and their config dataclasses."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vla_rft_nodes.bringup import NODE_MODULES
+from vla_rft_nodes.configs import NODE_CONFIGS, load_node_config
+from vla_rft_nodes.host.base import Codec, Host
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch" / "bringup.launch.py"
+PARAMS = REPO / "config" / "bringup.yaml"
+LAUNCH_ARGUMENTS = {"use_sim", "policy_model", "backend", "record", "params_file"}
+
+
+def _console_scripts() -> dict[str, str]:
+    """name -> 'module:function' from setup.py's entry_points, read without running it."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            entries = ast.literal_eval(node.value)["console_scripts"]
+            return dict(tuple(part.strip() for part in e.split("=")) for e in entries)
+    raise AssertionError("setup.py has no entry_points")
+
+
+def _launch_nodes() -> list[dict]:
+    """Every Node / LifecycleNode call in the launch file: its literal keyword arguments (module
+    constants such as PACKAGE resolved)."""
+    tree = ast.parse(LAUNCH.read_text())
+    constants = {
+        n.targets[0].id: n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+    }
+    nodes = []
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") in ("Node", "LifecycleNode"):
+            kwargs = {"kind": call.func.id}
+            for kw in call.keywords:
+                if kw.arg == "parameters":
+                    kwargs["param_dicts"] = [e for e in kw.value.elts if isinstance(e, ast.Dict)]
+                elif isinstance(kw.value, ast.Constant):
+                    kwargs[kw.arg] = kw.value.value
+                elif isinstance(kw.value, ast.Name) and kw.value.id in constants:
+                    kwargs[kw.arg] = constants[kw.value.id]
+            nodes.append(kwargs)
+    return nodes
+
+
+def test_launch_executables_match_setup_py_and_the_node_classes():
+    scripts = _console_scripts()
+    assert scripts["vla-rft"] == "vla_rft.cli:main"
+    launched = _launch_nodes()
+    assert {n["executable"] for n in launched} == set(NODE_CONFIGS) == set(NODE_MODULES)
+    for node in launched:
+        name = node["executable"]
+        assert node["name"] == name and node["package"] == "vla_rft"
+        module, func = scripts[name].split(":")
+        assert module == NODE_MODULES[name]
+        mod = importlib.import_module(module)
+        assert callable(getattr(mod, func))
+        node_cls = next(
+            v for v in vars(mod).values() if isinstance(v, type) and getattr(v, "NAME", "") == name
+        )
+        assert node_cls.CONFIG is NODE_CONFIGS[name]
+        assert (node["kind"] == "LifecycleNode") == node_cls.LIFECYCLE, name
+
+
+def test_launch_arguments_and_parameter_overrides_exist():
+    tree = ast.parse(LAUNCH.read_text())
+    declared = {
+        call.args[0].value
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument"
+    }
+    assert declared == LAUNCH_ARGUMENTS
+    for node in _launch_nodes():
+        fields = {f.name for f in dataclasses.fields(NODE_CONFIGS[node["executable"]])}
+        for params in node.get("param_dicts", []):
+            keys = {k.value for k in params.keys}
+            assert keys <= fields, (node["executable"], keys - fields)
+    node_lists = [  # e.g. the evaluation manager's wait_for_nodes
+        [e.value for e in n.elts]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.List)
+        and n.elts
+        and all(isinstance(e, ast.Constant) and str(e.value).endswith("_node") for e in n.elts)
+    ]
+    assert node_lists and all(set(names) <= set(NODE_CONFIGS) for names in node_lists)
+
+
+def _rclpy_type_ok(value, annotation) -> bool:
+    """Would rclpy accept this YAML value for a parameter declared with the field's default?"""
+    if typing.get_origin(annotation) is tuple:
+        inner = typing.get_args(annotation)[0]
+        return isinstance(value, list) and all(_rclpy_type_ok(v, inner) for v in value)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, float)  # rclpy refuses 30 for a double parameter
+    return isinstance(value, str)
+
+
+def test_params_file_lists_every_parameter_with_the_type_rclpy_needs():
+    data = yaml.safe_load(PARAMS.read_text())
+    assert set(data) == set(NODE_CONFIGS)
+    for name, cls in NODE_CONFIGS.items():
+        params = data[name]["ros__parameters"]
+        hints = typing.get_type_hints(cls)
+        assert set(params) == {f.name for f in dataclasses.fields(cls)}, name
+        for key, value in params.items():
+            assert _rclpy_type_ok(value, hints[key]), f"{name}.{key}: {value!r} for {hints[key]}"
+        load_node_config(cls, PARAMS, name)
+
+
+def test_rclpy_host_implements_the_host_interface():
+    """Parsed, not imported (no rclpy here): every abstract method is there."""
+    tree = ast.parse((REPO / "vla_rft_nodes" / "host" / "rclpy_host.py").read_text())
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    methods = {n.name for n in classes["RclpyHost"].body if isinstance(n, ast.FunctionDef)}
+    assert Host.__abstractmethods__ <= methods
+    codec = {n.name for n in classes["RclpyCodec"].body if isinstance(n, ast.FunctionDef)}
+    assert {"image_to_msg", "image_from_msg", "_bytes", "_floats", "_doubles"} <= codec
+
+
+def test_rclpy_host_round_trips_images_through_cv_bridge():
+    pytest.importorskip(
+        "rclpy", reason="ROS 2 (rclpy, cv_bridge) is not installed here; runs on a ROS 2 machine"
+    )
+    from vla_rft_nodes.dds_types import DDS_TYPES
+    from vla_rft_nodes.host.rclpy_host import RclpyCodec
+
+    ros, dds = RclpyCodec(), Codec(DDS_TYPES)
+    image = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    msg = ros.image_to_msg(image, 123)
+    np.testing.assert_array_equal(ros.image_from_msg(msg), image)
+    np.testing.assert_array_equal(dds.image_from_msg(msg), image)
+    assert ros.stamp_ns(msg) == 123
+    np.testing.assert_allclose(ros.floats_from_msg(ros.floats_to_msg(np.ones(4))), np.ones(4))

@@ -1,0 +1,336 @@
+"""Typed parameters of every node: one frozen dataclass per node, validated on construction.
+
+Both hosts fill them from the same ROS 2 parameter files (`config/*.yaml`, the
+`<node>: {ros__parameters: {...}}` layout): rclpy declares one ROS parameter per field (the field's
+docstring becomes its description), the Cyclone DDS host reads the YAML itself and takes
+`--set key=value` overrides. Fields are flat (no nesting) so that they are plain ROS parameters;
+floats must be written as floats in YAML (`30.0`), as rclpy refuses an integer for a double.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from vla_rft.constants import SIM_ACTION_NAMES, SIM_ROBOT_NAME, SIM_STATE_NAMES
+from vla_rft.sim.instructions import TASK_INSTRUCTIONS
+from vla_rft.sim.perturbations import PERTURBATION_KINDS
+from vla_rft.training.config import ConfigError, from_dict, parse_overrides
+
+T = TypeVar("T")
+
+TRIGGERS = ("camera", "timer")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(name: str, value: float) -> None:
+    _require(math.isfinite(value) and value > 0, f"{name} must be a positive number, got {value}")
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    """The policy node: camera, state and instruction in, one action per control tick out."""
+
+    model_path: str = "models/policy"
+    """Exported policy package (or checkpoint for the torch backend) given to the factory."""
+    backend: str = "auto"
+    """Inference backend: auto, onnxruntime, tensorrt or torch."""
+    policy_factory: str = "vla_rft.runtime.loader:load_policy"
+    """'module:function' called as function(model_path, backend) -> Policy at configure."""
+    control_rate_hz: float = 30.0
+    """Control ticks per second; each tick publishes one action (or a hold)."""
+    trigger: str = "camera"
+    """'camera': an action per new frame, at most control_rate_hz (holds keep going out at the
+    control rate without frames); 'timer': an action every tick, on the newest frame."""
+    replan_every: int = 4
+    """Ticks between policy calls (1 = a new chunk every tick)."""
+    async_inference: bool = True
+    """Ticks go on with the current chunk while the next is computed (control latency does not
+    depend on the model; actions at most one inference old); false: a tick that asks for a chunk
+    waits for it (its action comes from its own frame)."""
+    temporal_ensemble: bool = False
+    """Average overlapping chunk predictions for the same tick (ACT)."""
+    ensemble_decay: float = 0.01
+    """Weight exp(-decay * age) of older predictions when ensembling."""
+    state_dim: int = 4
+    """Entries of the robot state message; other sizes are rejected."""
+    action_dim: int = 4
+    """Entries of an action; chunks of another width are rejected."""
+    image_timeout_s: float = 0.5
+    """Watchdog: hold the robot when the newest camera frame is older than this."""
+    state_timeout_s: float = 0.5
+    """Watchdog: hold the robot when the newest state is older than this."""
+    action_low: tuple[float, ...] = (-1.0, -1.0, -1.0, -1.0)
+    """Smallest command per action dimension; actions are clipped to it."""
+    action_high: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    """Largest command per action dimension; actions are clipped to it."""
+    max_action_change: tuple[float, ...] = (0.5, 0.5, 0.5, 2.0)
+    """Largest change of each action dimension from one tick to the next."""
+    hold_keep_dims: tuple[int, ...] = (3,)
+    """Action dimensions that keep their last command while holding (the gripper); the others
+    are 0 (no motion)."""
+    action_names: tuple[str, ...] = SIM_ACTION_NAMES
+    """One name per action dimension (the message's dimension label, the trajectory joints)."""
+    publish_trajectory: bool = False
+    """Also publish every new chunk as trajectory_msgs/JointTrajectory."""
+    autostart: bool = True
+    """Configure and activate at start (the launch file sets false and drives the lifecycle)."""
+    status_period_s: float = 1.0
+    """Seconds between status messages."""
+
+    def __post_init__(self):
+        _require(bool(self.model_path.strip()), "model_path is empty")
+        _require(self.backend in BACKENDS, f"backend must be one of {BACKENDS}: {self.backend!r}")
+        _require(
+            self.policy_factory.count(":") == 1,
+            f"policy_factory must be 'module:function', got {self.policy_factory!r}",
+        )
+        _require(self.trigger in TRIGGERS, f"trigger must be one of {TRIGGERS}: {self.trigger!r}")
+        for name in ("control_rate_hz", "image_timeout_s", "state_timeout_s", "status_period_s"):
+            _positive(name, getattr(self, name))
+        _require(self.replan_every >= 1, f"replan_every must be >= 1, got {self.replan_every}")
+        _require(self.ensemble_decay >= 0, f"ensemble_decay must be >= 0: {self.ensemble_decay}")
+        _require(self.state_dim >= 1, f"state_dim must be >= 1, got {self.state_dim}")
+        _require(self.action_dim >= 1, f"action_dim must be >= 1, got {self.action_dim}")
+        for name in ("action_low", "action_high", "max_action_change", "action_names"):
+            size = len(getattr(self, name))
+            _require(
+                size == self.action_dim,
+                f"{name} has {size} entries but action_dim is {self.action_dim}",
+            )
+        for d, (lo, hi) in enumerate(zip(self.action_low, self.action_high, strict=True)):
+            _require(lo < hi, f"action_low[{d}] = {lo} must be below action_high[{d}] = {hi}")
+        _require(
+            all(x > 0 for x in self.max_action_change),
+            f"max_action_change must be positive, got {self.max_action_change}",
+        )
+        _require(
+            all(0 <= d < self.action_dim for d in self.hold_keep_dims),
+            f"hold_keep_dims {self.hold_keep_dims} must index [0, {self.action_dim})",
+        )
+
+
+@dataclass(frozen=True)
+class RecorderNodeConfig:
+    """The episode recorder: every step that crossed the wire, one episode per start/end."""
+
+    out_dir: str = "data/recorded"
+    """Directory the episodes are written to (one rosbag2 MCAP directory each)."""
+    robot: str = SIM_ROBOT_NAME
+    """Robot name stored with each episode unless the start event names one."""
+    fps: float = 30.0
+    """Control rate stored with each episode unless the start event gives one."""
+    source: str = "policy"
+    """How the episodes are made (policy, teleop, ...) unless the start event says."""
+    state_names: tuple[str, ...] = SIM_STATE_NAMES
+    """One name per state dimension."""
+    action_names: tuple[str, ...] = SIM_ACTION_NAMES
+    """One name per action dimension."""
+    recover_on_start: bool = True
+    """Complete episodes a killed recorder left partial in out_dir when starting."""
+    status_period_s: float = 1.0
+    """Seconds between status messages."""
+
+    def __post_init__(self):
+        _require(bool(self.out_dir.strip()), "out_dir is empty")
+        _require(bool(self.robot.strip()), "robot is empty")
+        _require(bool(self.source.strip()), "source is empty")
+        _positive("fps", self.fps)
+        _positive("status_period_s", self.status_period_s)
+
+
+@dataclass(frozen=True)
+class SimRobotNodeConfig:
+    """The simulated robot: a Meta-World task behind the camera, state and action topics."""
+
+    task: str = "reach-v3"
+    """Task simulated unless a start event names another."""
+    image_size: int = 64
+    """Side of the square camera image, pixels."""
+    camera: str = "corner4"
+    """Meta-World camera the image comes from."""
+    max_steps: int = 150
+    """Steps after which an episode ends without success unless the start event says."""
+    rate_hz: float = 30.0
+    """Camera frames (and robot steps) per second."""
+    frame_id: str = "camera"
+    """frame_id of the image header."""
+    status_period_s: float = 1.0
+    """Seconds between status messages."""
+
+    def __post_init__(self):
+        _require(self.task in TASK_INSTRUCTIONS, f"unknown Meta-World task {self.task!r}")
+        _require(
+            16 <= self.image_size <= 1024, f"image_size must be in [16, 1024]: {self.image_size}"
+        )
+        _require(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        _positive("rate_hz", self.rate_hz)
+        _positive("status_period_s", self.status_period_s)
+
+
+@dataclass(frozen=True)
+class EvalManagerNodeConfig:
+    """The evaluation manager: N episodes through the graph, then the `vla-rft eval` report."""
+
+    tasks: tuple[str, ...] = ("reach-v3",)
+    """Meta-World tasks to evaluate."""
+    perturbations: tuple[str, ...] = ("none",)
+    """Start perturbations (none, object, goal, robot_init)."""
+    episodes: int = 3
+    """Episodes per task and perturbation; episode i starts from seed + i."""
+    seed: int = 1000
+    """Seed of episode 0."""
+    max_steps: int = 150
+    """Step limit per episode, sent to the simulated robot."""
+    episode_timeout_s: float = 60.0
+    """Wall-clock limit per episode; it is ended as a failure after that."""
+    startup_timeout_s: float = 120.0
+    """How long to wait for the nodes in wait_for_nodes to be active."""
+    wait_for_nodes: tuple[str, ...] = ("sim_robot_node", "policy_node")
+    """Nodes whose status must say 'active' before the first episode."""
+    settle_s: float = 0.3
+    """Pause between the end of one episode and the start of the next."""
+    out_dir: str = "runs/eval/bringup"
+    """Directory for report.json, report.md and the episode strip and GIF."""
+    save_media: bool = True
+    """Keep the frames of the first success and failure for the strip and GIF."""
+    exit_when_done: bool = True
+    """Stop the node (and `vla-rft bringup`) once the report is written."""
+    status_period_s: float = 1.0
+    """Seconds between status messages."""
+
+    def __post_init__(self):
+        _require(bool(self.tasks), "tasks is empty")
+        unknown = [t for t in self.tasks if t not in TASK_INSTRUCTIONS]
+        _require(not unknown, f"unknown Meta-World tasks {unknown}")
+        bad = [p for p in self.perturbations if p not in PERTURBATION_KINDS]
+        _require(
+            bool(self.perturbations) and not bad,
+            f"perturbations must be among {PERTURBATION_KINDS}, got {self.perturbations}",
+        )
+        _require(self.episodes >= 1, f"episodes must be >= 1, got {self.episodes}")
+        _require(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        for name in ("episode_timeout_s", "startup_timeout_s", "status_period_s"):
+            _positive(name, getattr(self, name))
+        _require(self.settle_s >= 0, f"settle_s must be >= 0, got {self.settle_s}")
+        _require(bool(self.out_dir.strip()), "out_dir is empty")
+
+
+NODE_CONFIGS: dict[str, type] = {
+    "policy_node": PolicyNodeConfig,
+    "recorder_node": RecorderNodeConfig,
+    "sim_robot_node": SimRobotNodeConfig,
+    "eval_manager_node": EvalManagerNodeConfig,
+}
+"""Node name (= executable name) -> its parameters."""
+
+
+# --- Parameter files ---------------------------------------------------------------------------
+
+
+def read_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
+    """The `ros__parameters` of `node_name` in a ROS 2 parameter file ('/**' entries first)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"parameter file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"parameter file {path}: expected node names at the top level")
+    params: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        entry = data.get(key)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("ros__parameters"), dict):
+            raise ConfigError(f"parameter file {path}: '{key}' needs a ros__parameters mapping")
+        params.update(entry["ros__parameters"])
+    return params
+
+
+def load_node_config(
+    cls: type[T],
+    params_file: str | Path | None = None,
+    node_name: str = "",
+    overrides: list[str] | None = None,
+) -> T:
+    """Defaults, then the node's entry in `params_file`, then `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if params_file is not None:
+        data.update(read_params_file(params_file, node_name))
+    data.update(parse_overrides(overrides))
+    return config_from_params(cls, data)
+
+
+def config_from_params(cls: type[T], params: dict[str, Any]) -> T:
+    """Build `cls` from flat parameter values (lists for tuples); ConfigError names the key."""
+    plain = {k: list(v) if _is_sequence(v) else v for k, v in params.items()}
+    try:
+        return from_dict(cls, plain)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{cls.__name__}: {err}") from None
+
+
+def _is_sequence(value: Any) -> bool:
+    return not isinstance(value, (str, bytes, dict)) and hasattr(value, "__iter__")
+
+
+def default_params(cls: type) -> dict[str, Any]:
+    """Field name -> default value (tuples as lists), as ROS parameters are declared."""
+    defaults = cls()
+    return {
+        f.name: list(getattr(defaults, f.name))
+        if isinstance(getattr(defaults, f.name), tuple)
+        else getattr(defaults, f.name)
+        for f in dataclasses.fields(cls)
+    }
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the docstring written under it (for ROS parameter descriptions)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def parameter_table(cls: type) -> str:
+    """Markdown table of a node's parameters: name, default, description (for docs/NODES.md)."""
+    docs = field_docs(cls)
+    rows = ["| parameter | default | meaning |", "| --- | --- | --- |"]
+    for name, default in default_params(cls).items():
+        rows.append(f"| `{name}` | `{default}` | {docs.get(name, '')} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    for node_name, node_config in NODE_CONFIGS.items():
+        print(f"### {node_name}\n\n{parameter_table(node_config)}\n")

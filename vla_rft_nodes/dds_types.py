@@ -1,0 +1,139 @@
+"""The ROS 2 messages the nodes use, as Cyclone DDS IdlStruct types that ROS 2 itself would send.
+
+ROS 2 (rmw_cyclonedds) names a message `pkg::msg::dds_::Name_` and a topic `/a/b` `rt/a/b`; with
+those names and the same field layout, a sample serialized here is byte-identical to the ROS 2
+CDR that rosbag2 stores (tests/test_nodes_units.py checks every type against `rosbags`), so these
+nodes and ROS 2 nodes on the same domain talk to each other.
+
+Image data travels as raw bytes: its XTypes description stays `sequence<uint8>` as in ROS 2,
+but the Python serializer is swapped for a byte copy (a 224x224 image in 0.05 ms instead of
+10 ms through a list of ints).
+"""
+
+from dataclasses import dataclass, field
+
+from cyclonedds.idl import IdlStruct
+from cyclonedds.idl._machinery import BytesMachine
+from cyclonedds.idl.types import float32, float64, int32, sequence, uint8, uint32
+
+ROS_TOPIC_PREFIX = "rt"
+"""rmw_cyclonedds publishes ROS topic `/a/b` as DDS topic `rt/a/b`."""
+
+
+def dds_topic_name(ros_topic: str) -> str:
+    """'/camera/image_raw' -> 'rt/camera/image_raw' (the name ROS 2 uses on the wire)."""
+    name = ros_topic.strip()
+    if not name.startswith("/") or name.endswith("/") or "//" in name or len(name) < 2:
+        raise ValueError(f"a ROS topic name is absolute, like /camera/image_raw; got {ros_topic!r}")
+    return f"{ROS_TOPIC_PREFIX}{name}"
+
+
+@dataclass
+class Time_(IdlStruct, typename="builtin_interfaces::msg::dds_::Time_"):
+    sec: int32 = 0
+    nanosec: uint32 = 0
+
+
+@dataclass
+class Duration_(IdlStruct, typename="builtin_interfaces::msg::dds_::Duration_"):
+    sec: int32 = 0
+    nanosec: uint32 = 0
+
+
+@dataclass
+class Header_(IdlStruct, typename="std_msgs::msg::dds_::Header_"):
+    stamp: Time_ = field(default_factory=Time_)
+    frame_id: str = ""
+
+
+@dataclass
+class Image_(IdlStruct, typename="sensor_msgs::msg::dds_::Image_"):
+    header: Header_ = field(default_factory=Header_)
+    height: uint32 = 0
+    width: uint32 = 0
+    encoding: str = ""
+    is_bigendian: uint8 = 0
+    step: uint32 = 0
+    data: sequence[uint8] = b""  # bytes-like; see _RawBytesMachine
+
+
+@dataclass
+class String_(IdlStruct, typename="std_msgs::msg::dds_::String_"):
+    data: str = ""
+
+
+@dataclass
+class Bool_(IdlStruct, typename="std_msgs::msg::dds_::Bool_"):
+    data: bool = False
+
+
+@dataclass
+class MultiArrayDimension_(IdlStruct, typename="std_msgs::msg::dds_::MultiArrayDimension_"):
+    label: str = ""
+    size: uint32 = 0
+    stride: uint32 = 0
+
+
+@dataclass
+class MultiArrayLayout_(IdlStruct, typename="std_msgs::msg::dds_::MultiArrayLayout_"):
+    dim: sequence[MultiArrayDimension_] = field(default_factory=list)
+    data_offset: uint32 = 0
+
+
+@dataclass
+class Float32MultiArray_(IdlStruct, typename="std_msgs::msg::dds_::Float32MultiArray_"):
+    layout: MultiArrayLayout_ = field(default_factory=MultiArrayLayout_)
+    data: sequence[float32] = field(default_factory=list)
+
+
+@dataclass
+class JointTrajectoryPoint_(
+    IdlStruct, typename="trajectory_msgs::msg::dds_::JointTrajectoryPoint_"
+):
+    positions: sequence[float64] = field(default_factory=list)
+    velocities: sequence[float64] = field(default_factory=list)
+    accelerations: sequence[float64] = field(default_factory=list)
+    effort: sequence[float64] = field(default_factory=list)
+    time_from_start: Duration_ = field(default_factory=Duration_)
+
+
+@dataclass
+class JointTrajectory_(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTrajectory_"):
+    header: Header_ = field(default_factory=Header_)
+    joint_names: sequence[str] = field(default_factory=list)
+    points: sequence[JointTrajectoryPoint_] = field(default_factory=list)
+
+
+class _RawBytesMachine(BytesMachine):
+    """sequence<uint8> as one copy of any contiguous buffer (bytes, numpy) in, bytes out.
+
+    On the wire identical to Cyclone's sequence-of-primitive encoding: a uint32 length, then the
+    bytes (cyclonedds 11.0.x internals, pinned)."""
+
+    def serialize(self, buffer, value, *args, **kwargs):
+        super().serialize(buffer, memoryview(value).cast("B"), *args, **kwargs)
+
+
+def _raw_bytes_field(cls: type[IdlStruct], name: str) -> None:
+    idl = cls.__idl__
+    idl.populate()
+    for machine in (idl.v1_machine, idl.v2_machine):
+        machine.members_machines[name] = _RawBytesMachine()
+
+
+_raw_bytes_field(Image_, "data")
+
+DDS_TYPES: dict[str, type[IdlStruct]] = {
+    "builtin_interfaces/msg/Time": Time_,
+    "builtin_interfaces/msg/Duration": Duration_,
+    "std_msgs/msg/Header": Header_,
+    "sensor_msgs/msg/Image": Image_,
+    "std_msgs/msg/String": String_,
+    "std_msgs/msg/Bool": Bool_,
+    "std_msgs/msg/MultiArrayDimension": MultiArrayDimension_,
+    "std_msgs/msg/MultiArrayLayout": MultiArrayLayout_,
+    "std_msgs/msg/Float32MultiArray": Float32MultiArray_,
+    "trajectory_msgs/msg/JointTrajectoryPoint": JointTrajectoryPoint_,
+    "trajectory_msgs/msg/JointTrajectory": JointTrajectory_,
+}
+"""ROS 2 type name -> IdlStruct class."""

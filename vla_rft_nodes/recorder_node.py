@@ -1,0 +1,204 @@
+"""The episode recorder node: every step that crosses the wire, one rosbag2 MCAP per episode.
+
+    /vla_rft/episode_event  start ─> a new episode (task, instruction, seed, ... from the event)
+                            end   ─> finish it, labelled with the event's success
+    /vla_rft/action         each action is a step: the newest frame and state received before
+                            it, and the action (the frame's stamp is the step's time)
+    /camera/image_raw, /vla_rft/state, /vla_rft/instruction
+
+Writes through `vla_rft.data.EpisodeWriter`, which flushes every step to disk: SIGINT or
+SIGTERM finish the open episode (success false, `extra.interrupted`), a crash or SIGKILL leaves
+it partial and the next start recovers it (`recover_on_start`). Nothing received is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vla_rft.constants import (
+    ACTION_MSGTYPE,
+    ACTION_TOPIC,
+    EPISODE_EVENT_MSGTYPE,
+    EPISODE_EVENT_TOPIC,
+    IMAGE_MSGTYPE,
+    IMAGE_TOPIC,
+    INSTRUCTION_MSGTYPE,
+    INSTRUCTION_TOPIC,
+    PARTIAL_PREFIX,
+    STATE_MSGTYPE,
+    STATE_TOPIC,
+)
+from vla_rft.data.episode import EpisodeError, EpisodeMeta
+from vla_rft.data.episode_store import EpisodeWriter, list_partial_episodes, recover_episode
+from vla_rft.data.messages import MessageError
+from vla_rft_nodes.configs import RecorderNodeConfig
+from vla_rft_nodes.events import EventError, StartEvent, parse_event
+from vla_rft_nodes.host import NodeBase, QoS, run_node
+
+QUEUE_DEPTH = 100
+"""Messages kept per step topic while a step is being written (3 s at 30 Hz): writing never
+makes the recorder drop a frame or an action."""
+
+
+class RecorderNode(NodeBase):
+    """The recorder: episodes from the wire, written step by step."""
+
+    NAME = "recorder_node"
+    CONFIG = RecorderNodeConfig
+
+    def __init__(self, host, config: RecorderNodeConfig):
+        super().__init__(host, config)
+        self.out_dir = Path(config.out_dir)
+        self._episode: StartEvent | None = None  # started; the writer opens at the first step
+        self._writer: EpisodeWriter | None = None
+        self._image: tuple[np.ndarray, int] | None = None  # (uint8 [H, W, 3], stamp ns)
+        self._state: np.ndarray | None = None
+        self._instruction: str | None = None
+        self._first_stamp = 0
+        self._last_t = 0.0
+        depth = QUEUE_DEPTH
+        self.subscribe(IMAGE_TOPIC, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA, depth)
+        self.subscribe(STATE_TOPIC, STATE_MSGTYPE, self.on_state, QoS.SENSOR_DATA, depth)
+        self.subscribe(ACTION_TOPIC, ACTION_MSGTYPE, self.on_action, QoS.RELIABLE, depth)
+        self.subscribe(INSTRUCTION_TOPIC, INSTRUCTION_MSGTYPE, self.on_instruction, QoS.LATCHED)
+        self.subscribe(EPISODE_EVENT_TOPIC, EPISODE_EVENT_MSGTYPE, self.on_event, QoS.RELIABLE)
+
+    def on_configure(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not self.config.recover_on_start:
+            return
+        for partial in list_partial_episodes(self.out_dir):
+            try:
+                _, report = recover_episode(partial)
+                self.counters.add("episodes_recovered")
+                self.log.warning(f"recovered an interrupted episode: {report.summary()}")
+            except EpisodeError as err:
+                self.counters.add("recovery_failures")
+                self.log.error(f"cannot recover {partial.name}: {err}")
+
+    def on_shutdown(self) -> None:
+        if self._episode is not None:
+            self._close(False, {"interrupted": "the recorder stopped before the episode ended"})
+
+    # --- callbacks ------------------------------------------------------------------------------
+
+    def on_image(self, msg) -> None:
+        try:
+            self._image = (self.codec.image_from_msg(msg), self.codec.stamp_ns(msg))
+        except MessageError as err:
+            self.reject("image", err)
+
+    def on_state(self, msg) -> None:
+        try:
+            self._state = self.codec.floats_from_msg(msg, len(self.config.state_names))
+        except MessageError as err:
+            self.reject("state", err)
+
+    def on_instruction(self, msg) -> None:
+        if msg.data.strip():
+            self._instruction = msg.data.strip()
+        else:
+            self.reject("instruction", ValueError("the instruction is empty"))
+
+    def on_action(self, msg) -> None:
+        if self._episode is None or not self.active:
+            self.counters.add("actions_between_episodes")
+            return
+        try:
+            action = self.codec.floats_from_msg(msg, len(self.config.action_names))
+        except MessageError as err:
+            self.reject("action", err)
+            return
+        if self._image is None or self._state is None:
+            self.counters.add("actions_before_observation")
+            return
+        image, stamp = self._image
+        try:
+            if self._writer is None:
+                self._open(stamp)
+            self._last_t = max(self._last_t, (stamp - self._first_stamp) / 1e9)
+            self._writer.add_step(image, self._state, action, self._last_t)
+        except EpisodeError as err:
+            self.reject("step", err)
+            return
+        self.counters.add("steps")
+
+    def on_event(self, msg) -> None:
+        try:
+            event = parse_event(msg.data)
+        except EventError as err:
+            self.reject("episode_event", err)
+            return
+        if isinstance(event, StartEvent):
+            if self._episode is not None:
+                self._close(False, {"interrupted": "a new episode started before this one ended"})
+            self._episode = event
+            self._image = self._state = None  # only what arrives after the start belongs to it
+        elif self._episode is None:
+            self.counters.add("ends_without_start")
+        else:
+            self._close(event.success, {"ended_by": event.by, "end_reason": event.reason})
+
+    # --- episodes -------------------------------------------------------------------------------
+
+    def _open(self, first_stamp: int) -> None:
+        c, event = self.config, self._episode
+        meta = EpisodeMeta(
+            task=event.task or "unknown",
+            instruction=event.instruction or self._instruction or "",
+            robot=event.robot or c.robot,
+            fps=event.fps or c.fps,
+            source=event.source or c.source,
+            state_names=c.state_names,
+            action_names=c.action_names,
+            start_time_ns=first_stamp,
+            extra={
+                "seed": event.seed, "perturbation": event.perturbation,
+                "recorder": {"node": self.NAME, "host": self.host.kind},
+            },
+        )  # fmt: skip
+        self._writer = EpisodeWriter(self.out_dir, self._unique_name(event), meta)
+        self._first_stamp, self._last_t = first_stamp, 0.0
+        self.log.info(f"recording {self._writer.final_path.name}")
+
+    def _unique_name(self, event: StartEvent) -> str:
+        base = event.episode or f"{event.task or 'episode'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name, n = base, 1
+        while (self.out_dir / name).exists() or (self.out_dir / f"{PARTIAL_PREFIX}{name}").exists():
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    def _close(self, success: bool, extra: dict) -> None:
+        writer, self._writer, self._episode = self._writer, None, None
+        if writer is None:
+            self.counters.add("episodes_without_steps")
+            return
+        try:
+            path = writer.finish(success, extra)
+        except EpisodeError as err:
+            writer.close_partial()
+            self.reject("episode", err)
+            return
+        self.counters.add("episodes")
+        self.log.info(f"episode {path.name}: {writer.num_steps} steps, success={success}")
+
+    def status(self) -> dict:
+        writer = self._writer
+        return {
+            **super().status(),
+            "out_dir": str(self.out_dir),
+            "episode": writer.final_path.name if writer else None,
+            "episode_steps": writer.num_steps if writer else 0,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_node(RecorderNode, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
