@@ -13,13 +13,12 @@ from tqdm import tqdm
 from vla_rft.constants import (
     OBS_IMAGE,
     OBS_STATE,
-    PARTIAL_PREFIX,
     SIM_ACTION_NAMES,
     SIM_ROBOT_NAME,
     SIM_STATE_NAMES,
 )
 from vla_rft.data.episode import EpisodeMeta
-from vla_rft.data.episode_store import EpisodeWriter
+from vla_rft.data.episode_store import EpisodeWriter, set_aside_interrupted
 
 
 @dataclass(frozen=True)
@@ -125,17 +124,6 @@ def run_expert_episode(
     return success, steps
 
 
-def _set_aside_interrupted(out: Path, name: str) -> None:
-    """An earlier run died while writing `name`: keep its files, out of the new episode's way.
-
-    The renamed partial still starts with the partial prefix, so `vla-rft episodes recover`
-    finds it.
-    """
-    partial = out / f"{PARTIAL_PREFIX}{name}"
-    if partial.exists():
-        partial.rename(out / f"{PARTIAL_PREFIX}{name}.interrupted-{time.time_ns()}")
-
-
 def _collect_task(
     robot, task: str, instruction: str, config: CollectConfig, summary: CollectSummary, bar
 ) -> None:
@@ -147,7 +135,7 @@ def _collect_task(
         if (config.out / name).exists():
             stats.skipped += 1
             continue
-        _set_aside_interrupted(config.out, name)
+        set_aside_interrupted(config.out, name)
         meta = EpisodeMeta(
             task=task,
             instruction=instruction,

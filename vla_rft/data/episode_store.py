@@ -324,6 +324,17 @@ def episode_steps(path: str | Path) -> int:
     raise EpisodeError(path, f"missing topic {IMAGE_TOPIC}")
 
 
+def set_aside_interrupted(out: Path, name: str) -> None:
+    """An earlier writer died while writing `name`: keep its files, out of the new episode's way.
+
+    The renamed partial still starts with the partial prefix, so `vla-rft episodes recover`
+    finds it.
+    """
+    partial = out / f"{PARTIAL_PREFIX}{name}"
+    if partial.exists():
+        partial.rename(out / f"{PARTIAL_PREFIX}{name}.interrupted-{time.time_ns()}")
+
+
 # --- Listing and recovery --------------------------------------------------------------------
 
 
