@@ -191,6 +191,22 @@ STAGE_COMMANDS = {
     ),
     "train-policy": ("vla_rft.training.train_policy", "pre-train the policy (behaviour cloning)"),
     "eval": ("vla_rft.evaluation.eval_policy", "closed-loop policy evaluation in the simulator"),
+    "rft": ("vla_rft.training.train_rft", "VLA-RFT: GRPO fine-tuning inside the world model"),
+    "reward-check": (
+        "vla_rft.evaluation.reward_check",
+        "does the verified reward rank chunks right?",
+    ),
+    "bringup": (
+        "vla_rft_nodes.bringup",
+        "the node graph over Cyclone DDS: sim, policy, recorder, eval",
+    ),
+    "import": (
+        "vla_rft.data.importers.command",
+        "import LeRobot data sets or rosbag2 bags as episodes",
+    ),
+    "compare": ("vla_rft.evaluation.compare", "compare two eval reports on the same seeds"),
+    "export": ("vla_rft.export.export_policy", "export a policy and its encoder to ONNX"),
+    "build-engine": ("vla_rft.export.tensorrt_build", "build a TensorRT engine (NVIDIA GPU)"),
 }
 """Commands that own their arguments: `module.main(argv) -> int` parses the rest of the line,
 so heavy imports (torch) happen only when one of them runs."""

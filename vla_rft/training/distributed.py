@@ -71,3 +71,14 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def average_gradients(params, info: DistInfo) -> None:
+    """All-reduce the gradients of `params` to their mean over processes (explicit DDP for loops
+    whose losses do not go through a module's forward, such as GRPO's log-probabilities)."""
+    if info.world_size == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= info.world_size

@@ -1,0 +1,188 @@
+"""Export to ONNX and the robot-side runtime: parity with torch, manifests, bad files, fallback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from vla_rft.data.normalization import NormStats
+from vla_rft.export.export_policy import export_policy
+from vla_rft.export.manifest import Manifest, ManifestError, read_manifest
+from vla_rft.export.onnx_export import PARITY_ATOL
+from vla_rft.models.policy import PolicyConfig, VLAPolicy
+from vla_rft.runtime.exported_policy import POLICY_ENGINE, POLICY_ONNX
+from vla_rft.runtime.loader import load_policy
+from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
+from vla_rft.runtime.tensorrt_session import EngineMismatchError, check_engine_manifest
+from vla_rft.runtime.torch_policy import (
+    ACTION_RANGE_KEY,
+    INSTRUCTIONS_KEY,
+    POLICY_CONFIG_KEY,
+    TorchPolicy,
+)
+from vla_rft.training.checkpoint import save_checkpoint
+from vla_rft.training.config import to_dict
+
+INSTRUCTIONS = ("push the puck to the goal", "reach the goal")
+
+
+@pytest.fixture(scope="module")
+def policy_checkpoint(tmp_path_factory):
+    """A small, randomly initialised policy saved as the trainer saves it."""
+    torch.manual_seed(0)
+    config = PolicyConfig(
+        image_size=32,
+        vision_channels=(8, 16),
+        width=32,
+        heads=2,
+        decoder_layers=1,
+        instruction_dim=16,
+    )
+    rng = np.random.default_rng(0)
+    stats = NormStats.compute(rng.normal(size=(50, 4)), rng.normal(0.2, 0.5, size=(50, 4)))
+    embeddings = {t: rng.standard_normal(16).astype(np.float32) for t in INSTRUCTIONS}
+    run = tmp_path_factory.mktemp("policy_run")
+    save_checkpoint(
+        run,
+        1,
+        VLAPolicy(config),
+        {},
+        stats.to_dict(),
+        "data-hash",
+        extra={
+            POLICY_CONFIG_KEY: to_dict(config),
+            INSTRUCTIONS_KEY: {t: e.tolist() for t, e in embeddings.items()},
+            ACTION_RANGE_KEY: [-1.0, 1.0],
+        },
+    )
+    return run
+
+
+@pytest.fixture(scope="module")
+def package(policy_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "policy-test"
+    export_policy(policy_checkpoint, out)  # as `vla-rft export --no-text-encoder`: no tokenizer
+    return out
+
+
+def _obs(rng, instruction=INSTRUCTIONS[0], size=32):
+    return {
+        "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        "state": rng.normal(size=4).astype(np.float32),
+        "instruction": instruction,
+    }
+
+
+def test_onnx_matches_torch_on_fresh_inputs(policy_checkpoint, package):
+    manifest = read_manifest(package / POLICY_ONNX)
+    assert manifest.extra["parity_max_abs_diff"] <= PARITY_ATOL
+    assert manifest.data_fingerprint == "data-hash" and len(manifest.checkpoint_sha256) == 64
+    assert [s.name for s in manifest.inputs] == ["image", "instruction_embedding", "state"]
+    assert manifest.inputs[0].shape == ("batch", 3, 32, 32)
+    onnx_policy = load_policy(package, backend="onnxruntime")
+    torch_policy = TorchPolicy.from_checkpoint(policy_checkpoint)
+    rng = np.random.default_rng(7)
+    for instruction in INSTRUCTIONS:
+        obs = _obs(rng, instruction, size=48)  # a camera of another size is resized by both
+        a, b = onnx_policy.infer(obs), torch_policy.infer(obs)
+        assert a["action"].shape == (8, 4)
+        np.testing.assert_allclose(a["action_normalized"], b["action_normalized"], atol=PARITY_ATOL)
+        np.testing.assert_allclose(a["action"], b["action"], atol=PARITY_ATOL)
+        assert np.all(np.abs(a["action"]) <= 1.0)
+
+
+def test_onnx_batch_dimension_is_dynamic(package):
+    model = OnnxModel(package / POLICY_ONNX, kind="policy")
+    rng = np.random.default_rng(0)
+    feeds = {
+        "image": rng.uniform(-1, 1, (5, 3, 32, 32)),
+        "instruction_embedding": rng.normal(size=(5, 16)),
+        "state": rng.normal(size=(5, 4)),
+    }
+    assert model.run(feeds)["action_chunk"].shape == (5, 8, 4)
+    with pytest.raises(ValueError, match=r"input 'image' must have shape \['batch', 3, 32, 32\]"):
+        model.run({**feeds, "image": rng.normal(size=(5, 3, 16, 16))})
+
+
+def test_unknown_instruction_without_text_encoder_is_a_clear_error(package):
+    policy = load_policy(package, backend="onnxruntime")
+    with pytest.raises(ModelFileError, match=r"text_encoder\.onnx: no such model file"):
+        policy.infer(_obs(np.random.default_rng(0), "open the window"))
+    with pytest.raises(ValueError, match="instruction is empty"):
+        policy.infer(_obs(np.random.default_rng(0), "  "))
+
+
+def test_corrupted_and_mismatched_files_are_refused(package, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(package, broken)
+    onnx_file = broken / POLICY_ONNX
+    onnx_file.write_bytes(onnx_file.read_bytes()[:5000])
+    with pytest.raises(ModelFileError, match="ONNX Runtime cannot load it"):
+        load_policy(broken, backend="onnxruntime")
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(package, swapped)
+    record = json.loads((swapped / "policy.json").read_text())
+    record["data_fingerprint"] = "another-data-set"
+    (swapped / "policy.json").write_text(json.dumps(record))
+    with pytest.raises(ModelFileError, match="does not match the one inside it"):
+        load_policy(swapped, backend="onnxruntime")
+
+    record["schema_version"] = 42
+    (swapped / "policy.json").write_text(json.dumps(record))
+    with pytest.raises(ModelFileError, match="unknown manifest schema version 42"):
+        OnnxModel(swapped / POLICY_ONNX)
+
+    with pytest.raises(ModelFileError, match="not a model package"):
+        load_policy(tmp_path, backend="onnxruntime")
+    with pytest.raises(ModelFileError, match="holds a 'policy', expected 'text_encoder'"):
+        OnnxModel(package / POLICY_ONNX, kind="text_encoder")
+
+
+def test_engine_for_another_gpu_is_refused_and_the_loader_falls_back(package, tmp_path, caplog):
+    built = {"tensorrt_version": "10.3.0", "gpu": "NVIDIA H100 80GB HBM3"}
+    here = {"tensorrt_version": "10.3.0", "gpu": "NVIDIA GeForce RTX 4090"}
+    with pytest.raises(EngineMismatchError, match="gpu: built for 'NVIDIA H100 80GB HBM3', this"):
+        check_engine_manifest(tmp_path / "policy.engine", built, here)
+    check_engine_manifest(tmp_path / "policy.engine", built, dict(built))
+
+    with_engine = tmp_path / "with_engine"
+    shutil.copytree(package, with_engine)
+    (with_engine / POLICY_ENGINE).write_bytes(b"an engine from another machine")
+    manifest = read_manifest(with_engine / POLICY_ONNX)
+    (with_engine / "policy.engine.json").write_text(
+        Manifest(**{**manifest.__dict__, "extra": {**manifest.extra, "engine": built}}).to_json()
+    )
+    with caplog.at_level(logging.WARNING):
+        policy = load_policy(with_engine, backend="auto")
+    assert policy.backend.startswith("onnxruntime")
+    assert "falling back to ONNX Runtime" in caplog.text
+    assert policy.infer(_obs(np.random.default_rng(0)))["action"].shape == (8, 4)
+
+
+def test_manifest_round_trip_and_bad_manifests():
+    m = Manifest(kind="policy", inputs=(), outputs=(), image_size=64, extra={"a": 1})
+    assert Manifest.from_json(m.to_json()) == m
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Manifest.from_json("{", "x.json")
+    with pytest.raises(ManifestError, match="malformed"):
+        Manifest.from_json(json.dumps({"schema_version": 1, "kind": "policy"}), "x.json")
+
+
+@pytest.mark.slow
+def test_text_encoder_export_matches_torch(tmp_path):
+    from vla_rft.export.export_policy import export_text_encoder
+    from vla_rft.models.policy.text_encoder import SentenceEncoder
+    from vla_rft.runtime.exported_policy import onnx_instruction_cache
+
+    manifest = export_text_encoder(tmp_path)
+    assert manifest.extra["parity_max_abs_diff"] <= PARITY_ATOL
+    cache = onnx_instruction_cache(tmp_path, known={})
+    reference = SentenceEncoder()
+    for text in ("open the top drawer", "push the red puck to the goal"):
+        np.testing.assert_allclose(cache(text), reference(text), atol=1e-5)

@@ -1,0 +1,208 @@
+"""VLA-RFT's loop on tiny models: the reference rollout, an update that moves only the head,
+checkpoints the policy tools can load, and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vla_rft.data import WindowConfig, build_datasets
+from vla_rft.data.episode_store import write_episode
+from vla_rft.data.normalization import NormStats
+from vla_rft.models.policy import PolicyConfig, VLAPolicy
+from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
+from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
+from vla_rft.runtime.torch_policy import (
+    ACTION_RANGE_KEY,
+    INSTRUCTIONS_KEY,
+    POLICY_CONFIG_KEY,
+    TorchPolicy,
+)
+from vla_rft.training.checkpoint import load_checkpoint, save_checkpoint
+from vla_rft.training.config import to_dict
+from vla_rft.training.train_rft import GRPOConfig, RewardConfig, TrainRFTConfig, score_chunks, train
+
+INSTRUCTION = "reach the red goal"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Tiny episodes, a tiny policy and a tiny world model saved as their trainers save them."""
+    from tests.conftest import make_episode
+
+    root = tmp_path_factory.mktemp("rft")
+    episodes = root / "episodes"
+    for i in range(3):
+        write_episode(
+            episodes, f"ep{i}", make_episode(steps=14, size=16, seed=i, instruction=INSTRUCTION)
+        )
+    train_set, _, index = build_datasets([episodes], WindowConfig(val_fraction=0.0))
+    stats = train_set.stats.to_dict()
+    torch.manual_seed(0)
+    pcfg = PolicyConfig(
+        image_size=16,
+        vision_channels=(8, 16),
+        width=32,
+        heads=2,
+        decoder_layers=1,
+        instruction_dim=8,
+        flow_steps=4,
+    )
+    emb = np.random.default_rng(0).standard_normal(8).tolist()
+    save_checkpoint(
+        root / "policy",
+        10,
+        VLAPolicy(pcfg),
+        {},
+        stats,
+        index.fingerprint(),
+        extra={
+            POLICY_CONFIG_KEY: to_dict(pcfg),
+            INSTRUCTIONS_KEY: {INSTRUCTION: emb},
+            ACTION_RANGE_KEY: [-1.0, 1.0],
+        },
+    )
+    wcfg = WorldModelConfig(image_size=16, channels=(8, 16), dynamics_blocks=1, action_embed=8)
+    world_model = WorldModel(wcfg)
+    with torch.no_grad():  # untrained, it ignores the actions; random weights do not
+        for p in world_model.parameters():
+            p.normal_(0.0, 0.3)
+    save_checkpoint(
+        root / "world_model",
+        10,
+        world_model,
+        {"model": to_dict(wcfg)},
+        stats,
+        index.fingerprint(),
+    )
+    return root
+
+
+def _config(root, **grpo):
+    return TrainRFTConfig(
+        policy=str(root / "policy"),
+        world_model=str(root / "world_model"),
+        data=(str(root / "episodes"),),
+        run_dir=str(root / "run"),
+        threads=1,
+        log_every=1,
+        save_every=2,
+        grpo=GRPOConfig(
+            **{
+                "steps": 2,
+                "start_states": 3,
+                "group_size": 4,
+                "head_lr": 1e-3,
+                "sigma_lr": 1e-3,
+                "warmup_steps": 1,
+                **grpo,
+            }
+        ),
+    )
+
+
+def test_reference_rollout_uses_the_real_actions(setup):
+    world_model, ckpt = load_world_model(setup / "world_model")
+    stats = NormStats.from_dict(ckpt.norm_stats)
+    rng = np.random.default_rng(0)
+    context = rng.integers(0, 256, (2, 1, 16, 16, 3), dtype=np.uint8)
+    real = torch.from_numpy(rng.uniform(-1, 1, (2, 8, 4)).astype(np.float32))
+    other = torch.from_numpy(rng.uniform(-1, 1, (2, 8, 4)).astype(np.float32))
+    candidates = torch.stack([real, other, real], dim=1)  # [B, G=3, K, A]
+    rewards, terms = score_chunks(world_model, context, candidates, real, stats, RewardConfig())
+    # a candidate equal to the real chunk reproduces the reference exactly: the best reward, 0
+    torch.testing.assert_close(rewards[:, 0], torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(rewards[:, 0], rewards[:, 2])
+    assert (rewards[:, 1] < -1e-4).all() and (terms["pixel_mae"][:, 1] > 0).all()
+
+
+def test_rft_updates_only_the_head_and_writes_policy_checkpoints(setup):
+    config = _config(setup)
+    last = train(config, progress=False)
+    base = load_checkpoint(setup / "policy").weights
+    tuned = load_checkpoint(last).weights
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(k.startswith("head.") for k in changed), "the backbone stays frozen"
+    assert any(k.startswith("head.sigma.") for k in changed), "the sigma net learns"
+    policy = TorchPolicy.from_checkpoint(last)  # what `vla-rft eval` and `export` load
+    obs = {
+        "image": np.zeros((16, 16, 3), np.uint8),
+        "state": np.zeros(4, np.float32),
+        "instruction": INSTRUCTION,
+    }
+    assert policy.infer(obs)["action"].shape == (8, 4)
+    from vla_rft.training.tracking import read_metrics
+
+    rows = read_metrics(setup / "run")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(np.isfinite(r["reward/mean"]) and r["reward/mean"] <= 0 for r in rows)
+    assert (setup / "run" / "curves.png").is_file()
+
+    resumed = train(_config(setup, steps=4), resume=True, progress=False)
+    assert load_checkpoint(resumed).step == 4
+    assert [r["step"] for r in read_metrics(setup / "run")] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(config, progress=False)
+
+
+@pytest.mark.slow
+def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
+    from vla_rft.cli import main as cli
+    from vla_rft.evaluation.reward_check import reward_check, spearman
+
+    episodes = tmp_path / "episodes"
+    assert (
+        cli(
+            [
+                "-q",
+                "collect",
+                "--tasks",
+                "reach-v3",
+                "--episodes",
+                "3",
+                "--out",
+                str(episodes),
+                "--image-size",
+                "16",
+                "--max-steps",
+                "30",
+                "--noise",
+                "0.1",
+            ]
+        )
+        == 0
+    )
+    policy_dir = tmp_path / "policy"
+    ckpt = load_checkpoint(setup / "policy")
+    instruction = read_instruction(episodes)
+    extra = {
+        **ckpt.extra,
+        INSTRUCTIONS_KEY: {instruction: next(iter(ckpt.extra[INSTRUCTIONS_KEY].values()))},
+    }
+    model = TorchPolicy.from_checkpoint(setup / "policy").model
+    save_checkpoint(policy_dir, 1, model, {}, ckpt.norm_stats, "x", extra=extra)
+    summary = reward_check(
+        policy_dir,
+        setup / "world_model",
+        [episodes],
+        starts=2,
+        samples=2,
+        seed=0,
+        max_steps=30,
+        progress=False,
+    )
+    rows = summary["rows"]
+    assert {r["kind"] for r in rows} == {"expert", "policy", "policy_sample", "random"}
+    for start in {r["start"] for r in rows}:
+        group = [r for r in rows if r["start"] == start]
+        expert = next(r for r in group if r["kind"] == "expert")
+        assert expert["reward"] == pytest.approx(0.0, abs=1e-6)
+        assert expert["reward"] >= max(r["reward"] for r in group) - 1e-9
+    assert spearman(np.array([1, 2, 3]), np.array([0, 0, 1])) == pytest.approx(0.866, abs=1e-3)
+
+
+def read_instruction(episodes):
+    from vla_rft.data.episode_store import list_episodes, read_episode_meta
+
+    return read_episode_meta(list_episodes(episodes)[0]).instruction

@@ -1,0 +1,274 @@
+"""The world model: rollout shapes and input checks, checkpoints, training (loss, resume, DDP)
+and the evaluation command, on episodes recorded in the real simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vla_rft.data import WindowConfig, build_datasets
+from vla_rft.data.collect import CollectConfig, collect
+from vla_rft.evaluation import eval_world_model
+from vla_rft.models.world_model import WorldModel, WorldModelConfig, load_world_model
+from vla_rft.training import train_world_model as twm
+from vla_rft.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vla_rft.training.config import ConfigError, load_config, to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+DEBUG_RECIPE = REPO / "training/debug/world_model.yaml"
+TINY = WorldModelConfig(image_size=16, context_frames=2, channels=(8, 16), action_embed=8)
+
+
+def _random_model(config: WorldModelConfig = TINY, seed: int = 0) -> WorldModel:
+    """Untrained models ignore the actions (the head starts at zero); random weights do not."""
+    torch.manual_seed(seed)
+    model = WorldModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def _inputs(b=2, g=3, t=5, seed=0):
+    rng = np.random.default_rng(seed)
+    context = rng.integers(0, 256, (b, TINY.context_frames, 16, 16, 3), dtype=np.uint8)
+    return context, rng.normal(size=(b, g, t, TINY.action_dim)).astype(np.float32)
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+
+def test_rollout_shapes_range_determinism_and_batch_independence():
+    model = _random_model()
+    context, actions = _inputs()
+    out = model.rollout(context, actions)
+    assert out.shape == (2, 3, 5, 16, 16, 3) and out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.equal(out, model.rollout(context, actions)), "same inputs, same frames"
+    as_float = model.rollout(torch.from_numpy(context).float() / 255, torch.from_numpy(actions))
+    torch.testing.assert_close(as_float, out, atol=1e-5, rtol=0)
+    # each (start, candidate) row is independent of the others in the batch, and of max_rows
+    single = model.rollout(context[1:], actions[1:, 2:])
+    torch.testing.assert_close(single[0, 0], out[1, 2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.rollout(context, actions, max_rows=2), out, atol=1e-5, rtol=0)
+    # prefixes agree: frame k depends on actions 0..k only
+    torch.testing.assert_close(
+        model.rollout(context, actions[:, :, :2]), out[:, :, :2], atol=1e-5, rtol=0
+    )
+    # the actions matter, the candidates differ
+    assert (out[:, 0] - out[:, 1]).abs().mean() > 1e-4
+
+
+def test_untrained_model_starts_as_repeat_last_frame():
+    model = WorldModel(TINY).eval()
+    context, actions = _inputs()
+    out = model.rollout(context, actions)
+    last = torch.from_numpy(context[:, -1]).float() / 255
+    assert (out - last[:, None, None]).abs().max() < 0.02
+
+
+@pytest.mark.parametrize(
+    ("context_shape", "actions_shape", "message"),
+    [
+        ((2, 1, 16, 16, 3), (2, 3, 5, 4), r"context_frames must be \[B, 2, 16, 16, 3\]"),
+        ((2, 2, 32, 32, 3), (2, 3, 5, 4), r"context_frames must be \[B, 2, 16, 16, 3\]"),
+        ((2, 2, 16, 16, 3), (2, 5, 4), r"actions must be \[B=2, G, T, 4\]"),
+        ((2, 2, 16, 16, 3), (2, 3, 5, 7), r"actions must be \[B=2, G, T, 4\]"),
+        ((2, 2, 16, 16, 3), (1, 3, 5, 4), r"actions must be \[B=2, G, T, 4\]"),
+        ((2, 2, 16, 16, 3), (2, 0, 5, 4), "G >= 1 and T >= 1"),
+    ],
+)
+def test_rollout_rejects_wrong_shapes(context_shape, actions_shape, message):
+    model = WorldModel(TINY)
+    with pytest.raises(ValueError, match=message):
+        model.rollout(np.zeros(context_shape, np.uint8), np.zeros(actions_shape, np.float32))
+
+
+def test_rollout_rejects_nan_and_out_of_range_values():
+    model = WorldModel(TINY)
+    context, actions = _inputs()
+    bad = actions.copy()
+    bad[0, 1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="actions contain NaN"):
+        model.rollout(context, bad)
+    with pytest.raises(ValueError, match=r"float context_frames must be in \[0, 1\]"):
+        model.rollout(context.astype(np.float32), actions)  # 0..255 as float
+    with pytest.raises(ValueError, match="uint8 or float"):
+        model.rollout(context.astype(np.int64), actions)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_size": 18}, "multiple of 2 \\*\\* len\\(channels\\)"),
+        ({"attention_heads": 3}, "attention_heads"),
+        ({"context_frames": 0}, "context_frames must be >= 1"),
+        ({"channels": (12, 16)}, "multiples of 8"),
+    ],
+)
+def test_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WorldModelConfig(**{"image_size": 16, "channels": (8, 16), **kwargs})
+
+
+def test_attention_variant_rolls_out():
+    config = WorldModelConfig(image_size=16, channels=(8, 16), attention_heads=2, action_embed=8)
+    context, actions = _inputs()
+    out = _random_model(config).rollout(context[:, :1], actions)
+    assert out.shape == (2, 3, 5, 16, 16, 3)
+
+
+def test_checkpoint_round_trip_gives_identical_rollouts(tmp_path):
+    model = _random_model()
+    save_checkpoint(tmp_path, 7, model, {"model": to_dict(TINY)}, {"s": 1}, "fingerprint")
+    loaded, ckpt = load_world_model(tmp_path)
+    assert ckpt.step == 7 and ckpt.data_fingerprint == "fingerprint" and not loaded.training
+    assert loaded.config == TINY
+    context, actions = _inputs()
+    assert torch.equal(loaded.rollout(context, actions), model.rollout(context, actions))
+
+
+def test_loading_bad_checkpoints_names_the_problem(tmp_path):
+    save_checkpoint(tmp_path / "other", 1, torch.nn.Linear(2, 2), {"lr": 1.0})
+    with pytest.raises(ValueError, match="not a world-model checkpoint"):
+        load_world_model(tmp_path / "other")
+    path = save_checkpoint(tmp_path / "wm", 1, _random_model(), {"model": to_dict(TINY)})
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="damaged or missing weights"):
+        load_world_model(path)
+
+
+def test_recipes_load_and_name_bad_overrides():
+    for size in ("debug", "cpu", "gpu"):
+        cfg = load_config(twm.TrainWorldModelConfig, REPO / f"training/{size}/world_model.yaml")
+        assert cfg.name == size
+    with pytest.raises(ConfigError, match=r"model\.chanels"):
+        load_config(twm.TrainWorldModelConfig, DEBUG_RECIPE, ["model.chanels=[8]"])
+
+
+# --- training and evaluation on real episodes ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory):
+    """Six short expert episodes of two tasks at 32x32, recorded in the simulator."""
+    out = tmp_path_factory.mktemp("wm") / "episodes"
+    collect(
+        CollectConfig(out=out, tasks=("reach-v3", "push-v3"), episodes_per_task=3, image_size=32,
+                      max_steps=30, action_noise=0.1),
+        progress=False,
+    )  # fmt: skip
+    return out
+
+
+def _train(episodes: Path, run_dir: Path, *overrides: str, resume: bool = False) -> Path:
+    cfg = load_config(
+        twm.TrainWorldModelConfig,
+        DEBUG_RECIPE,
+        [f"data.roots=[{episodes}]", "threads=1", "data.val_fraction=0.3", *overrides],
+    )
+    return twm.train(cfg, run_dir, resume=resume, progress=False)
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_records_its_provenance(episodes, tmp_path):
+    last = _train(episodes, tmp_path / "run", "optim.steps=60", "optim.lr=3e-3")
+    trained, ckpt = load_world_model(last)
+    assert ckpt.step == 60 and ckpt.norm_stats["action"]["mean"]
+    assert ckpt.config["data"]["roots"] == [str(episodes)] and ckpt.config["name"] == "debug"
+    train_set, _, index = build_datasets(
+        [episodes], WindowConfig(1, 4, 4, image_size=32, val_fraction=0.3)
+    )
+    assert ckpt.data_fingerprint == index.fingerprint()
+    torch.manual_seed(0)
+    initial = WorldModel(trained.config).eval()
+    batch = train_set.get_batch(twm.window_starts(train_set))
+    context, actions, target, valid = twm.to_tensors(batch, torch.device("cpu"))
+    with torch.no_grad():
+        before = twm.pixel_loss(initial(context, actions), target, valid, 0.5)[0]
+        after = twm.pixel_loss(trained(context, actions), target, valid, 0.5)[0]
+    assert after < 0.8 * before, (before, after)
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    ]
+    assert {"loss/train", "loss/val", "val_psnr_h1/model", "val_psnr_h1/repeat_last"} <= {
+        k for row in metrics for k in row
+    }
+    assert any((tmp_path / "run/tensorboard").iterdir())
+    # the zero-initialised head ignored the actions; training connected them to the frames
+    out = trained.rollout(
+        batch["image"][:2], np.stack([batch["action"][:2], -batch["action"][:2]], 1)
+    )
+    assert (out[:, 0] - out[:, 1]).abs().mean() > 1e-6
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_where_it_stopped(episodes, tmp_path):
+    straight = _train(episodes, tmp_path / "a", "optim.steps=6", "save_every=3")
+    with pytest.raises(ConfigError, match="already has checkpoints"):
+        _train(episodes, tmp_path / "a", "optim.steps=6")
+    # a run that died after its step-3 checkpoint
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b/checkpoints/step_000006")
+    with pytest.raises(ConfigError, match="model config differs"):
+        _train(episodes, tmp_path / "b", "optim.steps=6", "model.dynamics_blocks=2", resume=True)
+    resumed = _train(episodes, tmp_path / "b", "optim.steps=6", "save_every=3", resume=True)
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert a.step == b.step == 6
+    for name, tensor in a.weights.items():
+        torch.testing.assert_close(b.weights[name], tensor, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(episodes, tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+        "-m", "vla_rft.training.train_world_model", "--recipe", str(DEBUG_RECIPE), "-q",
+        "--run-dir", str(run_dir), "--set", f"data.roots=[{episodes}]", "--set", "threads=1",
+        "--set", "optim.steps=4", "--set", "save_every=2", "--set", "data.val_fraction=0.3",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    digests = sorted(
+        line.split("weights ")[1]
+        for line in done.stdout.splitlines()
+        if "finished at step 4" in line
+    )
+    assert len(digests) == 2 and digests[0] == digests[1], done.stdout
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt.step == 4 and ckpt.extra["world_size"] == 2
+    steps = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == sorted(steps), "one process logs"
+
+
+@pytest.mark.slow
+def test_eval_command_scores_rollouts_and_draws_the_strip(episodes, tmp_path, capsys):
+    last = _train(episodes, tmp_path / "run", "optim.steps=10")
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(last), "--split", "all", "--horizon", "6", "--stride", "4"]
+    args += ["--chunk", "3", "--strip-episodes", "2", "--strip-every", "2", "--out", str(out)]
+    assert eval_world_model.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| step | windows | PSNR model |" in printed and "action sensitivity" in printed
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["horizon"] == 6 and len(summary["per_step"]["psnr/model"]) == 6
+    assert summary["windows_per_step"][0] >= summary["windows_per_step"][-1] > 0
+    # the baseline scored the way it is defined: the context frame against the real frame 1 ahead
+    assert 10 < summary["per_step"]["psnr/repeat_last"][0] < 100
+    assert {"psnr_margin_db", "real_better_fraction"} <= set(summary["action_sensitivity"])
+    for png in ("strip.png", "psnr_per_step.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert eval_world_model.main(["--checkpoint", str(tmp_path / "nothing")]) == 2

@@ -1,0 +1,282 @@
+"""`vla-rft reward-check`: does the verified reward rank better action chunks higher?
+
+    vla-rft reward-check --policy runs/policy/cpu --world-model runs/world_model/cpu \
+        --data data/expert200 --starts 24 --out runs/reward_check
+
+On held-out start states (validation episodes recorded by `vla-rft collect`), it scores in the
+world model the expert's own chunk, the base policy's deterministic chunk, stochastic samples of
+the base policy and random chunks, exactly as the fine-tuning stage does. Then it executes the
+same chunks in the simulator from the same state (the episode is replayed from its seed up to
+the start step), lets the base policy finish the episode and records real success. Reported:
+mean reward per kind of chunk, and the Spearman rank correlation between the reward and real
+success (pooled, and within each start state's group, which is what GRPO's advantages use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vla_rft.constants import ACTION, OBS_STATE
+from vla_rft.data import WindowConfig, build_datasets
+from vla_rft.data.normalization import NormStats
+from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE
+from vla_rft.models.world_model.modeling_world_model import load_world_model
+from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
+from vla_rft.runtime.torch_policy import TorchPolicy
+from vla_rft.training.train_rft import (
+    RewardConfig,
+    full_chunk_windows,
+    policy_inputs,
+    repeat_rows,
+    score_chunks,
+)
+
+KINDS = ("expert", "policy", "policy_sample", "random")
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); nan when either side is constant."""
+
+    def ranks(v):
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):  # ties share their mean rank
+            r[v == value] = r[v == value].mean()
+        return r
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+def candidate_chunks(
+    base: TorchPolicy, obs, real: np.ndarray, samples: int, rng: np.random.Generator
+) -> tuple[list[str], np.ndarray]:
+    """Kinds and chunks [N, K, A] in robot units for one start state."""
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    with torch.no_grad():
+        det = base.model.predict_chunk(obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])[
+            0
+        ].numpy()
+        sampled = base.model.sample_chunk(repeat_rows(obs, samples), generator).actions.numpy()
+    unnormalize = base.transforms.action
+    chunks = [
+        real,
+        unnormalize(det),
+        *unnormalize(sampled),
+        *rng.uniform(-1, 1, (2, *real.shape)).astype(np.float32),
+    ]
+    kinds = ["expert", "policy", *["policy_sample"] * samples, "random", "random"]
+    return kinds, np.stack(chunks).astype(np.float32)
+
+
+def execute(
+    robot,
+    episode_meta: dict,
+    prefix: np.ndarray,
+    chunk: np.ndarray,
+    base: TorchPolicy,
+    expected_state: np.ndarray,
+) -> tuple[bool, float]:
+    """Replay the episode to its start step, run `chunk`, let the base policy finish.
+
+    Returns (success, Meta-World's dense reward right after the chunk)."""
+    obs = robot.reset(
+        int(episode_meta["extra"]["seed"]), episode_meta["extra"].get("perturbation", "none")
+    )
+    for action in prefix:
+        obs, _, _, _ = robot.step(action)
+    if not np.allclose(obs[OBS_STATE], expected_state, atol=1e-4):
+        raise RuntimeError(
+            "replaying the episode did not reach its recorded state; was it "
+            "recorded with another simulator version or with --noise by another seed?"
+        )
+    done = success = False
+    dense = 0.0
+    for action in chunk:
+        obs, success, done, info = robot.step(action)
+        dense = info["reward"]
+        if done:
+            return success, dense
+    broker = ChunkBroker(ChunkBrokerConfig(replan_every=len(chunk)))
+    while not done:
+        if broker.needs_chunk():
+            broker.add_chunk(base.infer(obs)[ACTION])
+        obs, success, done, _ = robot.step(broker.next_action())
+    return success, dense
+
+
+def reward_check(
+    policy_path,
+    world_model_path,
+    data,
+    starts: int,
+    samples: int,
+    seed: int,
+    max_steps: int = 150,
+    progress: bool = True,
+) -> dict:
+    from vla_rft.sim import MetaWorldRobot, SimConfig
+
+    base = TorchPolicy.from_checkpoint(policy_path)
+    world_model, wm_ckpt = load_world_model(world_model_path)
+    wm_stats = NormStats.from_dict(wm_ckpt.norm_stats)
+    chunk = base.model.config.chunk_size
+    window = WindowConfig(
+        context_frames=world_model.config.context_frames,
+        action_horizon=chunk,
+        image_size=world_model.config.image_size,
+        normalize=False,
+        val_fraction=0.1,
+    )
+    _, val, index = build_datasets(list(data), window)
+    if val is None:
+        raise ValueError("no validation episodes: the check needs held-out start states")
+    rng = np.random.default_rng(seed)
+    picks = np.sort(
+        rng.choice(full_chunk_windows(val, chunk), min(starts, len(val)), replace=False)
+    )
+    metas = {e.name: e.meta for e in index.episodes}
+    robots: dict[str, MetaWorldRobot] = {}
+    rows = []
+    for i in tqdm(picks, desc="start states", disable=not progress):
+        batch = val.get_batch(np.array([i]))
+        name = val.episode_names[batch["episode_index"][0]]
+        meta, t = metas[name], int(batch["step"][0])
+        start = val.ep_start[batch["episode_index"][0]]
+        episode_actions = val.actions[start : start + t]  # raw actions before the start step
+        obs = policy_inputs(
+            base, batch["image"][:, -1], batch["state"], batch["instruction"], "cpu"
+        )
+        kinds, chunks = candidate_chunks(base, obs, batch["action"][0], samples, rng)
+        rewards, _ = score_chunks(
+            world_model,
+            batch["image"],
+            torch.from_numpy(chunks)[None],
+            torch.from_numpy(batch["action"]),
+            wm_stats,
+            RewardConfig(),
+        )
+        if meta["task"] not in robots:
+            robots[meta["task"]] = MetaWorldRobot(
+                SimConfig(task=meta["task"], image_size=val.images.shape[1], max_steps=max_steps)
+            )
+        for kind, chunk_actions, reward in zip(kinds, chunks, rewards[0].tolist(), strict=True):
+            success, dense = execute(
+                robots[meta["task"]], meta, episode_actions, chunk_actions, base, batch["state"][0]
+            )
+            rows.append(
+                {
+                    "start": int(i),
+                    "episode": name,
+                    "step": t,
+                    "kind": kind,
+                    "reward": reward,
+                    "success": bool(success),
+                    "dense_reward": dense,
+                }
+            )
+    for robot in robots.values():
+        robot.close()
+    return summarize(rows)
+
+
+def summarize(rows: list[dict]) -> dict:
+    reward = np.array([r["reward"] for r in rows])
+    success = np.array([r["success"] for r in rows], float)
+    dense = np.array([r["dense_reward"] for r in rows])
+    within = [
+        spearman(reward[idx], success[idx])
+        for idx in (
+            np.flatnonzero([r["start"] == s for r in rows])
+            for s in sorted({r["start"] for r in rows})
+        )
+    ]
+    within = [w for w in within if np.isfinite(w)]
+    by_kind = {
+        k: {
+            "chunks": int(sum(r["kind"] == k for r in rows)),
+            "mean_reward": float(np.mean([r["reward"] for r in rows if r["kind"] == k])),
+            "success_rate": float(np.mean([r["success"] for r in rows if r["kind"] == k])),
+        }
+        for k in KINDS
+        if any(r["kind"] == k for r in rows)
+    }
+    return {
+        "by_kind": by_kind,
+        "spearman_reward_success": spearman(reward, success),
+        "spearman_reward_dense_reward": spearman(reward, dense),
+        "spearman_within_start_mean": float(np.mean(within)) if within else float("nan"),
+        "starts_with_mixed_outcomes": len(within),
+        "rows": rows,
+    }
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "| chunk | n | mean verified reward | real success after it |",
+        "| --- | --- | --- | --- |",
+    ]
+    for kind, s in summary["by_kind"].items():
+        lines.append(
+            f"| {kind} | {s['chunks']} | {s['mean_reward']:.4f} | {100 * s['success_rate']:.0f}% |"
+        )
+    lines += [
+        "",
+        f"Spearman(reward, real success), pooled: {summary['spearman_reward_success']:.3f}",
+        f"Spearman(reward, success) within a start state, mean over the "
+        f"{summary['starts_with_mixed_outcomes']} starts with mixed outcomes: "
+        f"{summary['spearman_within_start_mean']:.3f}",
+        f"Spearman(reward, Meta-World dense reward after the chunk): "
+        f"{summary['spearman_reward_dense_reward']:.3f}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vla-rft reward-check", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--policy", required=True, help="base policy checkpoint or run")
+    parser.add_argument("--world-model", required=True, help="world model checkpoint or run")
+    parser.add_argument("--data", nargs="+", default=["data/expert200"], help="episode directories")
+    parser.add_argument("--starts", type=int, default=24, help="held-out start states (default 24)")
+    parser.add_argument(
+        "--samples", type=int, default=6, help="policy samples per start (default 6)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/reward_check"))
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    try:
+        summary = reward_check(
+            args.policy,
+            args.world_model,
+            args.data,
+            args.starts,
+            args.samples,
+            args.seed,
+            progress=not args.quiet,
+        )
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "reward_check.json").write_text(json.dumps(summary, indent=1))
+    (args.out / "reward_check.md").write_text(markdown(summary) + "\n")
+    print(markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

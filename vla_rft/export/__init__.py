@@ -1,0 +1,1 @@
+"""Export: trained torch models -> ONNX files and TensorRT engines with manifests, for robots."""

@@ -1,0 +1,121 @@
+"""Manifests: what an exported file is, so that a robot never runs a model with the wrong inputs,
+statistics or hardware.
+
+Every export `X.onnx` carries its manifest twice: as JSON in the ONNX metadata (key
+`vla_rft.manifest`) and as `X.json` beside it. An engine `X.engine` has `X.engine.json`, which
+adds the TensorRT version, the GPU and the precision it was built for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MANIFEST_SCHEMA_VERSION = 1
+SUPPORTED_MANIFEST_SCHEMA_VERSIONS = (1,)
+ONNX_METADATA_KEY = "vla_rft.manifest"
+
+
+class ManifestError(ValueError):
+    """A model file whose manifest is missing, unreadable or does not match; names the file."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of an exported graph."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    """Dimensions; strings are dynamic (e.g. 'batch')."""
+    dtype: str
+    """numpy dtype name, e.g. 'float32', 'int64'."""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TensorSpec:
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Facts about one exported model file."""
+
+    kind: str
+    """'policy', 'text_encoder' or 'world_model_step'."""
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    image_size: int | None = None
+    """Square image side the graph expects (None: no image input)."""
+    state_dim: int | None = None
+    action_dim: int | None = None
+    chunk_size: int | None = None
+    """Actions per predicted chunk."""
+    instruction_dim: int | None = None
+    """Size of the instruction embedding."""
+    norm_stats: dict | None = None
+    """NormStats.to_dict() of the training data (state and action)."""
+    checkpoint_sha256: str | None = None
+    """Hash of the checkpoint weights the export came from."""
+    data_fingerprint: str | None = None
+    """EpisodeIndex.fingerprint() of the data the checkpoint was trained on."""
+    source: str | None = None
+    """Path of the checkpoint (for people; the hash is the identity)."""
+    extra: dict = field(default_factory=dict)
+    """Kind-specific facts (opset, tokenizer file, model config, engine build facts, ...)."""
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "manifest") -> Manifest:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{where}: not valid JSON ({err})") from None
+        version = d.get("schema_version")
+        if version not in SUPPORTED_MANIFEST_SCHEMA_VERSIONS:
+            raise ManifestError(
+                f"{where}: unknown manifest schema version {version!r} "
+                f"(this vla_rft reads {SUPPORTED_MANIFEST_SCHEMA_VERSIONS})"
+            )
+        try:
+            d["inputs"] = tuple(TensorSpec.from_dict(x) for x in d["inputs"])
+            d["outputs"] = tuple(TensorSpec.from_dict(x) for x in d["outputs"])
+            return cls(**d)
+        except (KeyError, TypeError) as err:
+            raise ManifestError(f"{where}: malformed manifest ({err})") from None
+
+    def input(self, name: str) -> TensorSpec:
+        return next(s for s in self.inputs if s.name == name)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_path(model_path: str | Path) -> Path:
+    """`X.onnx` -> `X.json`; `X.engine` -> `X.engine.json`."""
+    model_path = Path(model_path)
+    if model_path.suffix == ".onnx":
+        return model_path.with_suffix(".json")
+    return model_path.with_name(model_path.name + ".json")
+
+
+def write_manifest(model_path: str | Path, manifest: Manifest) -> Path:
+    path = manifest_path(model_path)
+    path.write_text(manifest.to_json())
+    return path
+
+
+def read_manifest(model_path: str | Path) -> Manifest:
+    """The JSON manifest beside a model file."""
+    path = manifest_path(model_path)
+    if not path.is_file():
+        raise ManifestError(f"{model_path}: no manifest beside it (expected {path.name})")
+    return Manifest.from_json(path.read_text(), where=str(path))

@@ -1,0 +1,87 @@
+"""The policy on the robot: exported graphs behind the one `Policy` interface, no torch.
+
+A model package (what `vla-rft export` writes into `models/<name>/`):
+
+    policy.onnx (+ policy.json)              (image, instruction_embedding, state) -> action_chunk
+    text_encoder.onnx (+ text_encoder.json)  (input_ids, attention_mask) -> embedding
+    tokenizer.json                           the instruction tokenizer
+    policy.engine (+ policy.engine.json)     optional TensorRT engine of policy.onnx
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_rft.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.runtime.instruction_encoder import InstructionTokenizer
+from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
+from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms
+
+POLICY_ONNX = "policy.onnx"
+TEXT_ENCODER_ONNX = "text_encoder.onnx"
+TOKENIZER_JSON = "tokenizer.json"
+POLICY_ENGINE = "policy.engine"
+WORLD_MODEL_STEP_ONNX = "world_model_step.onnx"
+
+IMAGE_INPUT, INSTRUCTION_INPUT, STATE_INPUT = "image", "instruction_embedding", "state"
+CHUNK_OUTPUT = "action_chunk"
+
+
+class ExportedPolicy:
+    """infer(obs) -> {'action': float32 [K, A] robot units, 'action_normalized': [K, A]}.
+
+    `chunk_model` is anything with `run(feeds) -> outputs` and a `manifest` (an OnnxModel or a
+    TensorRT engine runner); the text encoder always runs on ONNX Runtime (once per sentence).
+    """
+
+    def __init__(self, chunk_model, instructions: InstructionCache, backend: str):
+        manifest = chunk_model.manifest
+        if manifest.kind != "policy" or manifest.norm_stats is None:
+            raise ModelFileError(f"{chunk_model.path}: not a policy export with statistics")
+        self.chunk_model = chunk_model
+        self.instructions = instructions
+        self.backend = backend
+        self.manifest = manifest
+        low, high = manifest.extra.get("action_range", (-1.0, 1.0))
+        self.transforms = PolicyTransforms.from_stats(
+            manifest.image_size, manifest.norm_stats, low, high
+        )
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        embedding = self.instructions(obs[OBS_INSTRUCTION])  # [E], encoded once per sentence
+        image, state = self.transforms.observation(obs[OBS_IMAGE], obs[OBS_STATE])
+        feeds = {
+            IMAGE_INPUT: image[None],
+            INSTRUCTION_INPUT: embedding[None],
+            STATE_INPUT: state[None],
+        }
+        chunk = self.chunk_model.run(feeds)[CHUNK_OUTPUT][0]  # [K, A] normalised
+        return {"action": self.transforms.action(chunk), "action_normalized": chunk}
+
+    def reset(self) -> None:
+        """Nothing carries over between episodes (the instruction cache is not episode state)."""
+
+
+def onnx_instruction_cache(
+    package: Path, known: dict, providers: str = "auto", threads: int = 1
+) -> InstructionCache:
+    """The training instructions' embeddings from the manifest; any other sentence is encoded
+    by the exported MiniLM and its tokenizer, both loaded on first use."""
+    model: OnnxModel | None = None
+    tokenizer: InstructionTokenizer | None = None
+
+    def encode(text: str) -> np.ndarray:
+        nonlocal model, tokenizer
+        if model is None:
+            model = OnnxModel(
+                package / TEXT_ENCODER_ONNX, providers, kind="text_encoder", threads=threads
+            )
+            tokenizer = InstructionTokenizer(package / TOKENIZER_JSON)
+        ids, mask = tokenizer([text])
+        return model.run({"input_ids": ids, "attention_mask": mask})["embedding"][0]
+
+    known = {text: np.asarray(e, np.float32) for text, e in known.items()}
+    return InstructionCache(known, encode)

@@ -1,0 +1,32 @@
+"""Instructions -> embeddings on the robot: `tokenizers` + the exported MiniLM, no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vla_rft.runtime.transforms import check_instruction
+
+MAX_TOKENS = 128
+"""Longest tokenised instruction (all-MiniLM-L6-v2 was trained on 128 tokens); longer is cut."""
+
+
+class InstructionTokenizer:
+    """Sentences -> (input_ids, attention_mask), int64 [B, L], padded to the longest."""
+
+    def __init__(self, tokenizer_json: str | Path):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self.tokenizer.no_padding()  # the bundled file pads every sentence to 128 tokens
+        self.tokenizer.enable_truncation(MAX_TOKENS)
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encodings = self.tokenizer.encode_batch([check_instruction(t) for t in texts])
+        length = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), length), np.int64)
+        mask = np.zeros((len(texts), length), np.int64)
+        for i, e in enumerate(encodings):
+            ids[i, : len(e.ids)], mask[i, : len(e.ids)] = e.ids, 1
+        return ids, mask

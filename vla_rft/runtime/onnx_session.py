@@ -1,0 +1,114 @@
+"""ONNX Runtime sessions for exported models, with their manifests checked on load.
+
+Execution providers are picked from what is installed (TensorRT, then CUDA, then CPU) unless a
+preference names one. A missing, corrupted or mismatched file gives a ModelFileError that names
+the file and the fault; nothing crashes later on a wrong input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from vla_rft.export.manifest import ONNX_METADATA_KEY, Manifest, ManifestError, read_manifest
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+"""Short names accepted by `choose_providers`, in order of preference for 'auto'."""
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(float16)": "float16",
+    "tensor(int32)": "int32",
+}
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used; names the file and the reason."""
+
+
+def choose_providers(preference: str = "auto") -> list[str]:
+    """ONNX Runtime providers for 'auto' (best installed first) or one of PROVIDERS."""
+    available = ort.get_available_providers()
+    if preference == "auto":
+        return [p for p in PROVIDERS.values() if p in available]
+    if preference not in PROVIDERS:
+        raise ValueError(
+            f"unknown provider {preference!r}; choose auto or one of {list(PROVIDERS)}"
+        )
+    wanted = PROVIDERS[preference]
+    if wanted not in available:
+        raise ValueError(f"{wanted} is not available here (installed: {', '.join(available)})")
+    return [wanted] if wanted == PROVIDERS["cpu"] else [wanted, PROVIDERS["cpu"]]
+
+
+class OnnxModel:
+    """One exported graph: `run({input: array}) -> {output: array}`, inputs checked."""
+
+    def __init__(
+        self, path: str | Path, providers: str = "auto", kind: str | None = None, threads: int = 0
+    ):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: no such model file")
+        try:
+            self.manifest = read_manifest(self.path)
+        except ManifestError as err:
+            raise ModelFileError(str(err)) from None
+        if kind is not None and self.manifest.kind != kind:
+            raise ModelFileError(f"{self.path}: holds a {self.manifest.kind!r}, expected {kind!r}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if threads != 0:  # a fixed pool should sleep between calls, not spin on the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=choose_providers(providers)
+            )
+        except Exception as err:  # onnxruntime raises its own exception types per failure
+            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load it ({err})") from None
+        self._check_against_manifest()
+
+    def _check_against_manifest(self) -> None:
+        embedded = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+        if embedded is None:
+            raise ModelFileError(f"{self.path}: the ONNX metadata holds no vla_rft manifest")
+        if Manifest.from_json(embedded, str(self.path)) != self.manifest:
+            raise ModelFileError(
+                f"{self.path}: the manifest beside the file does not match the one inside it "
+                "(files from different exports?)"
+            )
+        graph = {i.name: _ORT_TYPES.get(i.type, i.type) for i in self.session.get_inputs()}
+        declared = {s.name: s.dtype for s in self.manifest.inputs}
+        if graph != declared:
+            raise ModelFileError(f"{self.path}: graph inputs {graph} != manifest {declared}")
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for spec in self.manifest.inputs:
+            if spec.name not in feeds:
+                raise ValueError(f"{self.path.name}: missing input {spec.name!r}")
+            array = feeds[spec.name]
+            fixed = [(i, d) for i, d in enumerate(spec.shape) if isinstance(d, int)]
+            if array.ndim != len(spec.shape) or any(array.shape[i] != d for i, d in fixed):
+                raise ValueError(
+                    f"{self.path.name}: input {spec.name!r} must have shape {list(spec.shape)}, "
+                    f"got {list(array.shape)}"
+                )
+        feeds = {
+            s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.manifest.inputs
+        }
+        outputs = self.session.run(None, feeds)
+        return {o.name: v for o, v in zip(self.session.get_outputs(), outputs, strict=True)}

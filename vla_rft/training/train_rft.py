@@ -1,0 +1,444 @@
+"""`vla-rft rft`: VLA-RFT, GRPO fine-tuning of the policy inside the world model.
+
+    vla-rft rft --recipe training/cpu/rft.yaml [--set grpo.steps=100 ...] [--resume]
+    torchrun --nproc_per_node 2 -m vla_rft.training.train_rft --recipe ...   # data parallel
+
+One loop, top to bottom. Each iteration: B start states (frame, state, instruction and the next
+K real actions of a real episode) -> the policy samples G stochastic chunks per start -> the
+world model rolls every chunk out, and the episode's real chunk for the reference (world model
+against world model, so its own errors cancel) -> verified reward -> group advantages -> one
+clipped policy-gradient step on the action head and the sigma net (the backbone stays frozen),
+with an entropy bonus, an optional KL to the base policy and a small flow-matching loss on the
+real actions whose weight grows with the measured drift from the base policy.
+Checkpoints are policy checkpoints (`vla-rft eval --policy`, `vla-rft export` take them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from vla_rft.data import WindowConfig, build_datasets
+from vla_rft.data.normalization import NormStats
+from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE, VLAPolicy
+from vla_rft.models.world_model.modeling_world_model import load_world_model
+from vla_rft.rl import clipped_policy_loss, gaussian_entropy, group_advantages, kl_estimate
+from vla_rft.rl.rewards import PERCEPTUAL_TERMS, verified_reward
+from vla_rft.runtime.torch_policy import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, TorchPolicy
+from vla_rft.training import distributed as dist
+from vla_rft.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
+from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.training.tracking import RunLogger, plot_metrics
+
+# --- config ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Group sampling and the policy update (defaults: the paper's)."""
+
+    steps: int = 400
+    """Iterations, one optimiser step each."""
+    start_states: int = 16
+    """B: start states per iteration and process."""
+    group_size: int = 16
+    """G: chunks sampled per start state."""
+    clip: float = 0.2
+    """PPO ratio clip."""
+    dual_clip: float = 3.0
+    """Cap on the loss of negative-advantage samples, as a multiple of |A|."""
+    head_lr: float = 1e-6
+    """Peak learning rate of the action head."""
+    sigma_lr: float = 1e-5
+    """Peak learning rate of the sigma net."""
+    warmup_steps: int = 20
+    """Linear warm-up of both learning rates."""
+    entropy_weight: float = 0.003
+    """Bonus on the entropy of the sampler's Gaussian steps."""
+    kl_weight: float = 0.0
+    """Weight of the k3 KL estimate to the base policy (0: off, as in the paper)."""
+    bc_weight: float = 0.01
+    """Flow-matching loss on the real actions at full drift."""
+    drift_scale: float = 0.05
+    """Drift (mean |chunk - base chunk|, normalised units) at which the BC weight is full."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (0: none)."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.start_states < 1 or self.group_size < 2:
+            raise ValueError("need steps >= 1, start_states >= 1 and group_size >= 2")
+        if self.head_lr < 0 or self.sigma_lr < 0 or self.drift_scale <= 0:
+            raise ValueError("learning rates must be >= 0 and drift_scale > 0")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """r = -(1/T) sum_t [pixel_weight * MAE + perceptual_weight * (1 - SSIM)]."""
+
+    pixel_weight: float = 1.0
+    """Weight of the mean absolute pixel error (frames in [0, 1])."""
+    perceptual_weight: float = 1.0
+    """Weight of the perceptual distance."""
+    perceptual: str = "ssim"
+    """Perceptual term: 'ssim' (1 - SSIM; LPIPS weights are not available offline) or 'none'."""
+
+    def __post_init__(self):
+        if self.perceptual not in PERCEPTUAL_TERMS:
+            raise ValueError(f"perceptual must be one of {PERCEPTUAL_TERMS}")
+
+
+@dataclass(frozen=True)
+class TrainRFTConfig:
+    """A VLA-RFT run."""
+
+    policy: str = "runs/policy/cpu"
+    """Base policy: checkpoint or run directory (its latest)."""
+    world_model: str = "runs/world_model/cpu"
+    """World model: checkpoint or run directory."""
+    data: tuple[str, ...] = ("data/expert200",)
+    """Episode directories the start states come from (training split only)."""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """Sampling and update."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """The verified reward."""
+    run_dir: str = "runs/rft/default"
+    """Where checkpoints, logs and curves go."""
+    seed: int = 0
+    """Seed of start-state sampling and of the sampler's noise."""
+    device: str = "auto"
+    """"auto", "cpu" or "cuda"."""
+    threads: int = 2
+    """CPU threads per process."""
+    log_every: int = 5
+    """Iterations between logged scalars."""
+    save_every: int = 50
+    """Iterations between checkpoints (and at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept."""
+
+
+# --- the pieces of one iteration ------------------------------------------------------------
+
+
+def policy_inputs(
+    base: TorchPolicy, frames: np.ndarray, states: np.ndarray, instructions: list[str], device
+) -> dict[str, torch.Tensor]:
+    """uint8 frames [B, H, W, 3], raw states [B, S], B instructions -> the policy's input."""
+    image, state = base.transforms.observation(frames, states)
+    embedding = np.stack([base.instructions(text) for text in instructions])
+    arrays = {IMAGE: image, INSTRUCTION_EMBEDDING: embedding, STATE: state}
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
+
+
+def repeat_rows(obs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """Each start state n times in a row: [B, ...] -> [B * n, ...]."""
+    return {k: v.repeat_interleave(n, dim=0) for k, v in obs.items()}
+
+
+def to_world_model_actions(actions_raw: torch.Tensor, wm_stats: NormStats) -> torch.Tensor:
+    """Robot-unit actions [..., A] -> the world model's normalised actions."""
+    mean = torch.tensor(wm_stats.action.mean, dtype=actions_raw.dtype)
+    std = torch.tensor(wm_stats.action.std, dtype=actions_raw.dtype)
+    return (actions_raw - mean) / torch.where(std < 1e-6, torch.ones_like(std), std)
+
+
+def score_chunks(
+    world_model,
+    context: np.ndarray,
+    candidates_raw: torch.Tensor,
+    real_raw: torch.Tensor,
+    wm_stats: NormStats,
+    reward: RewardConfig,
+):
+    """Verified rewards of candidate chunks against the world model's reference rollout.
+
+    context uint8 [B, C, H, W, 3]; candidates_raw [B, G, K, A] and real_raw [B, K, A] in robot
+    units -> (rewards [B, G], terms {name: [B, G]}). The reference rollout feeds the episode's
+    REAL actions (not a re-sample from the policy, the released code's defect).
+    """
+    candidates = to_world_model_actions(candidates_raw, wm_stats)
+    reference = world_model.rollout(context, to_world_model_actions(real_raw, wm_stats)[:, None])
+    predicted = world_model.rollout(context, candidates)  # [B, G, K, H, W, 3]
+    return verified_reward(
+        predicted, reference[:, 0], reward.pixel_weight, reward.perceptual_weight, reward.perceptual
+    )
+
+
+def sampler_entropy(policy: VLAPolicy, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean entropy of the sampler's Gaussian steps over a batch (a scalar)."""
+    pooled = policy.encode_batch(obs).pooled
+    head = policy.head
+    steps = [
+        head.sigma(pooled, pooled.new_full((len(pooled),), k / head.steps))
+        for k in range(head.steps)
+    ]  # S x [B, K, A]
+    return gaussian_entropy(torch.stack(steps, 1).flatten(2)).mean()
+
+
+def learning_rate_scale(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / max(warmup, 1))
+
+
+def full_chunk_windows(train, chunk: int) -> np.ndarray:
+    """Windows whose next `chunk` actions all lie inside the episode (a real reference)."""
+    starts = np.arange(len(train)) - train.ep_start[train.window_episode]
+    lengths = (train.ep_end - train.ep_start)[train.window_episode]
+    return np.flatnonzero(starts + chunk <= lengths)
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def train(
+    config: TrainRFTConfig,
+    make_policy: Callable[[str], TorchPolicy] = TorchPolicy.from_checkpoint,
+    make_world_model: Callable[[str], tuple] = load_world_model,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune the policy in the world model; returns the last checkpoint."""
+    info = dist.init_distributed(config.device)
+    torch.set_num_threads(config.threads)
+    g = config.grpo
+    run_dir = Path(config.run_dir)
+    if not resume and latest_checkpoint(run_dir) is not None:
+        raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume or another run_dir")
+
+    # --- models ----------------------------------------------------------------------------
+    base_ckpt = load_checkpoint(config.policy)
+    base = make_policy(str(base_ckpt.path))
+    policy = base.model.to(info.device).eval()  # eval: sampling and update see the same net
+    reference_policy = copy.deepcopy(policy).eval().requires_grad_(False)  # the base, for KL
+    world_model, wm_ckpt = make_world_model(config.world_model)
+    world_model = world_model.to(info.device).eval()
+    wm_stats = NormStats.from_dict(wm_ckpt.norm_stats)
+    chunk = policy.config.chunk_size
+    low, high = base_ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))
+
+    policy.freeze_backbone()
+    policy.head.requires_grad_(True)  # includes the sigma net, frozen during behaviour cloning
+    sigma_params = list(policy.head.sigma.parameters())
+    head_params = [p for n, p in policy.head.named_parameters() if not n.startswith("sigma.")]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": head_params, "lr": g.head_lr, "base_lr": g.head_lr},
+            {"params": sigma_params, "lr": g.sigma_lr, "base_lr": g.sigma_lr},
+        ],
+        weight_decay=0.0,
+    )
+    start, seconds_before = 0, 0.0
+    if resume and latest_checkpoint(run_dir) is not None:
+        ckpt = load_checkpoint(run_dir, with_optimizer=True)
+        load_weights(policy, ckpt)
+        optimizer.load_state_dict(ckpt.optimizer)
+        start, seconds_before = ckpt.step, ckpt.extra.get("train_seconds", 0.0)
+
+    # --- start states ----------------------------------------------------------------------
+    window = WindowConfig(
+        context_frames=world_model.config.context_frames,
+        action_horizon=chunk,
+        image_size=world_model.config.image_size,
+        normalize=False,
+    )
+    train_set, _, index = build_datasets(
+        list(config.data), window, progress=progress and info.is_main
+    )
+    candidates = full_chunk_windows(train_set, chunk)
+    unknown = set(train_set.instructions) - set(base_ckpt.extra[INSTRUCTIONS_KEY])
+    if unknown:
+        raise ConfigError(f"the base policy was not trained on the instructions {sorted(unknown)}")
+
+    logger = RunLogger(run_dir, info)
+    extra = {
+        **base_ckpt.extra,
+        "rft": {
+            "base_policy": str(base_ckpt.path),
+            "world_model": str(wm_ckpt.path),
+            "world_model_data": wm_ckpt.data_fingerprint,
+        },
+    }
+    if info.is_main:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        trainable = sum(p.numel() for p in head_params + sigma_params)
+        print(
+            f"RFT: {trainable / 1e6:.2f} M trainable parameters (head + sigma net); "
+            f"{len(candidates)} start states from {len(train_set.episode_names)} episodes; "
+            f"B={g.start_states} x G={g.group_size} rollouts of {chunk} frames per iteration, "
+            f"{info.world_size} process(es) on {info.device}"
+        )
+
+    def save(step: int, seconds: float) -> Path:
+        return save_checkpoint(
+            run_dir,
+            step,
+            policy,
+            base_ckpt.config,
+            base_ckpt.norm_stats,
+            index.fingerprint(),
+            optimizer_state=optimizer.state_dict(),
+            extra={**extra, "train_seconds": seconds},
+            keep_last=config.keep_last,
+        )
+
+    # --- loop ------------------------------------------------------------------------------
+    t0, last = time.perf_counter(), None
+    bar = tqdm(
+        range(start, g.steps), disable=not (progress and info.is_main), initial=start, total=g.steps
+    )
+    for step in bar:
+        rng = np.random.default_rng((config.seed, step, info.rank))
+        noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        batch = train_set.get_batch(np.sort(rng.choice(candidates, g.start_states, replace=False)))
+        obs = policy_inputs(
+            base, batch["image"][:, -1], batch["state"], batch["instruction"], info.device
+        )
+        real_raw = torch.from_numpy(batch["action"]).float()  # [B, K, A] robot units
+        group_obs = repeat_rows(obs, g.group_size)
+
+        # rollouts in the world model, rewards, advantages (no gradient)
+        with torch.no_grad():
+            sample = policy.sample_chunk(group_obs, noise)  # actions [B*G, K, A] normalised
+            chunk_raw = base.transforms.action.normalizer.unnormalize(sample.actions.cpu().numpy())
+            candidates_raw = torch.from_numpy(np.clip(chunk_raw, low, high)).view(
+                g.start_states, g.group_size, chunk, -1
+            )
+            rewards, terms = score_chunks(
+                world_model, batch["image"], candidates_raw, real_raw, wm_stats, config.reward
+            )
+            advantages = group_advantages(rewards).flatten().to(info.device)  # [B*G]
+            base_log_prob = reference_policy.log_prob(group_obs, sample.trajectory)
+            inputs = (obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])
+            drift = (
+                (policy.predict_chunk(*inputs) - reference_policy.predict_chunk(*inputs))
+                .abs()
+                .mean()
+            )
+
+        # one clipped policy-gradient step on the head and the sigma net
+        log_prob = policy.log_prob(group_obs, sample.trajectory)  # [B*G]
+        pg_loss, pg_stats = clipped_policy_loss(
+            log_prob, sample.log_prob, advantages, g.clip, g.dual_clip
+        )
+        entropy = sampler_entropy(policy, obs)
+        kl = kl_estimate(log_prob, base_log_prob, "k3").mean()
+        real_normalised = torch.from_numpy(
+            base.transforms.action.normalizer.normalize(batch["action"])
+        ).to(info.device)
+        bc_loss = policy.head.loss(
+            policy.encode_batch(obs),
+            real_normalised,
+            torch.ones(real_normalised.shape[:2], dtype=torch.bool),
+        )
+        bc_coef = g.bc_weight * min(float(drift) / g.drift_scale, 1.0)
+        loss = pg_loss - g.entropy_weight * entropy + g.kl_weight * kl + bc_coef * bc_loss.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.average_gradients(head_params + sigma_params, info)
+        if g.grad_clip:
+            torch.nn.utils.clip_grad_norm_(head_params + sigma_params, g.grad_clip)
+        scale = learning_rate_scale(step, g.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * scale
+        optimizer.step()
+
+        done = step + 1
+        if done % config.log_every == 0 or done == g.steps:
+            scalars = {
+                "reward/mean": rewards.mean(),
+                "reward/std_in_group": rewards.std(1).mean(),
+                "reward/pixel_mae": terms["pixel_mae"].mean(),
+                "reward/perceptual": terms["perceptual"].mean(),
+                "policy/kl_to_base": kl,
+                "policy/drift": drift,
+                "policy/entropy": entropy,
+                "policy/clip_fraction": pg_stats["clip_fraction"],
+                "loss/policy_gradient": pg_loss,
+                "loss/bc": bc_loss.mean(),
+                "lr/head": g.head_lr * scale,
+                "lr/sigma": g.sigma_lr * scale,
+                "time/s_per_step": (time.perf_counter() - t0) / (done - start),
+            }
+            scalars = {k: dist.all_reduce_mean(v, info) for k, v in scalars.items()}
+            logger.log(done, scalars)
+            bar.set_postfix(
+                reward=f"{scalars['reward/mean']:.4f}", kl=f"{scalars['policy/kl_to_base']:.2e}"
+            )
+        if done % config.save_every == 0 or done == g.steps:
+            if info.is_main:
+                last = save(done, seconds_before + time.perf_counter() - t0)
+            dist.barrier(info)
+
+    # --- wrap up ---------------------------------------------------------------------------
+    if info.is_main:
+        logger.close()
+        plot_metrics(
+            run_dir,
+            [
+                "reward/mean",
+                "reward/std_in_group",
+                "reward/pixel_mae",
+                "reward/perceptual",
+                "policy/kl_to_base",
+                "policy/entropy",
+                "policy/clip_fraction",
+                "lr/head",
+            ],
+            run_dir / "curves.png",
+            title=f"VLA-RFT: {run_dir.name}",
+        )
+        seconds = seconds_before + time.perf_counter() - t0
+        print(
+            f"fine-tuned to step {g.steps} in {seconds:.0f} s ({seconds / 60:.1f} min); "
+            f"checkpoint {last}; curves {run_dir / 'curves.png'}"
+        )
+    dist.cleanup(info)
+    return last or latest_checkpoint(run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vla-rft rft", description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", type=Path, help="YAML recipe, e.g. training/cpu/rft.yaml")
+    parser.add_argument("--policy", help="base policy checkpoint or run (overrides the recipe)")
+    parser.add_argument(
+        "--world-model", help="world model checkpoint or run (overrides the recipe)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value (repeatable), e.g. grpo.steps=100",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in run_dir")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    overrides = list(args.set)
+    overrides += [f"policy={args.policy}"] if args.policy else []
+    overrides += [f"world_model={args.world_model}"] if args.world_model else []
+    try:
+        config = load_config(TrainRFTConfig, args.recipe, overrides)
+        train(config, resume=args.resume, progress=not args.quiet)
+    except (ValueError, CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

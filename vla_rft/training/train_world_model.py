@@ -1,0 +1,372 @@
+"""`vla-rft train-world-model`: pre-train the action-conditioned world model on episodes.
+
+    vla-rft train-world-model --recipe training/cpu/world_model.yaml [--set optim.steps=500]
+    torchrun --nproc_per_node 2 -m vla_rft.training.train_world_model --recipe ...
+
+Each step samples windows (context frames at t, actions t .. t+T-1, real frames t+1 .. t+T),
+rolls the model out open-loop for T steps and regresses every predicted frame on the real one;
+frames past the end of an episode are masked out. Batches are drawn from a generator seeded by
+(seed, step, rank), so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vla_rft.data import WindowConfig, build_datasets
+from vla_rft.models.world_model import WorldModel, WorldModelConfig
+from vla_rft.training import checkpoint as ckpt_io
+from vla_rft.training import distributed as dist
+from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.training.tracking import RunLogger
+
+# --- config ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the episodes are and how windows are cut."""
+
+    roots: tuple[str, ...] = ("data/expert200",)
+    """Directories of episodes."""
+    horizon: int = 16
+    """Open-loop steps per training window (actions applied, frames predicted)."""
+    val_fraction: float = 0.1
+    """Share of episodes held out (by a hash of the name, as the data set splits)."""
+
+    def __post_init__(self):
+        if not self.roots:
+            raise ValueError("data.roots: give at least one directory of episodes")
+        if self.horizon < 1:
+            raise ValueError(f"data.horizon must be >= 1, got {self.horizon}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and schedule."""
+
+    steps: int = 2000
+    """Optimiser steps in total (a resumed run continues up to this number)."""
+    batch_size: int = 16
+    """Windows per step over all processes (each of N processes takes batch_size / N)."""
+    lr: float = 1e-3
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up, then cosine decay to lr_min_ratio * lr."""
+    lr_min_ratio: float = 0.05
+    """Final learning rate as a share of the peak."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0: off)."""
+    l1_weight: float = 0.5
+    """Weight of the L1 pixel loss added to the MSE (sharper frames)."""
+    decoded_frames: int = 0
+    """Frames of each window decoded and scored per step, a random subset (0: all)."""
+    bf16: bool = False
+    """Forward and backward under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, GPUs)."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ValueError("optim.steps and optim.batch_size must be >= 1, warmup_steps >= 0")
+        if self.lr <= 0 or not 0 <= self.lr_min_ratio <= 1:
+            raise ValueError(f"optim.lr must be > 0 and lr_min_ratio in [0, 1], got {self}")
+
+
+@dataclass(frozen=True)
+class TrainWorldModelConfig:
+    """A world-model training run: model, data, optimiser and bookkeeping."""
+
+    name: str = "default"
+    """Run name; the run directory is runs/world_model/<name> unless --run-dir is given."""
+    seed: int = 0
+    """Seeds the model's initial weights and the batch order."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    threads: int = 2
+    """CPU threads per process for torch."""
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    """Architecture."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Episodes and windows."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and schedule."""
+    log_every: int = 20
+    """Steps between logged training scalars."""
+    val_every: int = 250
+    """Steps between validation passes (and at the end)."""
+    val_windows: int = 64
+    """Fixed validation windows scored at each validation pass."""
+    save_every: int = 500
+    """Steps between checkpoints (and at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept on disk."""
+
+    def __post_init__(self):
+        for name in ("log_every", "val_every", "val_windows", "save_every", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def load_data(cfg: TrainWorldModelConfig, progress: bool):
+    """Train and validation windows of (context frames, T actions, T future frames)."""
+    window = WindowConfig(
+        context_frames=cfg.model.context_frames,
+        action_horizon=cfg.data.horizon,
+        future_frames=cfg.data.horizon,
+        image_size=cfg.model.image_size,
+        val_fraction=cfg.data.val_fraction,
+    )
+    train, val, index = build_datasets(list(cfg.data.roots), window, progress=progress)
+    action_dim = train.actions.shape[1]
+    if action_dim != cfg.model.action_dim:
+        raise ConfigError(
+            f"model.action_dim is {cfg.model.action_dim} but the data has {action_dim}"
+        )
+    return train, val, index
+
+
+def window_starts(ds) -> np.ndarray:
+    """Global step indices that have at least one real future frame (not an episode's last)."""
+    last = np.zeros(len(ds), dtype=bool)
+    last[ds.ep_end - 1] = True
+    return np.flatnonzero(~last)
+
+
+def to_tensors(batch: dict, device: torch.device):
+    """-> context [N, C, 3, H, W], actions [N, T, A], target [N, T, 3, H, W], valid [N, T]."""
+
+    def frames(x):  # uint8 [N, T, H, W, 3] -> float [N, T, 3, H, W] in [0, 1]
+        return torch.from_numpy(x).to(device).permute(0, 1, 4, 2, 3).float() / 255
+
+    return (
+        frames(batch["image"]),
+        torch.from_numpy(batch["action"]).to(device),
+        frames(batch["future_image"]),
+        torch.from_numpy(~batch["future_pad"]).to(device),
+    )
+
+
+def pixel_loss(pred, target, valid, l1_weight: float):
+    """Mean over real frames of MSE + l1_weight * L1; also returns per-frame MSE [N, T]."""
+    mse = (pred - target).square().mean(dim=(2, 3, 4))  # [N, T]
+    l1 = (pred - target).abs().mean(dim=(2, 3, 4))
+    w = valid.float()
+    loss = ((mse + l1_weight * l1) * w).sum() / w.sum().clamp_min(1)
+    return loss, mse
+
+
+def learning_rate(step: int, o: OptimConfig) -> float:
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    progress = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
+    return o.lr * (o.lr_min_ratio + (1 - o.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def validate(model: WorldModel, val, idx: np.ndarray, cfg, device) -> dict[str, float]:
+    """Loss and PSNR at the first and last horizon step, next to repeating the last real frame."""
+    model.eval()
+    rows = {"loss": [], "mse": [], "base": [], "valid": []}
+    for s in range(0, len(idx), 32):
+        context, actions, target, valid = to_tensors(val.get_batch(idx[s : s + 32]), device)
+        pred = model(context, actions)
+        loss, mse = pixel_loss(pred, target, valid, cfg.optim.l1_weight)
+        rows["loss"].append(loss.item() * len(context))
+        rows["mse"].append(mse)
+        rows["base"].append((context[:, -1:] - target).square().mean(dim=(2, 3, 4)))
+        rows["valid"].append(valid)
+    model.train()
+    mse, base, valid = (torch.cat(rows[k]) for k in ("mse", "base", "valid"))
+    out = {"loss/val": sum(rows["loss"]) / len(idx)}
+    for h in sorted({1, cfg.data.horizon}):
+        v = valid[:, h - 1]
+        for name, m in (("model", mse), ("repeat_last", base)):
+            out[f"val_psnr_h{h}/{name}"] = (
+                (-10 * torch.log10(m[v, h - 1].clamp_min(1e-10))).mean().item()
+            )
+    return out
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def train(
+    cfg: TrainWorldModelConfig,
+    run_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    make_world_model: Callable[[WorldModelConfig], WorldModel] = WorldModel,
+) -> Path:
+    """Train (or resume) a run; returns the final checkpoint's path (None on ranks other than 0)."""
+    info = dist.init_distributed(cfg.device)
+    torch.set_num_threads(cfg.threads)
+    if cfg.optim.batch_size % info.world_size:
+        raise ConfigError(
+            f"optim.batch_size {cfg.optim.batch_size} must divide by {info.world_size} processes"
+        )
+    per_rank = cfg.optim.batch_size // info.world_size
+    if not info.is_main:  # rank 0 fills the episode cache first, the others then read it
+        dist.barrier(info)
+    train_ds, val_ds, index = load_data(cfg, progress and info.is_main)
+    if info.is_main:
+        dist.barrier(info)
+    starts = window_starts(train_ds)
+    fingerprint = index.fingerprint()
+
+    torch.manual_seed(cfg.seed)
+    model = make_world_model(cfg.model).to(info.device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+    )
+    step = 0
+    latest = ckpt_io.latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise ConfigError(f"{run_dir} already has checkpoints; pass --resume or another --run-dir")
+    if resume and latest is not None:
+        ckpt = ckpt_io.load_checkpoint(latest, with_optimizer=True)
+        if ckpt.config.get("model") != to_dict(cfg.model):
+            raise ConfigError(
+                f"{latest}: its model config differs from the recipe's; cannot resume"
+            )
+        if ckpt.data_fingerprint != fingerprint and info.is_main:
+            print(
+                f"warning: resuming on different data than {latest} was trained on", file=sys.stderr
+            )
+        ckpt_io.load_weights(model, ckpt)
+        if ckpt.optimizer is not None:
+            optimizer.load_state_dict(ckpt.optimizer)
+        step = ckpt.step
+    ddp_model = dist.wrap_ddp(model, info)
+    logger = RunLogger(run_dir, info)
+    val_idx = None
+    if val_ds is not None:
+        val_starts = window_starts(val_ds)
+        pick = np.random.default_rng(0).permutation(len(val_starts))[: cfg.val_windows]
+        val_idx = np.sort(val_starts[pick])
+
+    def save(at: int) -> Path | None:
+        if not info.is_main:
+            return None
+        return ckpt_io.save_checkpoint(
+            run_dir, at, model, to_dict(cfg), train_ds.stats.to_dict(), fingerprint,
+            optimizer_state=optimizer.state_dict(), keep_last=cfg.keep_last,
+            extra={"world_size": info.world_size, "train_windows": len(starts)},
+        )  # fmt: skip
+
+    if info.is_main:
+        params = sum(p.numel() for p in model.parameters())
+        print(
+            f"world model: {params / 1e6:.2f} M parameters, latent {cfg.model.latent_size}x"
+            f"{cfg.model.latent_size}; {len(starts)} training windows of {cfg.data.horizon} steps; "
+            f"{info.world_size} process(es); run dir {run_dir}"
+        )
+    bar = tqdm(total=cfg.optim.steps, initial=step, disable=not (progress and info.is_main))
+    model.train()
+    tic = time.perf_counter()
+    while step < cfg.optim.steps:
+        # batch [per_rank windows] drawn by (seed, step, rank)
+        rng = np.random.default_rng([cfg.seed, step, info.rank])
+        batch = train_ds.get_batch(np.sort(rng.choice(starts, per_rank)))
+        context, actions, target, valid = to_tensors(batch, info.device)
+        lr = learning_rate(step, cfg.optim)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        horizon, keep = cfg.data.horizon, cfg.optim.decoded_frames
+        steps = sorted(rng.permutation(horizon)[:keep].tolist()) if 0 < keep < horizon else None
+        if steps is not None:
+            target, valid = target[:, steps], valid[:, steps]
+        with torch.autocast(info.device.type, torch.bfloat16, enabled=cfg.optim.bf16):
+            pred = ddp_model(context, actions, steps)  # [N, T', 3, H, W]
+        loss, _ = pixel_loss(pred.float(), target, valid, cfg.optim.l1_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower optim.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            if cfg.optim.grad_clip > 0
+            else torch.tensor(0.0)
+        )
+        optimizer.step()
+        step += 1
+        bar.update()
+
+        if step % cfg.log_every == 0 or step == cfg.optim.steps:
+            elapsed = time.perf_counter() - tic
+            scalars = {
+                "loss/train": dist.all_reduce_mean(loss.item(), info),
+                "optim/lr": lr,
+                "optim/grad_norm": float(grad_norm),
+                "time/step_s": elapsed / cfg.log_every,
+            }
+            logger.log(step, scalars)
+            bar.set_postfix(loss=f"{scalars['loss/train']:.4f}")
+            tic = time.perf_counter()
+        if (
+            val_idx is not None
+            and info.is_main
+            and (step % cfg.val_every == 0 or step == cfg.optim.steps)
+        ):
+            logger.log(step, validate(model, val_ds, val_idx, cfg, info.device))
+        if step % cfg.save_every == 0 or step == cfg.optim.steps:
+            save(step)
+        dist.barrier(info)
+    bar.close()
+    logger.close()
+    digest = hashlib.sha256(
+        b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())
+    ).hexdigest()[:16]
+    print(f"rank {info.rank}: finished at step {step}, weights {digest}")
+    dist.cleanup(info)
+    return ckpt_io.latest_checkpoint(run_dir) if info.is_main else None
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vla-rft train-world-model",
+        description="Pre-train the action-conditioned world model (see docs/WORLD_MODEL.md).",
+    )
+    parser.add_argument(
+        "--recipe", type=Path, help="YAML recipe, e.g. training/cpu/world_model.yaml"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set optim.steps=100 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--run-dir", type=Path, help="default: runs/world_model/<name>")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(TrainWorldModelConfig, args.recipe, args.overrides)
+        run_dir = args.run_dir or Path("runs/world_model") / cfg.name
+        path = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+    except (ConfigError, ValueError, FileNotFoundError, ckpt_io.CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if path is not None:
+        print(f"checkpoint: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
