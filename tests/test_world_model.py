@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -240,11 +241,8 @@ def test_ddp_on_two_cpu_processes(episodes, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    digests = sorted(
-        line.split("weights ")[1]
-        for line in done.stdout.splitlines()
-        if "finished at step 4" in line
-    )
+    # the ranks print concurrently, so their lines may run together
+    digests = re.findall(r"rank \d: finished at step 4, weights ([0-9a-f]{16})", done.stdout)
     assert len(digests) == 2 and digests[0] == digests[1], done.stdout
     ckpt = load_checkpoint(run_dir)
     assert ckpt.step == 4 and ckpt.extra["world_size"] == 2
