@@ -108,6 +108,7 @@ def main() -> None:
                 rows.append(
                     {"image": size, "backend": getattr(policy, "backend", backend), **stats}
                 )
+                print(rows[-1], flush=True)
             rows[-1 if "tensorrt" not in backends else -2]["speed-up vs torch (p50)"] = (
                 p50["torch"] / p50["onnxruntime"]
             )

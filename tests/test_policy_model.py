@@ -37,12 +37,10 @@ def _policy(head: str = "flow", seed: int = 0) -> VLAPolicy:
     return VLAPolicy(config).eval()
 
 
-@pytest.mark.parametrize("target", ["velocity", "actions"])
-def test_log_prob_matches_a_hand_computed_chain(target):
-    """Network output zero and sigma constant s. Velocity target: x_{k+1} ~ N(x_k, s^2). Actions
-    target (a_hat = 0): the step heads straight for 0, x_{k+1} ~ N(x_k (S-k-1)/(S-k), s^2)."""
-    torch.manual_seed(0)
-    policy = VLAPolicy(PolicyConfig(**{**TINY.__dict__, "flow_target": target})).eval()
+def test_log_prob_matches_a_hand_computed_chain():
+    """Velocity zero and sigma constant: each step is x_{k+1} ~ N(x_k, s^2), so the chain's
+    log-density is a sum of scalar Gaussian terms we can write down."""
+    policy = _policy()
     decoder_out = policy.head.decoder.out
     torch.nn.init.zeros_(decoder_out.weight)
     torch.nn.init.zeros_(decoder_out.bias)
@@ -52,17 +50,11 @@ def test_log_prob_matches_a_hand_computed_chain(target):
     s = 0.08 + (0.2 - 0.08) * 0.75  # 0.17
 
     steps, (k, a) = policy.head.steps, policy.head.chunk_shape
-    path = [0.0, 0.1, 0.3, 0.0, -0.2, -0.2]  # entry (0, 0) moves; the others stay at 0
     traj = torch.zeros(1, steps + 1, k, a)
-    traj[0, :, 0, 0] = torch.tensor(path)
-    shrink = (
-        [1.0] * steps
-        if target == "velocity"
-        else [(steps - j - 1) / (steps - j) for j in range(steps)]
-    )
+    traj[0, 1:, 0, 0] = torch.tensor([0.1, 0.3, 0.0, -0.2, -0.2])  # one entry moves, others stay
+    increments = [0.1, 0.2, -0.3, -0.2, 0.0]
     per_entry = -math.log(s) - 0.5 * math.log(2 * math.pi)
-    squares = sum((path[j + 1] - shrink[j] * path[j]) ** 2 for j in range(steps))
-    expected = steps * k * a * per_entry - squares / (2 * s * s)
+    expected = steps * k * a * per_entry - sum(d * d for d in increments) / (2 * s * s)
     with torch.no_grad():
         got = policy.log_prob(_obs(1), traj)
     assert got.item() == pytest.approx(expected, rel=1e-5)

@@ -152,12 +152,13 @@ def _policy_factory(args):
     import torch
 
     from vla_rft.runtime.torch_policy import TorchPolicy
+    from vla_rft.training.checkpoint import resolve_checkpoint
 
     torch.set_num_threads(args.threads)
     policy = TorchPolicy.from_checkpoint(args.policy, device=args.device)
-    ckpt = Path(args.policy)
-    about = {"policy": str(ckpt), "image_size": policy.transforms.image.size}
-    return (lambda robot: policy), policy.transforms.image.size, about
+    size = policy.transforms.image.size
+    about = {"policy": str(resolve_checkpoint(args.policy)), "image_size": size}
+    return (lambda robot: policy), size, about
 
 
 def _default_out(args) -> Path:

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "--strip-episodes", type=int, default=4, help="episodes in strip.png (default: 4)"
     )
     p.add_argument("--strip-every", type=int, default=8, help="steps between strip columns")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--out", type=Path, help="output directory (default: <run>/eval-<data>-<split>)")
     args = p.parse_args(argv)
     if args.horizon < 1 or args.stride < 1 or args.batch < 1:

@@ -97,7 +97,7 @@ class TrainPolicyConfig:
     """The optimiser."""
     run_dir: str = "runs/policy/default"
     """Where checkpoints, logs and curves go."""
-    augment_shift: int = 4
+    augment_shift: int = 0
     """Random image shift of up to this many pixels during training (DrQ); 0: none."""
     seed: int = 0
     """Seed of initialisation, batch order, noise and augmentation."""

@@ -73,7 +73,7 @@ class OptimConfig:
     l1_weight: float = 0.5
     """Weight of the L1 pixel loss added to the MSE (sharper frames)."""
     decoded_frames: int = 0
-    """Frames of each window decoded and scored per step, a random subset (0: all)."""
+    """Frames of each window decoded and scored per step: the first and random others (0: all)."""
     bf16: bool = False
     """Forward and backward under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, GPUs)."""
 
@@ -288,7 +288,8 @@ def train(
             group["lr"] = lr
 
         horizon, keep = cfg.data.horizon, cfg.optim.decoded_frames
-        steps = sorted(rng.permutation(horizon)[:keep].tolist()) if 0 < keep < horizon else None
+        later = (1 + rng.permutation(horizon - 1)[: keep - 1]).tolist()
+        steps = [0, *sorted(later)] if 0 < keep < horizon else None  # always the first frame
         if steps is not None:
             target, valid = target[:, steps], valid[:, steps]
         with torch.autocast(info.device.type, torch.bfloat16, enabled=cfg.optim.bf16):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HEADS = ("flow", "gaussian")
-FLOW_TARGETS = ("actions", "velocity")
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,6 @@ class PolicyConfig:
     """Action head: "flow" (flow matching, as in the paper) or "gaussian" (one-shot chunk)."""
     flow_steps: int = 10
     """Euler steps from noise to actions (the paper uses 10)."""
-    flow_target: str = "actions"
-    """What the flow network outputs: "actions" (the clean chunk a_hat, velocity
-    (a_hat - x_t) / (1 - t), loss on a_hat) or "velocity" (v directly, loss on a - noise, as pi0
-    and the paper). Same ODE and sampler; "actions" learns several times faster here."""
     flow_samples: int = 4
     """(noise, time) draws per observation in the flow-matching loss: the observation is encoded
     once, so more draws cut the loss's variance for a fraction of a step's cost."""
@@ -65,8 +60,6 @@ class PolicyConfig:
             raise ValueError(f"width ({self.width}) must be an even multiple of heads")
         if self.cell_dim < 1 or self.decoder_layers < 1:
             raise ValueError("cell_dim and decoder_layers must be >= 1")
-        if self.flow_target not in FLOW_TARGETS:
-            raise ValueError(f"flow_target must be one of {FLOW_TARGETS}, got {self.flow_target!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if not 0 < self.sigma_min <= self.sigma_max:

@@ -110,7 +110,7 @@ class MiniLM(nn.Module):
 
 
 class SentenceEncoder:
-    """instruction -> float32 [384] embedding, computed once per distinct instruction."""
+    """instructions -> float32 [B, 384] embeddings (keep them in an InstructionCache)."""
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu"):
         from safetensors.torch import load_file
