@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -226,8 +225,8 @@ class WorldModel(nn.Module):
         context_frames: [B, C, H, W, 3], uint8 or float in [0, 1] (numpy or torch)
         actions:        [B, G, T, A] float, normalised as the data set gives them
         returns:        [B, G, T, H, W, 3] float32 in [0, 1]; frame k follows actions 0..k
-        Each start state is encoded once; `max_rows` rollouts run at a time.
-        Same inputs, same outputs. The caller sets eval mode (dropout-free model: no effect).
+        Each start state is encoded once; `max_rows` rollouts run at a time. Same inputs, same
+        outputs (no dropout or batch statistics: train and eval mode roll out alike).
         """
         context, acts = self._check_rollout_inputs(context_frames, actions)
         b, g, t, _ = acts.shape
@@ -255,12 +254,10 @@ class WorldModel(nn.Module):
         return out.permute(0, 1, 2, 4, 5, 3).contiguous()
 
     def _check_rollout_inputs(self, context_frames, actions) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked float32 tensors: frames [B, C, 3, H, W] in [0, 1], actions [B, G, T, A]."""
         cfg = self.config
         device = next(self.parameters()).device
-        ctx = torch.as_tensor(
-            np.asarray(context_frames) if not torch.is_tensor(context_frames) else context_frames
-        )
-        acts = torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions)
+        ctx, acts = torch.as_tensor(context_frames), torch.as_tensor(actions)
         want = (cfg.context_frames, cfg.image_size, cfg.image_size, 3)
         if ctx.ndim != 5 or tuple(ctx.shape[1:]) != want:
             raise ValueError(
