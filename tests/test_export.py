@@ -12,9 +12,12 @@ import torch
 
 from vla_rft.data.normalization import NormStats
 from vla_rft.export.export_policy import export_policy
+from vla_rft.export.export_world_model import export_world_model
 from vla_rft.export.manifest import Manifest, ManifestError, read_manifest
 from vla_rft.export.onnx_export import PARITY_ATOL
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
+from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
+from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
 from vla_rft.runtime.exported_policy import POLICY_ENGINE, POLICY_ONNX
 from vla_rft.runtime.loader import load_policy
 from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
@@ -25,6 +28,7 @@ from vla_rft.runtime.torch_policy import (
     POLICY_CONFIG_KEY,
     TorchPolicy,
 )
+from vla_rft.runtime.world_model_session import OnnxWorldModel
 from vla_rft.training.checkpoint import save_checkpoint
 from vla_rft.training.config import to_dict
 
@@ -186,3 +190,55 @@ def test_text_encoder_export_matches_torch(tmp_path):
     reference = SentenceEncoder()
     for text in ("open the top drawer", "push the red puck to the goal"):
         np.testing.assert_allclose(cache(text), reference(text), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def world_model_package(tmp_path_factory):
+    """A small world model with random weights (an untrained one ignores its actions), exported."""
+    torch.manual_seed(0)
+    config = WorldModelConfig(image_size=16, channels=(8, 16), dynamics_blocks=1, action_embed=8)
+    model = WorldModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    rng = np.random.default_rng(0)
+    stats = NormStats.compute(rng.normal(size=(50, 4)), rng.normal(0.2, 0.5, size=(50, 4)))
+    root = tmp_path_factory.mktemp("world_model")
+    save_checkpoint(root / "run", 3, model, {"model": to_dict(config)}, stats.to_dict(), "data")
+    manifests = export_world_model(root / "run", root / "package")
+    return root, manifests
+
+
+def test_world_model_export_rolls_out_like_torch(world_model_package):
+    root, manifests = world_model_package
+    assert {m.kind for m in manifests.values()} == {"world_model_encode", "world_model_step"}
+    assert all(m.extra["parity_max_abs_diff"] <= PARITY_ATOL for m in manifests.values())
+    model, ckpt = load_world_model(root / "run")
+    stats = NormStats.from_dict(ckpt.norm_stats)
+    rng = np.random.default_rng(5)
+    context = rng.integers(0, 256, (3, 1, 16, 16, 3), dtype=np.uint8)
+    actions = rng.uniform(-1, 1, (3, 6, 4)).astype(np.float32)  # robot units
+    expected = model.rollout(context, stats.action.normalize(actions)[:, None])[:, 0].numpy()
+    world = OnnxWorldModel(root / "package")
+    got = world.rollout(context, actions)
+    assert got.shape == (3, 6, 16, 16, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    other = world.rollout(context, -actions)  # the exported step follows the actions
+    assert np.abs(other - got).max() > 10 * PARITY_ATOL
+
+
+def test_world_model_package_refuses_bad_input_and_mixed_files(world_model_package, tmp_path):
+    root, _ = world_model_package
+    world = OnnxWorldModel(root / "package")
+    context = np.zeros((1, 1, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        world.rollout(context.astype(np.float32), np.zeros((1, 2, 4)))
+    with pytest.raises(ValueError, match="finite"):
+        world.rollout(context, np.full((1, 2, 4), np.nan))
+    mixed = tmp_path / "mixed"
+    shutil.copytree(root / "package", mixed)
+    step = json.loads((mixed / "world_model_step.json").read_text())
+    step["checkpoint_sha256"] = "0" * 64
+    (mixed / "world_model_step.json").write_text(json.dumps(step))
+    with pytest.raises(ModelFileError, match="does not match"):
+        OnnxWorldModel(mixed)

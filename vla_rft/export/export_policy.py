@@ -1,7 +1,8 @@
-"""`vla-rft export`: a trained policy (and its instruction encoder) -> a model package of ONNX
-files with manifests, checked against torch.
+"""`vla-rft export`: a trained policy (and its instruction encoder) and/or a world model -> a
+model package of ONNX files with manifests, each checked against torch.
 
     vla-rft export --policy runs/policy/cpu --out models/policy-cpu
+    vla-rft export --world-model runs/world_model/cpu --out models/world-model-cpu
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla_rft.export.export_world_model import export_world_model
 from vla_rft.export.manifest import Manifest, sha256_file
 from vla_rft.export.onnx_export import ParityError, export_onnx
 from vla_rft.runtime.exported_policy import (
@@ -125,14 +127,20 @@ def export_text_encoder(out_dir: str | Path) -> Manifest:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vla-rft export",
-        description="Export a trained policy and its instruction encoder to ONNX (a model package "
-        "for the robot), each file with a manifest and checked against torch.",
+        description="Export a trained policy and its instruction encoder, and/or a world model "
+        "(its encoder and one step), to ONNX: a model package with a manifest per file, each "
+        "checked against torch.",
     )
     parser.add_argument(
         "--policy",
         type=Path,
-        required=True,
         help="policy checkpoint directory or training run directory (its latest)",
+    )
+    parser.add_argument(
+        "--world-model",
+        type=Path,
+        help="world-model checkpoint or run: exported as world_model_encode.onnx and "
+        "world_model_step.onnx (for rollouts without torch: runtime.OnnxWorldModel)",
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="model package directory, e.g. models/policy-v1"
@@ -143,11 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the instruction encoder (the robot then knows only the training instructions)",
     )
     args = parser.parse_args(argv)
+    if args.policy is None and args.world_model is None:
+        parser.error("give --policy, --world-model or both")
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    manifests = {}
     try:
-        manifests = {POLICY_ONNX: export_policy(args.policy, args.out)}
-        if not args.no_text_encoder:
-            manifests[TEXT_ENCODER_ONNX] = export_text_encoder(args.out)
+        if args.policy is not None:
+            manifests[POLICY_ONNX] = export_policy(args.policy, args.out)
+            if not args.no_text_encoder:
+                manifests[TEXT_ENCODER_ONNX] = export_text_encoder(args.out)
+        if args.world_model is not None:
+            manifests.update(export_world_model(args.world_model, args.out))
     except (ParityError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -42,7 +42,7 @@ class Manifest:
     """Facts about one exported model file."""
 
     kind: str
-    """'policy', 'text_encoder' or 'world_model_step'."""
+    """'policy', 'text_encoder', 'world_model_encode' or 'world_model_step'."""
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     image_size: int | None = None

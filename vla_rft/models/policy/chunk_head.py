@@ -29,6 +29,9 @@ from vla_rft.models.policy.transformer import ChunkDecoder
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
+OBS_TOKENS = 4
+"""Observation tokens the chunk decoder attends to: image, instruction, state, fused."""
+
 
 @dataclass
 class ObsFeatures:
@@ -73,7 +76,9 @@ class ChunkHead(nn.Module):
         super().__init__()
         c = config
         self.chunk_shape = (c.chunk_size, c.action_dim)
-        self.decoder = ChunkDecoder(c.width, c.heads, c.decoder_layers, c.chunk_size, c.action_dim)
+        self.decoder = ChunkDecoder(
+            c.width, c.heads, c.decoder_layers, c.chunk_size, c.action_dim, OBS_TOKENS
+        )
         self.sigma = SigmaNet(c.width, c.chunk_size, c.action_dim, c.sigma_min, c.sigma_max)
 
     def step_mean(
@@ -91,7 +96,8 @@ class ChunkHead(nn.Module):
         return obs.pooled.new_zeros(obs.pooled.shape[0], *self.chunk_shape)  # [B, K, A]
 
     def _time(self, k: int, obs: ObsFeatures) -> torch.Tensor:
-        return obs.pooled.new_full((obs.pooled.shape[0],), k / self.steps)  # [B]
+        """t_k as a [1] tensor shared by the batch: the export folds the time MLPs to constants."""
+        return obs.pooled.new_full((1,), k / self.steps)  # [1]
 
     def deterministic(self, obs: ObsFeatures) -> torch.Tensor:
         """The noise-free chunk [B, K, A]; the loop unrolls when traced."""

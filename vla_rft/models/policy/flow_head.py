@@ -28,7 +28,7 @@ class FlowMatchingHead(ChunkHead):
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
 
     def velocity(self, x, t, obs: ObsFeatures, memory: torch.Tensor) -> torch.Tensor:
-        """x [B, K, A] at flow time t [B] -> velocity [B, K, A]."""
+        """x [B, K, A] at flow time t [B] (or [1], shared) -> velocity [B, K, A]."""
         cond = obs.pooled + self.time(time_embedding(t, obs.pooled.shape[-1]))  # [B, D]
         return self.decoder(self.embed(x), cond, memory)
 

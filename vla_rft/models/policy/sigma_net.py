@@ -16,7 +16,7 @@ from vla_rft.models.policy.transformer import time_embedding
 
 
 class SigmaNet(nn.Module):
-    """(pooled obs [B, D], t [B]) -> sigma [B, K, A] in [sigma_min, sigma_max]."""
+    """(pooled obs [B, D], t [B] or [1]) -> sigma [B, K, A] in [sigma_min, sigma_max]."""
 
     def __init__(self, width: int, chunk_size: int, action_dim: int, lo: float, hi: float):
         super().__init__()
@@ -28,6 +28,7 @@ class SigmaNet(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, pooled: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([pooled, time_embedding(t, self.width)], dim=-1)  # [B, 2D]
+        time = time_embedding(t, self.width).expand(pooled.shape[0], -1)  # [B, D]
+        h = torch.cat([pooled, time], dim=-1)  # [B, 2D]
         unit = torch.sigmoid(self.net(h)).view(-1, *self.shape)  # [B, K, A] in (0, 1)
         return self.lo + (self.hi - self.lo) * unit

@@ -14,35 +14,42 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """Multi-head attention of queries x [B, N, D] over keys and values from a context."""
+    """Multi-head attention of `queries` tokens x [B, N, D] over `keys` tokens of a context.
 
-    def __init__(self, width: int, heads: int):
+    The token counts are fixed by the config and given here, so that every reshape uses
+    constants and only the batch is dynamic: the exported graph then needs no shape arithmetic
+    (it was a third of ONNX Runtime's nodes)."""
+
+    def __init__(self, width: int, heads: int, queries: int, keys: int):
         super().__init__()
-        self.heads = heads
+        self.heads, self.head_dim, self.queries, self.keys = heads, width // heads, queries, keys
+        self.scale = self.head_dim**-0.5
         self.q = nn.Linear(width, width)
         self.kv = nn.Linear(width, 2 * width)
         self.out = nn.Linear(width, width)
 
     def keys_values(self, context: torch.Tensor) -> torch.Tensor:
         """context [B, M, D] -> stacked keys and values [2, B, h, M, D/h]."""
-        b, m, d = context.shape
-        return self.kv(context).view(b, m, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        kv = self.kv(context).reshape(-1, self.keys, 2, self.heads, self.head_dim)
+        return kv.permute(2, 0, 3, 1, 4)
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q = self.q(x).view(b, n, self.heads, d // self.heads).transpose(1, 2)  # [B, h, N, D/h]
-        y = F.scaled_dot_product_attention(q, kv[0], kv[1])  # [B, h, N, D/h]
-        return self.out(y.transpose(1, 2).reshape(b, n, d))
+        n, h, e = self.queries, self.heads, self.head_dim
+        q = self.q(x).reshape(-1, n, h, e).transpose(1, 2)  # [B, h, N, D/h]
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1], scale=self.scale)  # [B, h, N, D/h]
+        return self.out(y.transpose(1, 2).reshape(-1, n, h * e))  # [B, N, D]
 
 
 class Block(nn.Module):
-    """x + SelfAttn(x) [+ CrossAttn(x, memory)] + MLP(x), each on a LayerNorm'd input."""
+    """x + SelfAttn(x) [+ CrossAttn(x, memory)] + MLP(x), each on a LayerNorm'd input; x has
+    `tokens` tokens and the memory `memory_tokens` (0: no cross-attention)."""
 
-    def __init__(self, width: int, heads: int, cross: bool = False):
+    def __init__(self, width: int, heads: int, tokens: int, memory_tokens: int = 0):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads)
-        self.cross = Attention(width, heads) if cross else None
+        self.attn = Attention(width, heads, tokens, tokens)
+        cross = memory_tokens > 0
+        self.cross = Attention(width, heads, tokens, memory_tokens) if cross else None
         self.norm_x = nn.LayerNorm(width) if cross else None
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
@@ -74,10 +81,14 @@ class ChunkDecoder(nn.Module):
     step and every (noise, time) draw: they are most of the decoder's cost.
     """
 
-    def __init__(self, width: int, heads: int, layers: int, chunk_size: int, out_dim: int):
+    def __init__(
+        self, width: int, heads: int, layers: int, chunk_size: int, out_dim: int, memory_tokens: int
+    ):
         super().__init__()
         self.pos = nn.Parameter(torch.randn(1, chunk_size, width) * 0.02)
-        self.blocks = nn.ModuleList(Block(width, heads, cross=True) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(width, heads, chunk_size, memory_tokens) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, out_dim)
 
