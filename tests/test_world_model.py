@@ -229,6 +229,22 @@ def test_resume_continues_exactly_where_it_stopped(episodes, tmp_path):
         torch.testing.assert_close(b.weights[name], tensor, atol=1e-6, rtol=0, msg=name)
 
 
+def test_fine_tuning_starts_from_the_parent_and_keeps_its_statistics(episodes, tmp_path):
+    parent = _train(episodes, tmp_path / "parent", "optim.steps=2")
+    # new data with other statistics: the child must still normalise like its parent
+    more = tmp_path / "more"
+    shutil.copytree(episodes, more, ignore=shutil.ignore_patterns(".cache"))
+    child = _train(
+        more, tmp_path / "child", "optim.steps=1", "optim.lr=1e-12", f"init_from={parent}"
+    )
+    a, b = load_checkpoint(parent), load_checkpoint(child)
+    assert b.norm_stats == a.norm_stats
+    for name, tensor in a.weights.items():
+        torch.testing.assert_close(b.weights[name], tensor, atol=1e-6, rtol=0, msg=name)
+    with pytest.raises(ConfigError, match="model config differs"):
+        _train(episodes, tmp_path / "bad", "model.dynamics_blocks=2", f"init_from={parent}")
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(episodes, tmp_path):
     run_dir = tmp_path / "ddp"

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_QUICKSTART_DIR = Path("data/quickstart")
-
 
 def _csv(text: str) -> tuple[str, ...]:
     items = tuple(t.strip() for t in text.split(",") if t.strip())
@@ -161,29 +159,18 @@ def cmd_dataset(args) -> int:
     return 0
 
 
-# --- quickstart ------------------------------------------------------------------------------
-
-
-def cmd_quickstart(args) -> int:
-    from vla_rft.data.collect import CollectConfig, collect
-
-    episodes = args.dir / "episodes"
-    print(
-        f"[1/2] collecting {args.episodes} expert episodes per task of reach-v3 and push-v3 "
-        f"into {episodes} (about {args.episodes * 2 // 4 + 5} s; episodes already there are kept)"
-    )
-    summary = collect(
-        CollectConfig(out=episodes, episodes_per_task=args.episodes), progress=not args.quiet
-    )
-    print(summary.table())
-    print("\n[2/2] building the training data set (decoded once into a cache)")
-    print(dataset_summary([episodes], image_size=None, horizon=8, progress=not args.quiet))
-    return 0
-
-
 # --- stage commands --------------------------------------------------------------------------
 
 STAGE_COMMANDS = {
+    "quickstart": (
+        "vla_rft.pipeline.quickstart",
+        "the whole loop on the simulated robot, to an HTML report (about 35 min)",
+    ),
+    "flywheel": (
+        "vla_rft.pipeline.flywheel",
+        "learn from new episodes: fine-tune, export, gate, register a model version",
+    ),
+    "models": ("vla_rft.pipeline.models_command", "list, promote (roll back) model versions"),
     "train-world-model": ("vla_rft.training.train_world_model", "pre-train the world model"),
     "eval-world-model": (
         "vla_rft.evaluation.eval_world_model",
@@ -229,22 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser(
-        "quickstart",
-        help="the whole pipeline on its embedded default (today: "
-        "collect a small expert data set and summarise it)",
-    )
-    p.add_argument(
-        "--dir",
-        type=Path,
-        default=DEFAULT_QUICKSTART_DIR,
-        help=f"working directory (default: {DEFAULT_QUICKSTART_DIR})",
-    )
-    p.add_argument(
-        "--episodes", type=int, default=10, help="expert episodes per task (default: 10)"
-    )
-    p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("collect", help="record scripted-expert episodes in the simulated robot")
     _add_collect_args(p)

@@ -259,20 +259,24 @@ class WindowDataset:
             yield self.get_batch(order[s : s + batch_size])
 
 
-def build_datasets(roots, config: WindowConfig, progress: bool = False):
+def build_datasets(
+    roots, config: WindowConfig, progress: bool = False, stats: NormStats | None = None
+):
     """Index `roots`, split by episode, compute statistics on train; returns (train, val, index).
 
     The statistics are saved to `<first root>/.cache/stats.json`; `val` is None without
-    validation episodes.
+    validation episodes. Pass `stats` to keep a parent model's statistics when fine-tuning
+    (its weights expect them); they are then not saved.
     """
     index = EpisodeIndex(roots, image_size=config.image_size, progress=progress)
     if not len(index):
         raise ValueError(f"no readable episodes under {', '.join(map(str, index.roots))}")
     train_ids, val_ids = index.split(config.val_fraction)
-    stats = index.stats(train_ids)
-    cache = index.roots[0] / CACHE_DIRNAME
-    cache.mkdir(parents=True, exist_ok=True)
-    stats.save(cache / "stats.json")
+    if stats is None:
+        stats = index.stats(train_ids)
+        cache = index.roots[0] / CACHE_DIRNAME
+        cache.mkdir(parents=True, exist_ok=True)
+        stats.save(cache / "stats.json")
     train = WindowDataset(index, train_ids, config, stats)
     val = WindowDataset(index, val_ids, config, stats) if val_ids else None
     return train, val, index

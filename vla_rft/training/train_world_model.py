@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from vla_rft.data import WindowConfig, build_datasets
+from vla_rft.data.normalization import NormStats
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
 from vla_rft.training import checkpoint as ckpt_io
 from vla_rft.training import distributed as dist
@@ -112,6 +113,9 @@ class TrainWorldModelConfig:
     """Steps between checkpoints (and at the end)."""
     keep_last: int = 2
     """Checkpoints kept on disk."""
+    init_from: str = ""
+    """Fine-tune: start from this checkpoint (or run) instead of random weights, keeping its
+    normalisation statistics; its model config must equal `model` ("" = from scratch)."""
 
     def __post_init__(self):
         for name in ("log_every", "val_every", "val_windows", "save_every", "threads"):
@@ -122,8 +126,9 @@ class TrainWorldModelConfig:
 # --- data --------------------------------------------------------------------------------------
 
 
-def load_data(cfg: TrainWorldModelConfig, progress: bool):
-    """Train and validation windows of (context frames, T actions, T future frames)."""
+def load_data(cfg: TrainWorldModelConfig, progress: bool, stats: NormStats | None = None):
+    """Train and validation windows of (context frames, T actions, T future frames); `stats`
+    fixes the normalisation (a fine-tuned model keeps its parent's)."""
     window = WindowConfig(
         context_frames=cfg.model.context_frames,
         action_horizon=cfg.data.horizon,
@@ -131,7 +136,7 @@ def load_data(cfg: TrainWorldModelConfig, progress: bool):
         image_size=cfg.model.image_size,
         val_fraction=cfg.data.val_fraction,
     )
-    train, val, index = build_datasets(list(cfg.data.roots), window, progress=progress)
+    train, val, index = build_datasets(list(cfg.data.roots), window, progress, stats)
     action_dim = train.actions.shape[1]
     if action_dim != cfg.model.action_dim:
         raise ConfigError(
@@ -220,9 +225,13 @@ def train(
             f"optim.batch_size {cfg.optim.batch_size} must divide by {info.world_size} processes"
         )
     per_rank = cfg.optim.batch_size // info.world_size
+    parent = ckpt_io.load_checkpoint(cfg.init_from) if cfg.init_from else None
+    if parent is not None and parent.config.get("model") != to_dict(cfg.model):
+        raise ConfigError(f"init_from {parent.path}: its model config differs from the recipe's")
+    parent_stats = NormStats.from_dict(parent.norm_stats) if parent else None
     if not info.is_main:  # rank 0 fills the episode cache first, the others then read it
         dist.barrier(info)
-    train_ds, val_ds, index = load_data(cfg, progress and info.is_main)
+    train_ds, val_ds, index = load_data(cfg, progress and info.is_main, parent_stats)
     if info.is_main:
         dist.barrier(info)
     starts = window_starts(train_ds)
@@ -251,6 +260,8 @@ def train(
         if ckpt.optimizer is not None:
             optimizer.load_state_dict(ckpt.optimizer)
         step = ckpt.step
+    elif parent is not None:
+        ckpt_io.load_weights(model, parent)
     ddp_model = dist.wrap_ddp(model, info)
     logger = RunLogger(run_dir, info)
     val_idx = None

@@ -1,0 +1,202 @@
+"""The whole loop: quickstart to a report and registered versions, resume, flywheel rounds on the
+episodes the previous round recorded, the gate, the registry and the stage runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vla_rft.data.episode_store import list_episodes, read_episode
+from vla_rft.pipeline import flywheel, quickstart
+from vla_rft.pipeline.gate import gate
+from vla_rft.pipeline.registry import (
+    RegistryError,
+    VersionRecord,
+    current_version,
+    list_versions,
+    set_current,
+    verify,
+)
+from vla_rft.pipeline.stages import PipelineState, Stage, run_stages
+from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+
+REPO = Path(__file__).resolve().parents[1]
+DEBUG = str(REPO / "training" / "debug" / "pipeline.yaml")
+
+
+# --- the stage runner ------------------------------------------------------------------------
+
+
+def test_stages_resume_after_a_failure_and_redo_stages_whose_outputs_vanished(tmp_path):
+    calls = []
+
+    def make(name, fail=False):
+        def run(done):
+            calls.append(name)
+            if fail:
+                raise RuntimeError(f"{name} broke")
+            out = tmp_path / f"{name}.txt"
+            out.write_text(json.dumps(sorted(done)))
+            return {"file": str(out)}
+
+        return run
+
+    stages = [Stage("a", "first", 1, make("a")), Stage("b", "second", 1, make("b", fail=True))]
+    with pytest.raises(RuntimeError, match="b broke"):
+        run_stages(tmp_path, stages, log=lambda _: None)
+    state = PipelineState.load(tmp_path)
+    assert state.stages["a"]["status"] == "done" and state.stages["b"]["status"] == "failed"
+    assert "b broke" in state.stages["b"]["error"]
+    stages[1] = Stage("b", "second", 1, make("b"))
+    outputs = run_stages(tmp_path, stages, log=lambda _: None)
+    assert calls == ["a", "b", "b"]  # a was not redone
+    assert json.loads(Path(outputs["b"]["file"]).read_text()) == ["a"]  # b saw a's outputs
+    Path(outputs["a"]["file"]).unlink()
+    run_stages(tmp_path, stages, log=lambda _: None)
+    assert calls == ["a", "b", "b", "a"]  # a's output vanished: redone; b's is still there
+
+
+# --- the gate --------------------------------------------------------------------------------
+
+
+def _report(successes: dict[str, list[bool]]) -> dict:
+    episodes = [
+        {"task": "reach-v3", "perturbation": p, "seed": 1000 + i, "success": s}
+        for p, outcomes in successes.items()
+        for i, s in enumerate(outcomes)
+    ]
+    return {"episodes": episodes}
+
+
+def test_gate_refuses_a_regression_and_says_why():
+    current = _report({"none": [True] * 8 + [False] * 2, "object": [True] * 5 + [False] * 5})
+    better = _report({"none": [True] * 9 + [False], "object": [True] * 6 + [False] * 4})
+    worse_on_object = _report({"none": [True] * 10, "object": [True] * 3 + [False] * 7})
+    slightly_worse = _report({"none": [True] * 8 + [False] * 2, "object": [True] * 4 + [False] * 6})
+    assert gate(current, better).promote
+    decision = gate(current, worse_on_object, max_drop=0.05)
+    assert not decision.promote
+    assert any("object" in r and "-20 points" in r for r in decision.reasons)
+    # within the allowed drop on each perturbation, but worse on average: refused too
+    decision = gate(current, slightly_worse, max_drop=0.15)
+    assert not decision.promote and any("average" in r for r in decision.reasons)
+    assert gate(current, current).promote  # a tie passes
+    with pytest.raises(ValueError, match="same episodes"):
+        gate(current, _report({"none": [True] * 10}))
+
+
+# --- the whole loop --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    """One debug quickstart in a private DDS domain; returns its directories."""
+    root = tmp_path_factory.mktemp("loop")
+    env = {
+        "CYCLONEDDS_URI": LOOPBACK_CYCLONEDDS,
+        "ROS_DOMAIN_ID": str(random.randint(100, 230)),
+        "VLA_RFT_HOST": "cyclonedds",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    dirs = {"root": root / "runs", "data": root / "data", "models": root / "models"}
+    argv = ["--config", DEBUG, "-q", *(f"--{k}={v}" for k, v in dirs.items())]
+    rc = quickstart.main(argv)
+    yield dirs, argv, rc
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.mark.slow
+def test_quickstart_runs_to_a_report_with_registered_versions(loop, capsys):
+    dirs, argv, rc = loop
+    assert rc == 0
+    state = PipelineState.load(dirs["root"])
+    assert [s["status"] for s in state.stages.values()] == ["done"] * 9
+    report = json.loads((dirs["root"] / "report" / "report.json").read_text())
+    assert {r["perturbation"] for r in report["comparison"]} == {"none"}
+    html = (dirs["root"] / "report" / "report.html").read_text()
+    assert "Closed-loop success" in html and "data:image/png;base64," in html
+    versions = list_versions(dirs["models"])
+    assert [v.version for v in versions] == ["v001", "v002"]
+    assert versions[0].status == "promoted" and versions[1].parent == "v001"
+    assert versions[1].gate["reasons"] and versions[1].status in ("promoted", "rejected")
+    assert current_version(dirs["models"]) == ("v002" if versions[1].gate["promote"] else "v001")
+    assert (dirs["models"] / "current" / "policy.onnx").is_file()
+    assert verify(dirs["models"], "v002") == []
+    # the evaluation episodes crossed the node graph into the recorder
+    recorded = list_episodes(dirs["data"] / "recorded" / "rft")
+    assert len(recorded) == 2 and read_episode(recorded[0]).meta.source == "policy"
+    # a second run finds everything done and does no work
+    capsys.readouterr()
+    assert quickstart.main(argv) == 0
+    assert capsys.readouterr().out.count("done before") == 9
+
+
+@pytest.mark.slow
+def test_flywheel_rounds_learn_from_the_previous_rounds_recordings(loop, tmp_path):
+    dirs, _, rc = loop
+    assert rc == 0
+    models, before = dirs["models"], current_version(dirs["models"])
+    common = ["--config", DEBUG, "-q", f"--models={models}", f"--data={dirs['data'] / 'fw'}",
+              f"--root={dirs['root'] / 'fw'}"]  # fmt: skip
+    # round 1 on the quickstart's recordings, with one broken episode among them
+    source = tmp_path / "new"
+    shutil.copytree(dirs["data"] / "recorded" / "rft", source)
+    broken = sorted(p for p in source.iterdir() if p.is_dir())[0]
+    mcap = next(broken.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    assert flywheel.main([*common, f"--episodes={source}"]) == 0
+    v3 = VersionRecord.read(models / "v003")
+    assert v3.parent == before and v3.gate["reasons"]
+    assert current_version(models) == ("v003" if v3.gate["promote"] else before)
+    (work,) = (dirs["root"] / "fw").iterdir()
+    left_out = json.loads((work / "report" / "report.json").read_text())["left_out"]
+    assert list(left_out) == [broken.name]
+    provenance = json.loads(next((dirs["data"] / "fw").glob("*/provenance.json")).read_text())
+    assert len(provenance["episodes"]) == 1 and provenance["parent_version"] == before
+    assert any(d.get("provenance") for d in v3.data)
+    # the same episodes again: nothing new to learn, and nothing registered
+    assert flywheel.main([*common, f"--episodes={source}", "--root", str(tmp_path / "r")]) == 2
+    assert [v.version for v in list_versions(models)][-1] == "v003"
+    # round 2 on the episodes round 1 recorded while evaluating its candidate
+    recorded = next((dirs["data"] / "fw").glob("*/recorded"))
+    assert len(list_episodes(recorded)) == 2
+    set_current(models, "v003")  # also test the rollback path: v003 current, round 2 from it
+    assert flywheel.main([*common, f"--episodes={recorded}"]) == 0
+    v4 = VersionRecord.read(models / "v004")
+    assert v4.parent == "v003" and v4.status in ("promoted", "rejected") and v4.gate["rows"]
+
+
+def test_registry_refuses_unknown_versions(tmp_path):
+    with pytest.raises(RegistryError, match="not a registered version"):
+        set_current(tmp_path, "v001")
+    assert list_versions(tmp_path / "none") == [] and current_version(tmp_path) is None
+
+
+@pytest.mark.parametrize("preset", ["debug", "cpu", "gpu", "quickstart"])
+def test_every_recipe_loads_into_its_config(preset):
+    from vla_rft.pipeline.config import PipelineConfig
+    from vla_rft.training.config import load_config
+    from vla_rft.training.train_policy import TrainPolicyConfig
+    from vla_rft.training.train_rft import TrainRFTConfig
+    from vla_rft.training.train_world_model import TrainWorldModelConfig
+
+    classes = {
+        "world_model": TrainWorldModelConfig,
+        "policy": TrainPolicyConfig,
+        "rft": TrainRFTConfig,
+        "pipeline": PipelineConfig,
+    }
+    found = sorted((REPO / "training" / preset).glob("*.yaml"))
+    assert found
+    for path in found:
+        config = load_config(classes[path.stem], path)
+        if isinstance(config, PipelineConfig):
+            for recipe in (config.world_model_recipe, config.policy_recipe, config.rft_recipe):
+                assert (REPO / recipe).is_file(), recipe

@@ -1,0 +1,105 @@
+"""What `vla-rft quickstart` and `vla-rft flywheel` run: recipes, data, evaluation suite, gate.
+
+Loaded from a YAML file (default `training/quickstart/pipeline.yaml`) with `--set` overrides,
+like the training recipes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PERTURBATIONS = ("none", "object", "goal", "robot_init")
+
+
+@dataclass(frozen=True)
+class CollectStage:
+    """Expert demonstrations of the simulated robot."""
+
+    tasks: tuple[str, ...] = ("reach-v3", "push-v3")
+    """Meta-World v3 tasks."""
+    episodes: int = 50
+    """Episodes per task."""
+    noise: float = 0.1
+    """Std of Gaussian noise on the expert's actions (diversity for the world model)."""
+    image_size: int = 64
+    """Camera image side, pixels."""
+
+    def __post_init__(self):
+        if not self.tasks or self.episodes < 1 or self.noise < 0 or self.image_size < 8:
+            raise ValueError("collect needs tasks, episodes >= 1, noise >= 0, image_size >= 8")
+
+
+@dataclass(frozen=True)
+class EvalSuite:
+    """Closed-loop evaluation through the node graph; the gate compares models on it."""
+
+    tasks: tuple[str, ...] = ("reach-v3", "push-v3")
+    """Tasks evaluated."""
+    perturbations: tuple[str, ...] = ("none", "object")
+    """Start-state perturbations evaluated."""
+    episodes: int = 10
+    """Episodes per task and perturbation (seeds seed .. seed + episodes - 1)."""
+    seed: int = 1000
+    """Seed of episode 0 (held out from the training seeds, which start at 0)."""
+    max_steps: int = 150
+    """Step limit per episode."""
+    timeout_s: float = 1800.0
+    """Give up on the node graph after this long."""
+
+    def __post_init__(self):
+        unknown = set(self.perturbations) - set(PERTURBATIONS)
+        if (
+            not self.tasks
+            or not self.perturbations
+            or unknown
+            or min(self.episodes, self.max_steps) < 1
+        ):
+            raise ValueError(
+                f"eval needs tasks, perturbations from {PERTURBATIONS} and episodes >= 1 "
+                f"(unknown: {sorted(unknown)})"
+            )
+
+
+@dataclass(frozen=True)
+class FlywheelStage:
+    """How a new round fine-tunes the current version on new episodes."""
+
+    world_model_steps: int = 150
+    """World-model fine-tuning steps (from the current version's weights)."""
+    world_model_lr: float = 3e-4
+    """Their peak learning rate (lower than pre-training)."""
+    rft_steps: int = 60
+    """VLA-RFT steps on the fine-tuned world model (from the current policy)."""
+    max_drop: float = 0.05
+    """The gate refuses a candidate whose success drops more than this (fraction) on any
+    perturbation, or that is worse on average."""
+
+    def __post_init__(self):
+        if self.world_model_steps < 1 or self.rft_steps < 1 or self.world_model_lr <= 0:
+            raise ValueError("flywheel needs world_model_steps, rft_steps >= 1 and lr > 0")
+        if not 0 <= self.max_drop < 1:
+            raise ValueError(f"max_drop must be in [0, 1), got {self.max_drop}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole loop's settings."""
+
+    world_model_recipe: str = "training/quickstart/world_model.yaml"
+    """Recipe of world-model pre-training."""
+    policy_recipe: str = "training/quickstart/policy.yaml"
+    """Recipe of policy pre-training (behaviour cloning)."""
+    rft_recipe: str = "training/quickstart/rft.yaml"
+    """Recipe of VLA-RFT."""
+    collect: CollectStage = field(default_factory=CollectStage)
+    """Demonstrations (quickstart only)."""
+    eval: EvalSuite = field(default_factory=EvalSuite)
+    """Evaluation suite."""
+    flywheel: FlywheelStage = field(default_factory=FlywheelStage)
+    """Fine-tuning on new episodes."""
+    threads: int = 2
+    """CPU threads for training."""
+
+    def __post_init__(self):
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")

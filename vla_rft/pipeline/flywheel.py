@@ -1,0 +1,380 @@
+"""`vla-rft flywheel --episodes DIR`: one round of the data flywheel on newly recorded episodes.
+
+    vla-rft flywheel --episodes data/recorded          # recorder output from the robot
+
+ 1. check       read every episode in DIR; unreadable ones are listed and left out
+ 2. ingest      copy the good ones into data/flywheel/<round>/{success,failure}, with
+                provenance.json (source, digests, which model recorded them); episodes already
+                ingested in an earlier round (same content) are skipped
+ 3. world model fine-tune the current version's world model on its data + the new episodes
+ 4. rft         VLA-RFT of the current version's policy in the fine-tuned world model (start
+                states from its data + the new successful episodes)
+ 5. export      the candidate to ONNX
+ 6. eval        the candidate, and the current version unless its report covers the same suite,
+                through the node graph; the candidate's episodes are recorded for the next round
+ 7. register    the candidate as the next version in models/, gated against the current one:
+                promoted to models/current only if it does not regress, otherwise kept and
+                marked rejected with the reasons
+ 8. report      <round>/report/report.html and report.json
+
+Run the same command again after an interruption: it continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from vla_rft.pipeline import jobs
+from vla_rft.pipeline.config import PipelineConfig
+from vla_rft.pipeline.gate import gate
+from vla_rft.pipeline.html_report import Section, write_report
+from vla_rft.pipeline.quickstart import S_PER_EVAL_EPISODE, S_PER_RFT_STEP, S_PER_WORLD_MODEL_STEP
+from vla_rft.pipeline.registry import RegistryError, VersionRecord, current_version, register
+from vla_rft.pipeline.stages import Stage, run_stages, stage_timings
+from vla_rft.training.config import ConfigError, load_config, to_dict
+
+DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
+LEDGER_FILE = "ledger.json"
+"""`<data>/ledger.json`: digest of every ingested episode -> where it went (deduplication)."""
+WORLD_MODEL, RFT = "world_model", "rft"
+"""What a data set in a version record is used for (`use` list)."""
+
+
+def episode_digest(path: Path) -> str:
+    """sha256 over an episode directory's files (names and contents)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def check_episodes(source: Path, instructions: set[str]) -> tuple[list[Path], dict[str, str]]:
+    """(readable episodes the policy can learn from, {name: why not} for the rest)."""
+    from vla_rft.data import episode_store as store
+
+    good, bad = [], {}
+    for path in store.list_episodes(source):
+        try:
+            episode = store.read_episode(path)
+        except store.EpisodeError as err:
+            bad[path.name] = err.reason
+            continue
+        if episode.meta.instruction not in instructions:
+            bad[path.name] = (
+                f"instruction {episode.meta.instruction!r} is unknown to the policy "
+                "(teach it by behaviour cloning first)"
+            )
+            continue
+        good.append(path)
+    for path in store.list_partial_episodes(source):
+        bad[path.name] = "interrupted recording (run `vla-rft episodes recover` first)"
+    return good, bad
+
+
+def ingest(good: list[Path], source: Path, round_dir: Path, ledger_path: Path, parent: str):
+    """Copy new episodes into round_dir/{success,failure}; returns the provenance record."""
+    from vla_rft.data.episode_store import read_episode_meta
+
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
+    entries, duplicates = [], []
+    for path in good:
+        digest = episode_digest(path)
+        if digest in ledger:
+            duplicates.append(path.name)
+            continue
+        meta = read_episode_meta(path)
+        split = "success" if meta.success else "failure"
+        target = round_dir / split / path.name
+        if not target.exists():
+            tmp = target.with_name(f".{path.name}.copying")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(path, tmp)
+            tmp.rename(target)
+        entries.append(
+            {"name": path.name, "digest": digest, "split": split, "task": meta.task,
+             "source": meta.source, "extra": meta.extra}
+        )  # fmt: skip
+    provenance = {
+        "source": str(source.resolve()),
+        "ingested_at": time.time(),
+        "parent_version": parent,
+        "episodes": entries,
+        "duplicates_skipped": duplicates,
+    }
+    round_dir.mkdir(parents=True, exist_ok=True)
+    (round_dir / "provenance.json").write_text(json.dumps(provenance, indent=1))
+    for e in entries:
+        ledger[e["digest"]] = {"episode": e["name"], "round": round_dir.name, "source": str(source)}
+    tmp = ledger_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ledger, indent=1))
+    tmp.replace(ledger_path)
+    return provenance
+
+
+def _same_suite(report: dict, candidate: dict) -> bool:
+    keys = ("tasks", "perturbations", "seeds", "max_steps")
+    return all(report.get(k) == candidate.get(k) for k in keys)
+
+
+def build_stages(
+    config: PipelineConfig, source: Path, models: Path, data: Path, root: Path, progress: bool
+):
+    parent = current_version(models)
+    if parent is None:
+        raise RegistryError(f"{models} has no current model version (run `vla-rft quickstart`)")
+    parent_dir = models / parent
+    record = VersionRecord.read(parent_dir)
+    tag = f"from-{parent}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]}"
+    round_dir, work = data / tag, root / tag
+    c, fw, suite = config, config.flywheel, config.eval
+    threads = f"threads={c.threads}"
+    roots = {use: [d["path"] for d in record.data if use in d.get("use", [WORLD_MODEL, RFT])]
+             for use in (WORLD_MODEL, RFT)}  # fmt: skip
+
+    def check(_):
+        from vla_rft.runtime.torch_policy import INSTRUCTIONS_KEY
+        from vla_rft.training.checkpoint import load_checkpoint
+
+        policy = load_checkpoint(parent_dir / "checkpoints" / "policy")
+        good, bad = check_episodes(source, set(policy.extra[INSTRUCTIONS_KEY]))
+        for name, reason in bad.items():
+            print(f"  left out {name}: {reason}")
+        if not good:
+            raise ValueError(f"{source}: no usable episodes ({len(bad)} left out)")
+        print(f"  {len(good)} usable episodes, {len(bad)} left out")
+        return {"good": [p.name for p in good], "bad": bad}
+
+    def ingest_stage(done):
+        good = [source / name for name in done["check"]["good"]]
+        provenance = ingest(good, source, round_dir, data / LEDGER_FILE, parent)
+        counts = {
+            s: sum(e["split"] == s for e in provenance["episodes"]) for s in ("success", "failure")
+        }
+        print(f"  ingested {counts['success']} successes and {counts['failure']} failures into "
+              f"{round_dir}; {len(provenance['duplicates_skipped'])} already known")  # fmt: skip
+        if not provenance["episodes"]:
+            raise ValueError(f"{source}: every episode was ingested before; nothing new to learn")
+        return {"round": str(round_dir), **counts}
+
+    def new_roots(done, splits):
+        return [str(round_dir / s) for s in splits if done["ingest"][s]]
+
+    def world_model(done):
+        wm_roots = roots[WORLD_MODEL] + new_roots(done, ("success", "failure"))
+        overrides = [
+            f"init_from={parent_dir / 'checkpoints' / 'world_model'}",
+            f"data.roots=[{','.join(wm_roots)}]",
+            f"optim.steps={fw.world_model_steps}",
+            f"optim.lr={fw.world_model_lr}",
+            "optim.warmup_steps=10",
+            threads,
+        ]
+        ckpt = jobs.train_world_model(
+            c.world_model_recipe, work / "world_model", overrides, progress
+        )
+        return {"checkpoint": ckpt, "roots": wm_roots}
+
+    def rft(done):
+        rft_roots = roots[RFT] + new_roots(done, ("success",))
+        overrides = [
+            f"policy={parent_dir / 'checkpoints' / 'policy'}",
+            f"world_model={done['world_model']['checkpoint']}",
+            f"data=[{','.join(rft_roots)}]",
+            f"grpo.steps={fw.rft_steps}",
+            threads,
+        ]
+        ckpt = jobs.train_rft(c.rft_recipe, work / "rft", overrides, progress)
+        return {"checkpoint": ckpt, "roots": rft_roots}
+
+    def export(done):
+        out = work / "package"
+        shutil.rmtree(out, ignore_errors=True)
+        pkg = jobs.export_package(done["rft"]["checkpoint"], done["world_model"]["checkpoint"], out)
+        return {"package": pkg}
+
+    def evaluate(done):
+        candidate = jobs.evaluate_in_graph(
+            Path(done["export"]["package"]), suite, work / "eval" / "candidate",
+            round_dir / "recorded", work / "logs" / "eval_candidate.log",
+        )  # fmt: skip
+        current = parent_dir / "eval" / "report.json"
+        cand = json.loads(candidate.read_text())
+        if not (current.is_file() and _same_suite(json.loads(current.read_text()), cand)):
+            print(f"  {parent}'s evaluation does not cover this suite; evaluating it too")
+            current = jobs.evaluate_in_graph(
+                parent_dir, suite, work / "eval" / "current", None,
+                work / "logs" / "eval_current.log",
+            )  # fmt: skip
+        return {
+            "candidate": str(candidate),
+            "current": str(current),
+            "recorded": str(round_dir / "recorded"),
+        }
+
+    def register_stage(done):
+        current = json.loads(Path(done["evaluate"]["current"]).read_text())
+        candidate = json.loads(Path(done["evaluate"]["candidate"]).read_text())
+        decision = gate(current, candidate, fw.max_drop)
+        still_current = current_version(models) == parent
+        new_data = [
+            {"path": p, "use": [WORLD_MODEL] + ([RFT] if p.endswith("success") else []),
+             "provenance": str(round_dir / "provenance.json")}
+            for p in new_roots(done, ("success", "failure"))
+        ]  # fmt: skip
+        version = register(
+            models, Path(done["export"]["package"]), Path(done["rft"]["checkpoint"]),
+            Path(done["world_model"]["checkpoint"]), parent=parent,
+            data=[*record.data, *new_data], metrics={"eval": candidate["overall"]},
+            eval_dir=work / "eval" / "candidate", gate=decision.to_dict(),
+            promote=decision.promote and still_current,
+        )  # fmt: skip
+        print(decision.table)
+        verdict = {
+            "promoted": f"promoted: {models / 'current'} -> {version.version}",
+            "rejected": f"NOT promoted; {parent} stays current",
+        }[version.status]
+        print(f"{version.version} registered, {verdict}")
+        print("\n".join(f"  - {r}" for r in decision.reasons))
+        if decision.promote and not still_current:
+            print(f"  (not promoted: the current version changed from {parent} during the round)")
+        return {"version": version.version, "status": version.status}
+
+    def report(done):
+        from vla_rft.evaluation.compare import bar_chart, compare, markdown
+
+        current = json.loads(Path(done["evaluate"]["current"]).read_text())
+        candidate = json.loads(Path(done["evaluate"]["candidate"]).read_text())
+        rows = compare(current, candidate)
+        names = (parent, done["register"]["version"])
+        out = work / "report"
+        out.mkdir(parents=True, exist_ok=True)
+        chart = bar_chart(rows, names, out / "comparison.png")
+        gate_record = VersionRecord.read(models / names[1]).gate
+        timings = stage_timings(work)
+        timing_table = "| stage | time |\n| --- | --- |\n" + "\n".join(
+            f"| {t['stage']} | {t['seconds'] / 60:.1f} min |" for t in timings
+        )
+        ingested = done["ingest"]
+        sections = [
+            Section(
+                f"{names[1]} ({done['register']['status']}) vs {parent}",
+                " ".join(gate_record["reasons"]),
+                [markdown(rows, names)],
+                [chart],
+            ),
+            Section(
+                "Data",
+                f"{ingested['success']} successes and {ingested['failure']} failures from "
+                f"{source}; {len(done['check']['bad'])} episodes left out.",
+            ),
+            Section(
+                "World-model fine-tuning", "", [], sorted((work / "world_model").glob("*.png"))
+            ),
+            Section("VLA-RFT", "", [], [work / "rft" / "curves.png"]),
+            Section("Stages", "", [timing_table]),
+        ]
+        facts = {
+            "round": tag,
+            "parent": parent,
+            **done["register"],
+            "gate": gate_record,
+            "comparison": rows,
+            "stages": timings,
+            "left_out": done["check"]["bad"],
+        }
+        path = write_report(out, f"VLA-RFT flywheel round {tag}", sections, facts)
+        print(f"report: {path}")
+        return {"html": str(path)}
+
+    n_eval = len(suite.tasks) * len(suite.perturbations) * suite.episodes
+    stages = [
+        Stage("check", f"read every episode in {source}", 30, check),
+        Stage("ingest", f"add the new episodes to {round_dir}, with provenance", 10, ingest_stage),
+        Stage(
+            "world_model",
+            f"fine-tune {parent}'s world model ({fw.world_model_steps} steps)",
+            fw.world_model_steps * S_PER_WORLD_MODEL_STEP + 20,
+            world_model,
+        ),
+        Stage(
+            "rft",
+            f"VLA-RFT of {parent}'s policy ({fw.rft_steps} steps)",
+            fw.rft_steps * S_PER_RFT_STEP + 20,
+            rft,
+        ),
+        Stage("export", "export the candidate to ONNX", 30, export),
+        Stage(
+            "evaluate",
+            f"{n_eval} closed-loop episodes of the candidate through the node graph, recorded",
+            n_eval * S_PER_EVAL_EPISODE + 20,
+            evaluate,
+        ),
+        Stage("register", f"register the candidate, gated against {parent}", 10, register_stage),
+        Stage("report", "write the HTML and JSON report", 10, report),
+    ]
+    return work, stages
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vla-rft flywheel",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--episodes", type=Path, required=True, help="new episodes (recorder output)"
+    )
+    parser.add_argument(
+        "--models", type=Path, default=Path("models"), help="model registry (default: models)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/flywheel"),
+        help="where ingested episodes go (default: data/flywheel)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path("runs/flywheel"),
+        help="runs, evaluations and reports of each round (default: runs/flywheel)",
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. flywheel.rft_steps=30 (repeatable)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)  # fmt: skip
+    try:
+        if not args.episodes.is_dir():
+            raise FileNotFoundError(f"{args.episodes}: no such directory of episodes")
+        config = load_config(PipelineConfig, Path(args.config), args.set)
+        work, stages = build_stages(
+            config, args.episodes, args.models, args.data, args.root, not args.quiet
+        )
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "config.json").write_text(json.dumps(to_dict(config), indent=1))
+        run_stages(work, stages)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The work the pipeline stages do, as plain functions over paths: train, export, evaluate.
+
+Each trainer is called with `resume=True`, so a stage interrupted mid-training continues from
+its run's last checkpoint, and a finished run returns at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from vla_rft.pipeline.config import EvalSuite
+from vla_rft.training.config import load_config
+
+
+def train_world_model(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:
+    from vla_rft.training import train_world_model as twm
+
+    config = load_config(twm.TrainWorldModelConfig, Path(recipe), overrides)
+    return str(twm.train(config, run_dir, resume=True, progress=progress))
+
+
+def train_policy(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:
+    from vla_rft.training import train_policy as tp
+
+    config = load_config(tp.TrainPolicyConfig, Path(recipe), [*overrides, f"run_dir={run_dir}"])
+    return str(tp.train(config, resume=True, progress=progress))
+
+
+def train_rft(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:
+    from vla_rft.training import train_rft as rft
+
+    config = load_config(rft.TrainRFTConfig, Path(recipe), [*overrides, f"run_dir={run_dir}"])
+    return str(rft.train(config, resume=True, progress=progress))
+
+
+def export_package(policy: str, world_model: str, out: Path) -> str:
+    """Policy (+ instruction encoder) and world model -> one ONNX package directory."""
+    from vla_rft.export.export_policy import export_policy, export_text_encoder
+    from vla_rft.export.export_world_model import export_world_model
+
+    export_policy(policy, out)
+    export_text_encoder(out)
+    export_world_model(world_model, out)
+    return str(out)
+
+
+def evaluate_in_graph(
+    package: Path,
+    suite: EvalSuite,
+    report_dir: Path,
+    record_dir: Path | None,
+    log_file: Path,
+    echo=print,
+) -> Path:
+    """The suite's episodes through the node graph (`vla-rft bringup --sim`): simulated robot,
+    policy node on `package`, evaluation manager and, with `record_dir`, the recorder. Node
+    output goes to `log_file`; each finished episode is echoed. Returns report.json."""
+    cmd = [
+        sys.executable, "-m", "vla_rft_nodes.bringup", "--sim",
+        "--policy-model", str(package),
+        "--episodes", str(suite.episodes),
+        "--tasks", ",".join(suite.tasks),
+        "--report-dir", str(report_dir),
+        "--set", f"eval_manager_node.perturbations=[{','.join(suite.perturbations)}]",
+        "--set", f"eval_manager_node.seed={suite.seed}",
+        "--set", f"eval_manager_node.max_steps={suite.max_steps}",
+        "--set", f"sim_robot_node.max_steps={suite.max_steps}",
+        "--timeout", str(suite.timeout_s),
+    ]  # fmt: skip
+    cmd += ["--record-dir", str(record_dir)] if record_dir else ["--no-record"]
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    report = report_dir / "report.json"
+    report.unlink(missing_ok=True)
+    total = len(suite.tasks) * len(suite.perturbations) * suite.episodes
+    done = 0
+    with (
+        open(log_file, "w") as log,
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as proc,
+    ):
+        for line in proc.stdout:
+            log.write(line)
+            if line.startswith("[eval_manager_node]") and "success=" in line:
+                done += 1
+                echo(f"    episode {done}/{total}: {line.rsplit(']: ', 1)[-1].strip()}")
+        rc = proc.wait()
+    if rc != 0 or not report.is_file():
+        tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"the node graph failed (exit {rc}); last lines of {log_file}:\n{tail}")
+    return report

@@ -1,0 +1,71 @@
+"""`vla-rft models`: the versions in the model registry; promote one (or roll back to one).
+
+vla-rft models list                 # versions, status, success per perturbation, current
+vla-rft models promote v001         # make v001 current (a rollback, or overriding the gate)
+vla-rft models verify v002          # are its files still what was registered?
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vla_rft.pipeline.registry import (
+    RegistryError,
+    VersionRecord,
+    current_version,
+    list_versions,
+    set_current,
+    verify,
+)
+
+
+def table(models: Path) -> str:
+    current = current_version(models)
+    lines = [
+        "| version | status | parent | success (per perturbation) | data sets | current |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in list_versions(models):
+        success = ", ".join(
+            f"{p} {100 * s['success_rate']:.0f}%" for p, s in v.metrics.get("eval", {}).items()
+        )
+        lines.append(
+            f"| {v.version} | {v.status} | {v.parent or '-'} | {success or '-'} | {len(v.data)} "
+            f"| {'<-' if v.version == current else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vla-rft models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("list", "promote", "verify"))
+    parser.add_argument("version", nargs="?", help="for promote and verify, e.g. v001")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="default: models")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "list":
+            print(table(args.models))
+            return 0
+        if not args.version:
+            parser.error(f"{args.action} needs a version, e.g. v001")
+        if args.action == "verify":
+            bad = verify(args.models, args.version)
+            print(f"{args.version}: " + (f"changed files: {bad}" if bad else "intact"))
+            return 1 if bad else 0
+        before = current_version(args.models)
+        VersionRecord.read(args.models / args.version)
+        if verify(args.models, args.version):
+            raise RegistryError(f"{args.version}: its files changed since registration; refusing")
+        set_current(args.models, args.version)
+        print(f"{args.models / 'current'}: {before} -> {args.version}")
+        print("restart the policy node (or the bringup) to load it")
+    except RegistryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""`vla-rft quickstart`: the whole VLA-RFT loop on the simulated robot, in one command.
+
+    vla-rft quickstart                        # about 35 minutes on 2 CPU cores
+    vla-rft quickstart --config training/debug/pipeline.yaml --root runs/qs-debug   # a minute
+
+ 1. collect     expert demonstrations in the simulator          -> data/quickstart/episodes
+ 2. world model pre-train the action-conditioned world model     -> <root>/world_model
+ 3. policy      pre-train the policy by behaviour cloning        -> <root>/policy
+ 4. rft         VLA-RFT: GRPO inside the world model             -> <root>/rft
+ 5. export      both policies (and the world model) to ONNX      -> <root>/packages/{base,rft}
+ 6. eval base   closed loop through the node graph, recorded     -> <root>/eval/base
+ 7. eval rft    the same episodes for the fine-tuned policy      -> <root>/eval/rft
+ 8. register    base as a model version, the RFT policy gated against it -> models/
+ 9. report      <root>/report/report.html and report.json
+
+Interrupted (Ctrl-C, a crash, a reboot)? Run the same command again: finished stages are
+skipped and training continues from its last checkpoint (`<root>/pipeline.json` holds the state).
+The episodes recorded in steps 6-7 are what `vla-rft flywheel --episodes ...` learns from next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vla_rft.pipeline import jobs
+from vla_rft.pipeline.config import PipelineConfig
+from vla_rft.pipeline.gate import gate
+from vla_rft.pipeline.html_report import Section, write_report
+from vla_rft.pipeline.registry import current_version, register
+from vla_rft.pipeline.stages import Stage, run_stages, stage_timings
+from vla_rft.training.config import ConfigError, load_config, to_dict
+
+DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
+
+# Seconds per unit of work on the 2-core reference machine (measured; see docs/TRAINING.md).
+S_PER_EPISODE = 1.2
+S_PER_WORLD_MODEL_STEP = 1.0
+S_PER_POLICY_STEP = 0.3
+S_PER_RFT_STEP = 1.6
+S_PER_EVAL_EPISODE = 3.0
+
+
+def recipe_steps(recipe: str, key: str) -> int:
+    """A step count from a recipe file, for the time estimates."""
+    import yaml
+
+    node = yaml.safe_load(Path(recipe).read_text()) or {}
+    for part in key.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return int(node) if isinstance(node, int) else 0
+
+
+def build_stages(config: PipelineConfig, root: Path, data: Path, models: Path, progress: bool):
+    c = config
+    episodes = data / "episodes"
+    suite = c.eval
+    threads = f"threads={c.threads}"
+    n_eval = len(suite.tasks) * len(suite.perturbations) * suite.episodes
+
+    def collect(_):
+        from vla_rft.data.collect import CollectConfig
+        from vla_rft.data.collect import collect as run_collect
+
+        summary = run_collect(
+            CollectConfig(
+                out=episodes,
+                tasks=c.collect.tasks,
+                episodes_per_task=c.collect.episodes,
+                image_size=c.collect.image_size,
+                action_noise=c.collect.noise,
+            ),
+            progress=progress,
+        )
+        print(summary.table())
+        return {"episodes": str(episodes)}
+
+    def world_model(_):
+        overrides = [f"data.roots=[{episodes}]", threads]
+        return {"checkpoint": jobs.train_world_model(
+            c.world_model_recipe, root / "world_model", overrides, progress
+        )}  # fmt: skip
+
+    def policy(_):
+        overrides = [f"data.roots=[{episodes}]", threads]
+        return {
+            "checkpoint": jobs.train_policy(c.policy_recipe, root / "policy", overrides, progress)
+        }
+
+    def rft(done):
+        overrides = [
+            f"policy={done['policy']['checkpoint']}",
+            f"world_model={done['world_model']['checkpoint']}",
+            f"data=[{episodes}]",
+            threads,
+        ]
+        return {"checkpoint": jobs.train_rft(c.rft_recipe, root / "rft", overrides, progress)}
+
+    def export(done):
+        wm = done["world_model"]["checkpoint"]
+        return {
+            name: jobs.export_package(done[stage]["checkpoint"], wm, root / "packages" / name)
+            for name, stage in (("base", "policy"), ("rft", "rft"))
+        }
+
+    def evaluate(name):
+        def run(done):
+            report = jobs.evaluate_in_graph(
+                Path(done["export"][name]),
+                suite,
+                root / "eval" / name,
+                data / "recorded" / name,
+                root / "logs" / f"eval_{name}.log",
+            )
+            return {"report": str(report), "recorded": str(data / "recorded" / name)}
+
+        return run
+
+    def register_versions(done):
+        base_report = json.loads(Path(done["eval_base"]["report"]).read_text())
+        rft_report = json.loads(Path(done["eval_rft"]["report"]).read_text())
+        decision = gate(base_report, rft_report, c.flywheel.max_drop)
+        first = current_version(models) is None
+        data_record = [{"path": str(episodes), "provenance": "quickstart expert demonstrations"}]
+        wm = done["world_model"]["checkpoint"]
+        base = register(
+            models, Path(done["export"]["base"]), Path(done["policy"]["checkpoint"]), Path(wm),
+            parent=current_version(models), data=data_record,
+            metrics={"eval": base_report["overall"]}, eval_dir=root / "eval" / "base",
+            promote=first,
+        )  # fmt: skip
+        tuned = register(
+            models, Path(done["export"]["rft"]), Path(done["rft"]["checkpoint"]), Path(wm),
+            parent=base.version, data=data_record, metrics={"eval": rft_report["overall"]},
+            eval_dir=root / "eval" / "rft", gate=decision.to_dict(),
+            promote=first and decision.promote,
+        )  # fmt: skip
+        print(decision.table)
+        verdict = "promoted" if tuned.status == "promoted" else "not promoted"
+        print(f"{base.version}: base policy; {tuned.version}: VLA-RFT policy, {verdict}:")
+        print("\n".join(f"  - {r}" for r in decision.reasons))
+        return {"base": base.version, "rft": tuned.version, "current": current_version(models)}
+
+    def report(done):
+        path = write_quickstart_report(root, done, models)
+        print(f"report: {path}")
+        return {"html": str(path)}
+
+    wm_steps = recipe_steps(c.world_model_recipe, "optim.steps")
+    policy_steps = recipe_steps(c.policy_recipe, "optim.steps")
+    rft_steps = recipe_steps(c.rft_recipe, "grpo.steps")
+    n_collect = len(c.collect.tasks) * c.collect.episodes
+    return [
+        Stage("collect", f"record {n_collect} expert episodes in the simulator",
+              n_collect * S_PER_EPISODE, collect),
+        Stage("world_model", f"pre-train the world model ({wm_steps} steps)",
+              wm_steps * S_PER_WORLD_MODEL_STEP + 20, world_model),
+        Stage("policy", f"pre-train the policy by behaviour cloning ({policy_steps} steps)",
+              policy_steps * S_PER_POLICY_STEP + 20, policy),
+        Stage("rft", f"VLA-RFT inside the world model ({rft_steps} GRPO steps)",
+              rft_steps * S_PER_RFT_STEP + 20, rft),
+        Stage("export", "export the base and fine-tuned policies and the world model to ONNX",
+              40, export),
+        Stage("eval_base", f"{n_eval} closed-loop episodes of the base policy through the "
+              "node graph, recorded", n_eval * S_PER_EVAL_EPISODE + 20, evaluate("base")),
+        Stage("eval_rft", f"the same {n_eval} episodes for the VLA-RFT policy, recorded",
+              n_eval * S_PER_EVAL_EPISODE + 20, evaluate("rft")),
+        Stage("register", f"register both as model versions in {models}, gate the RFT one",
+              10, register_versions),
+        Stage("report", "write the HTML and JSON report", 10, report),
+    ]  # fmt: skip
+
+
+def write_quickstart_report(root: Path, done: dict, models: Path) -> Path:
+    from vla_rft.evaluation.compare import bar_chart, compare, markdown
+
+    base = json.loads(Path(done["eval_base"]["report"]).read_text())
+    tuned = json.loads(Path(done["eval_rft"]["report"]).read_text())
+    rows = compare(base, tuned)
+    out = root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    chart = bar_chart(rows, ("base", "VLA-RFT"), out / "comparison.png")
+    timings = stage_timings(root)
+    timing_table = "| stage | status | time |\n| --- | --- | --- |\n" + "\n".join(
+        f"| {t['stage']} | {t['status']} | {t['seconds'] / 60:.1f} min |" for t in timings
+    )
+    registered = done.get("register", {})
+    gate_record = json.loads((models / registered["rft"] / "version.json").read_text())["gate"]
+    sections = [
+        Section(
+            "Closed-loop success: base vs VLA-RFT",
+            "Same seeds for both policies, through the node graph (simulated robot, policy node "
+            "on the ONNX package, evaluation manager, recorder). 95% Wilson intervals; McNemar "
+            "on the paired episodes.",
+            [markdown(rows, ("base", "VLA-RFT"))],
+            [chart],
+        ),
+        Section(
+            "Model versions",
+            f"{registered['base']}: base; {registered['rft']}: VLA-RFT. Current: "
+            f"{registered['current']}. Gate: " + " ".join(gate_record.get("reasons", [])),
+        ),
+        Section(
+            "Stages", f"Total {sum(t['seconds'] for t in timings) / 60:.1f} min", [timing_table]
+        ),
+        Section("World model", "", [], sorted((root / "world_model").glob("*.png"))),
+        Section("Policy pre-training", "", [], [root / "policy" / "curves.png"]),
+        Section("VLA-RFT", "", [], [root / "rft" / "curves.png"]),
+        Section(
+            "Episodes",
+            "One success and one failure per policy (first frames left to right).",
+            [],
+            [Path(p) for r in (base, tuned) for p in r.get("media", []) if p.endswith(".png")],
+        ),
+    ]
+    facts = {"stages": timings, "comparison": rows, "versions": registered, "gate": gate_record}
+    return write_report(out, "VLA-RFT quickstart", sections, facts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vla-rft quickstart",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path("runs/quickstart"),
+        help="runs, packages, evaluations, report (default: runs/quickstart)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/quickstart"),
+        help="episodes collected and recorded (default: data/quickstart)",
+    )
+    parser.add_argument(
+        "--models", type=Path, default=Path("models"), help="model registry (default: models)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. eval.episodes=5 (repeatable)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)  # fmt: skip
+    try:
+        config = load_config(PipelineConfig, Path(args.config), args.set)
+        args.root.mkdir(parents=True, exist_ok=True)
+        (args.root / "config.json").write_text(json.dumps(to_dict(config), indent=1))
+        stages = build_stages(config, args.root, args.data, args.models, not args.quiet)
+        run_stages(args.root, stages)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}\n(run the same command again to continue from here)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""A resumable sequence of named stages, for `vla-rft quickstart` and `vla-rft flywheel`.
+
+Each stage says what it does and about how long it takes before it starts, and its outcome is
+written to `<root>/pipeline.json` (atomically) when it ends: status, seconds, and the outputs
+later stages read. A second run skips the stages recorded as done (their outputs must still
+exist) and restarts the first one that is not; stages that train pass `resume=True` to their
+trainer so that an interrupted run continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATE_FILE = "pipeline.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline."""
+
+    name: str
+    """Key in the state file, e.g. 'train_world_model'."""
+    what: str
+    """One line for the user: what the stage does."""
+    estimate_s: float
+    """About how long it takes on the 2-core reference machine, seconds."""
+    run: Callable[[dict], dict]
+    """outputs of the finished stages {stage: outputs} -> this stage's outputs (JSON values;
+    strings that are paths are checked to exist on resume)."""
+
+
+@dataclass
+class PipelineState:
+    """What `<root>/pipeline.json` holds."""
+
+    stages: dict[str, dict] = field(default_factory=dict)
+    """name -> {"status": "done" | "failed" | "running", "seconds", "outputs", "error"}."""
+
+    @classmethod
+    def load(cls, root: Path) -> PipelineState:
+        path = root / STATE_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            return cls(json.loads(path.read_text())["stages"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: unreadable pipeline state ({err}); move it away") from None
+
+    def save(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps({"stages": self.stages}, indent=1))
+        os.replace(tmp, root / STATE_FILE)
+
+    def outputs(self) -> dict[str, dict]:
+        return {n: s.get("outputs", {}) for n, s in self.stages.items() if s["status"] == "done"}
+
+
+def _missing_paths(outputs: dict) -> list[str]:
+    paths = [v for v in outputs.values() if isinstance(v, str) and ("/" in v or os.sep in v)]
+    return [p for p in paths if not Path(p).exists()]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def run_stages(root: Path, stages: list[Stage], log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) `stages` with their state in `root`; returns every stage's outputs.
+
+    A stage that raises is recorded as failed with its error, and the error propagates.
+    """
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be unique: {names}")
+    state = PipelineState.load(root)
+    remaining = sum(
+        s.estimate_s for s in stages if state.stages.get(s.name, {}).get("status") != "done"
+    )
+    log(f"{len(stages)} stages in {root}; about {_minutes(remaining)} of work left")
+    for i, stage in enumerate(stages, 1):
+        record = state.stages.get(stage.name, {})
+        if record.get("status") == "done":
+            missing = _missing_paths(record.get("outputs", {}))
+            if not missing:
+                log(
+                    f"[{i}/{len(stages)}] {stage.name}: done before ({_minutes(record['seconds'])})"
+                )
+                continue
+            log(f"[{i}/{len(stages)}] {stage.name}: its outputs are gone ({missing[0]}); redoing")
+        again = " (continuing an interrupted attempt)" if record else ""
+        about = _minutes(stage.estimate_s)
+        log(f"[{i}/{len(stages)}] {stage.name}: {stage.what}; about {about}{again}")
+        state.stages[stage.name] = {"status": "running", "started": time.time()}
+        state.save(root)
+        start = time.perf_counter()
+        try:
+            outputs = stage.run(state.outputs())
+        except BaseException as err:  # Ctrl-C included: the state says where it stopped
+            state.stages[stage.name] = {
+                "status": "failed",
+                "seconds": time.perf_counter() - start,
+                "error": f"{type(err).__name__}: {err}",
+            }
+            state.save(root)
+            raise
+        seconds = time.perf_counter() - start
+        state.stages[stage.name] = {"status": "done", "seconds": seconds, "outputs": outputs}
+        state.save(root)
+        log(f"[{i}/{len(stages)}] {stage.name}: done in {_minutes(seconds)}")
+    return state.outputs()
+
+
+def stage_timings(root: Path) -> list[dict]:
+    """[{stage, status, seconds}] from the state file, in the order the stages ran."""
+    return [
+        {"stage": name, "status": s["status"], "seconds": s.get("seconds", 0.0)}
+        for name, s in PipelineState.load(root).stages.items()
+    ]
