@@ -1,7 +1,7 @@
 """Bring up the vla_rft graph on ROS 2: the policy node, the recorder and, in simulation, the
 simulated robot and the evaluation manager.
 
-    ros2 launch vla_rft bringup.launch.py use_sim:=true policy_model:=/path/to/models/policy
+    ros2 launch vla_rft bringup.launch.py use_sim:=true policy_model:=/path/to/models/current
     ros2 launch vla_rft bringup.launch.py use_sim:=false record:=true backend:=tensorrt
 
 The policy node is a lifecycle node: this file configures it and, once it is inactive,
@@ -44,7 +44,7 @@ def generate_launch_description():
             description="run the simulated robot and the evaluation manager",
         ),
         DeclareLaunchArgument(
-            "policy_model", default_value="models/policy",
+            "policy_model", default_value="models/current",
             description="exported policy package (or checkpoint for the torch backend)",
         ),
         DeclareLaunchArgument(

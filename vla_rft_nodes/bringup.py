@@ -3,8 +3,8 @@
 The same nodes and parameter file as `ros2 launch vla_rft bringup.launch.py`:
 
     vla-rft bringup --sim --standin-policy --episodes 3          # closed loop, recorded, report
-    vla-rft bringup --sim --policy-model models/policy --backend onnxruntime
-    vla-rft bringup --policy-model models/policy                 # a real robot: policy + recorder
+    vla-rft bringup --sim --policy-model models/current --backend onnxruntime
+    vla-rft bringup --policy-model models/current                # a real robot: policy + recorder
 
 Each node is a process (`python -m vla_rft_nodes.<node>`) on the Cyclone DDS host; their output
 is prefixed with the node name. With --sim (or --episodes) the evaluation manager runs the
@@ -57,7 +57,7 @@ def default_params_file() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="vla-rft bringup", description=__doc__.split("\n")[0].strip("`")
+        prog="vla-rft bringup", description=__doc__.split("\n")[0].replace("`", "")
     )
     p.add_argument("--sim", action="store_true", help="simulated robot + evaluation manager")
     p.add_argument("--policy-model", help="policy package or checkpoint (policy_node.model_path)")

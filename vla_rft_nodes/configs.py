@@ -45,7 +45,7 @@ def _positive(name: str, value: float) -> None:
 class PolicyNodeConfig:
     """The policy node: camera, state and instruction in, one action per control tick out."""
 
-    model_path: str = "models/policy"
+    model_path: str = "models/current"
     """Exported policy package (or checkpoint for the torch backend) given to the factory."""
     backend: str = "auto"
     """Inference backend: auto, onnxruntime, tensorrt or torch."""

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             manifests.update(export_world_model(args.world_model, args.out))
     except (ParityError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(f"model package {args.out}\n")
     print("| file | inputs | max abs diff vs torch |\n| --- | --- | --- |")
     for name, m in manifests.items():

@@ -31,10 +31,14 @@ import time
 from pathlib import Path
 
 from vla_rft.pipeline import jobs
-from vla_rft.pipeline.config import PipelineConfig
+from vla_rft.pipeline.config import (
+    S_PER_EVAL_EPISODE,
+    S_PER_RFT_STEP,
+    S_PER_WORLD_MODEL_STEP,
+    PipelineConfig,
+)
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.html_report import Section, write_report
-from vla_rft.pipeline.quickstart import S_PER_EVAL_EPISODE, S_PER_RFT_STEP, S_PER_WORLD_MODEL_STEP
 from vla_rft.pipeline.registry import RegistryError, VersionRecord, current_version, register
 from vla_rft.pipeline.stages import Stage, run_stages, stage_timings
 from vla_rft.training.config import ConfigError, load_config, to_dict
@@ -53,6 +57,17 @@ def episode_digest(path: Path) -> str:
         h.update(f.relative_to(path).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def round_tag(parent: str, source: Path) -> str:
+    """A round's name: the parent version and a hash of the source directory and its episode
+    names, so that re-running the same command resumes the round, and new episodes in the same
+    directory start a new one."""
+    from vla_rft.data.episode_store import list_episodes
+
+    names = "\n".join(p.name for p in list_episodes(source))
+    digest = hashlib.sha256(f"{source.resolve()}\n{names}".encode()).hexdigest()[:8]
+    return f"from-{parent}-{digest}"
 
 
 def check_episodes(source: Path, instructions: set[str]) -> tuple[list[Path], dict[str, str]]:
@@ -123,16 +138,24 @@ def _same_suite(report: dict, candidate: dict) -> bool:
     return all(report.get(k) == candidate.get(k) for k in keys)
 
 
-def build_stages(
-    config: PipelineConfig, source: Path, models: Path, data: Path, root: Path, progress: bool
-):
+def current_record(models: Path) -> VersionRecord:
     parent = current_version(models)
     if parent is None:
         raise RegistryError(f"{models} has no current model version (run `vla-rft quickstart`)")
-    parent_dir = models / parent
-    record = VersionRecord.read(parent_dir)
-    tag = f"from-{parent}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]}"
+    return VersionRecord.read(models / parent)
+
+
+def build_stages(
+    config_path: str, source: Path, models: Path, data: Path, root: Path, overrides, progress
+):
+    """The round's stages on top of the current version; returns (work dir, stages)."""
+    config = load_config(PipelineConfig, Path(config_path), overrides)
+    record = current_record(models)
+    parent, parent_dir = record.version, models / record.version
+    tag = round_tag(parent, source)
     round_dir, work = data / tag, root / tag
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(to_dict(config), indent=1))
     c, fw, suite = config, config.flywheel, config.eval
     threads = f"threads={c.threads}"
     roots = {use: [d["path"] for d in record.data if use in d.get("use", [WORLD_MODEL, RFT])]
@@ -233,17 +256,16 @@ def build_stages(
             Path(done["world_model"]["checkpoint"]), parent=parent,
             data=[*record.data, *new_data], metrics={"eval": candidate["overall"]},
             eval_dir=work / "eval" / "candidate", gate=decision.to_dict(),
-            promote=decision.promote and still_current,
+            promote=decision.promote and still_current, pipeline_config=config_path,
         )  # fmt: skip
         print(decision.table)
         verdict = {
             "promoted": f"promoted: {models / 'current'} -> {version.version}",
             "rejected": f"NOT promoted; {parent} stays current",
+            "registered": f"not promoted: {current_version(models)} is current now, not {parent}",
         }[version.status]
         print(f"{version.version} registered, {verdict}")
         print("\n".join(f"  - {r}" for r in decision.reasons))
-        if decision.promote and not still_current:
-            print(f"  (not promoted: the current version changed from {parent} during the round)")
         return {"version": version.version, "status": version.status}
 
     def report(done):
@@ -360,12 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.episodes.is_dir():
             raise FileNotFoundError(f"{args.episodes}: no such directory of episodes")
-        config = load_config(PipelineConfig, Path(args.config), args.set)
+        config_path = args.config or current_record(args.models).pipeline_config or DEFAULT_CONFIG
+        print(f"pipeline config: {config_path}")
         work, stages = build_stages(
-            config, args.episodes, args.models, args.data, args.root, not args.quiet
+            config_path, args.episodes, args.models, args.data, args.root, args.set, not args.quiet
         )
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "config.json").write_text(json.dumps(to_dict(config), indent=1))
         run_stages(work, stages)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -26,7 +26,14 @@ import sys
 from pathlib import Path
 
 from vla_rft.pipeline import jobs
-from vla_rft.pipeline.config import PipelineConfig
+from vla_rft.pipeline.config import (
+    S_PER_EPISODE,
+    S_PER_EVAL_EPISODE,
+    S_PER_POLICY_STEP,
+    S_PER_RFT_STEP,
+    S_PER_WORLD_MODEL_STEP,
+    PipelineConfig,
+)
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.html_report import Section, write_report
 from vla_rft.pipeline.registry import current_version, register
@@ -34,13 +41,6 @@ from vla_rft.pipeline.stages import Stage, run_stages, stage_timings
 from vla_rft.training.config import ConfigError, load_config, to_dict
 
 DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
-
-# Seconds per unit of work on the 2-core reference machine (measured; see docs/TRAINING.md).
-S_PER_EPISODE = 1.2
-S_PER_WORLD_MODEL_STEP = 1.0
-S_PER_POLICY_STEP = 0.3
-S_PER_RFT_STEP = 1.6
-S_PER_EVAL_EPISODE = 3.0
 
 
 def recipe_steps(recipe: str, key: str) -> int:
@@ -53,8 +53,13 @@ def recipe_steps(recipe: str, key: str) -> int:
     return int(node) if isinstance(node, int) else 0
 
 
-def build_stages(config: PipelineConfig, root: Path, data: Path, models: Path, progress: bool):
-    c = config
+def build_stages(
+    config_path: str, overrides: list[str], root: Path, data: Path, models: Path, progress: bool
+):
+    """The quickstart's stages with their state in `root`."""
+    config = c = load_config(PipelineConfig, Path(config_path), overrides)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(to_dict(config), indent=1))
     episodes = data / "episodes"
     suite = c.eval
     threads = f"threads={c.threads}"
@@ -129,13 +134,13 @@ def build_stages(config: PipelineConfig, root: Path, data: Path, models: Path, p
             models, Path(done["export"]["base"]), Path(done["policy"]["checkpoint"]), Path(wm),
             parent=current_version(models), data=data_record,
             metrics={"eval": base_report["overall"]}, eval_dir=root / "eval" / "base",
-            promote=first,
+            promote=first, pipeline_config=config_path,
         )  # fmt: skip
         tuned = register(
             models, Path(done["export"]["rft"]), Path(done["rft"]["checkpoint"]), Path(wm),
             parent=base.version, data=data_record, metrics={"eval": rft_report["overall"]},
             eval_dir=root / "eval" / "rft", gate=decision.to_dict(),
-            promote=first and decision.promote,
+            promote=first and decision.promote, pipeline_config=config_path,
         )  # fmt: skip
         print(decision.table)
         verdict = "promoted" if tuned.status == "promoted" else "not promoted"
@@ -252,10 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)  # fmt: skip
     try:
-        config = load_config(PipelineConfig, Path(args.config), args.set)
-        args.root.mkdir(parents=True, exist_ok=True)
-        (args.root / "config.json").write_text(json.dumps(to_dict(config), indent=1))
-        stages = build_stages(config, args.root, args.data, args.models, not args.quiet)
+        stages = build_stages(
+            args.config, args.set, args.root, args.data, args.models, not args.quiet
+        )
         run_stages(args.root, stages)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}\n(run the same command again to continue from here)", file=sys.stderr)

@@ -47,7 +47,8 @@ class VersionRecord:
     parent: str | None
     """The version this one was fine-tuned from (None for the first)."""
     status: str
-    """'promoted' (became current at registration), 'rejected' by the gate, or 'registered'."""
+    """'promoted' (became current at registration), 'rejected' by the gate, or 'registered'
+    (passed or not gated, but not made current: another version was current)."""
     data: list[dict] = field(default_factory=list)
     """Episode sets it was trained on: {path, episodes, fingerprint, provenance}."""
     metrics: dict = field(default_factory=dict)
@@ -58,6 +59,8 @@ class VersionRecord:
     """Path inside the version -> sha256."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where its checkpoints were trained (run directories)."""
+    pipeline_config: str = ""
+    """The pipeline config (recipes) it was made with; the next flywheel round reuses it."""
 
     @classmethod
     def read(cls, version_dir: Path) -> VersionRecord:
@@ -127,6 +130,7 @@ def register(
     eval_dir: Path | None = None,
     gate: dict | None = None,
     promote: bool = True,
+    pipeline_config: str = "",
 ) -> VersionRecord:
     """Copy a model package, its checkpoints and evaluation into the next version directory,
     write its record, and (if `promote`) make it current. The version appears complete or not
@@ -151,12 +155,19 @@ def register(
         version=version,
         created=time.time(),
         parent=parent,
-        status="promoted" if promote else ("rejected" if gate else "registered"),
+        status=(
+            "promoted"
+            if promote
+            else "rejected"
+            if gate and not gate.get("promote", True)
+            else "registered"
+        ),
         data=data,
         metrics=metrics,
         gate=gate or {},
         files=files,
         sources={"policy": str(policy_checkpoint), "world_model": str(world_model_checkpoint)},
+        pipeline_config=pipeline_config,
     )
     record.write(staging)
     os.replace(staging, models / version)

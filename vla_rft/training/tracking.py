@@ -50,15 +50,19 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def plot_metrics(run_dir: str | Path, keys: list[str], out: str | Path, title: str = "") -> Path:
-    """One panel per metric key, against step; written as PNG."""
+    """One panel per metric key against step, four to a row; written as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = read_metrics(run_dir)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
+    cols = min(4, len(keys))
+    nrows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.axis("off")
+    for ax, key in zip(axes.flat, keys, strict=False):  # trailing panels stay empty
         points = sorted({r["step"]: r[key] for r in rows if key in r}.items())
         if points:
             ax.plot(*zip(*points, strict=True))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from vla_rft.data import WindowConfig, build_datasets
@@ -30,7 +31,7 @@ from vla_rft.models.world_model import WorldModel, WorldModelConfig
 from vla_rft.training import checkpoint as ckpt_io
 from vla_rft.training import distributed as dist
 from vla_rft.training.config import ConfigError, load_config, to_dict
-from vla_rft.training.tracking import RunLogger
+from vla_rft.training.tracking import RunLogger, plot_metrics, read_metrics
 
 # --- config ------------------------------------------------------------------------------------
 
@@ -264,6 +265,8 @@ def train(
         ckpt_io.load_weights(model, parent)
     ddp_model = dist.wrap_ddp(model, info)
     logger = RunLogger(run_dir, info)
+    if info.is_main:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     val_idx = None
     if val_ds is not None:
         val_starts = window_starts(val_ds)
@@ -341,6 +344,11 @@ def train(
         dist.barrier(info)
     bar.close()
     logger.close()
+    if info.is_main:
+        logged = {k for row in read_metrics(run_dir) for k in row}
+        psnr = sorted(k for k in logged if k.startswith("val_psnr"))
+        plot_metrics(run_dir, ["loss/train", "loss/val", *psnr], run_dir / "curves.png",
+                     title=f"world model: {run_dir.name}")  # fmt: skip
     digest = hashlib.sha256(
         b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())
     ).hexdigest()[:16]
