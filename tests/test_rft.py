@@ -3,6 +3,12 @@ checkpoints the policy tools can load, and resume."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +30,7 @@ from vla_rft.training.config import to_dict
 from vla_rft.training.train_rft import GRPOConfig, RewardConfig, TrainRFTConfig, score_chunks, train
 
 INSTRUCTION = "reach the red goal"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +151,28 @@ def test_rft_updates_only_the_head_and_writes_policy_checkpoints(setup):
     assert [r["step"] for r in read_metrics(setup / "run")] == [1, 2, 3, 4]
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train(config, progress=False)
+
+
+@pytest.mark.slow
+def test_data_parallel_rft_under_torchrun_keeps_the_ranks_in_step(setup, tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+        "-m", "vla_rft.training.train_rft", "-q",
+        "--policy", str(setup / "policy"), "--world-model", str(setup / "world_model"),
+        "--set", f"data=[{setup / 'episodes'}]", "--set", f"run_dir={run_dir}",
+        "--set", "threads=1", "--set", "grpo.steps=2", "--set", "grpo.start_states=2",
+        "--set", "grpo.group_size=4", "--set", "grpo.head_lr=1e-3", "--set", "grpo.sigma_lr=1e-3",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es)" in done.stdout
+    # each rank samples its own start states; averaged gradients keep the weights identical
+    digests = re.findall(r"rank \d: finished at step 2, head weights ([0-9a-f]{16})", done.stdout)
+    assert len(digests) == 2 and digests[0] == digests[1], done.stdout
+    tuned, base = load_checkpoint(run_dir).weights, load_checkpoint(setup / "policy").weights
+    assert any(not torch.equal(tuned[k], base[k]) for k in base if k.startswith("head."))
 
 
 @pytest.mark.slow

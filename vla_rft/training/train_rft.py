@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -407,6 +408,9 @@ def train(
             f"fine-tuned to step {g.steps} in {seconds:.0f} s ({seconds / 60:.1f} min); "
             f"checkpoint {last}; curves {run_dir / 'curves.png'}"
         )
+    trained = b"".join(p.detach().cpu().numpy().tobytes() for p in head_params + sigma_params)
+    digest = hashlib.sha256(trained).hexdigest()[:16]
+    print(f"rank {info.rank}: finished at step {g.steps}, head weights {digest}")  # equal on all
     dist.cleanup(info)
     return last or latest_checkpoint(run_dir)
 
