@@ -190,18 +190,26 @@ def reward_check(
     return summarize(rows)
 
 
+def within_starts(rows: list[dict], kinds: tuple[str, ...]) -> list[float]:
+    """Spearman(reward, success) inside each start state's chunks of `kinds`, for the starts
+    where those chunks have mixed outcomes (elsewhere success does not rank them)."""
+    out = []
+    for start in sorted({r["start"] for r in rows}):
+        group = [r for r in rows if r["start"] == start and r["kind"] in kinds]
+        rho = spearman(
+            np.array([r["reward"] for r in group]), np.array([r["success"] for r in group], float)
+        )
+        if np.isfinite(rho):
+            out.append(rho)
+    return out
+
+
 def summarize(rows: list[dict]) -> dict:
     reward = np.array([r["reward"] for r in rows])
     success = np.array([r["success"] for r in rows], float)
     dense = np.array([r["dense_reward"] for r in rows])
-    within = [
-        spearman(reward[idx], success[idx])
-        for idx in (
-            np.flatnonzero([r["start"] == s for r in rows])
-            for s in sorted({r["start"] for r in rows})
-        )
-    ]
-    within = [w for w in within if np.isfinite(w)]
+    within = within_starts(rows, KINDS)
+    group = within_starts(rows, ("policy", "policy_sample"))  # what GRPO's advantages see
     by_kind = {
         k: {
             "chunks": int(sum(r["kind"] == k for r in rows)),
@@ -217,6 +225,8 @@ def summarize(rows: list[dict]) -> dict:
         "spearman_reward_dense_reward": spearman(reward, dense),
         "spearman_within_start_mean": float(np.mean(within)) if within else float("nan"),
         "starts_with_mixed_outcomes": len(within),
+        "spearman_within_policy_group_mean": float(np.mean(group)) if group else float("nan"),
+        "policy_groups_with_mixed_outcomes": len(group),
         "rows": rows,
     }
 
@@ -236,6 +246,9 @@ def markdown(summary: dict) -> str:
         f"Spearman(reward, success) within a start state, mean over the "
         f"{summary['starts_with_mixed_outcomes']} starts with mixed outcomes: "
         f"{summary['spearman_within_start_mean']:.3f}",
+        f"... among the policy's own chunks only (a GRPO group), mean over the "
+        f"{summary['policy_groups_with_mixed_outcomes']} groups with mixed outcomes: "
+        f"{summary['spearman_within_policy_group_mean']:.3f}",
         f"Spearman(reward, Meta-World dense reward after the chunk): "
         f"{summary['spearman_reward_dense_reward']:.3f}",
     ]

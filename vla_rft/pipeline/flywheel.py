@@ -22,7 +22,6 @@ Run the same command again after an interruption: it continues where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -40,8 +39,8 @@ from vla_rft.pipeline.config import (
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.html_report import Section, write_report
 from vla_rft.pipeline.registry import RegistryError, VersionRecord, current_version, register
-from vla_rft.pipeline.stages import Stage, run_stages, stage_timings
-from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.pipeline.stages import Stage, pipeline_parser, run_pipeline, stage_timings
+from vla_rft.training.config import load_config, to_dict
 
 DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
 LEDGER_FILE = "ledger.json"
@@ -345,56 +344,22 @@ def build_stages(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vla-rft flywheel",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = pipeline_parser("vla-rft flywheel", __doc__, "runs/flywheel", "data/flywheel")
     parser.add_argument(
         "--episodes", type=Path, required=True, help="new episodes (recorder output)"
     )
-    parser.add_argument(
-        "--models", type=Path, default=Path("models"), help="model registry (default: models)"
-    )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("data/flywheel"),
-        help="where ingested episodes go (default: data/flywheel)",
-    )
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=Path("runs/flywheel"),
-        help="runs, evaluations and reports of each round (default: runs/flywheel)",
-    )
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. flywheel.rft_steps=30 (repeatable)",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)  # fmt: skip
-    try:
+    args = parser.parse_args(argv)
+
+    def plan():
         if not args.episodes.is_dir():
             raise FileNotFoundError(f"{args.episodes}: no such directory of episodes")
-        config_path = args.config or current_record(args.models).pipeline_config or DEFAULT_CONFIG
-        print(f"pipeline config: {config_path}")
-        work, stages = build_stages(
-            config_path, args.episodes, args.models, args.data, args.root, args.set, not args.quiet
+        config = args.config or current_record(args.models).pipeline_config or DEFAULT_CONFIG
+        print(f"pipeline config: {config}")
+        return build_stages(
+            config, args.episodes, args.models, args.data, args.root, args.set, not args.quiet
         )
-        run_stages(work, stages)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; run the same command again to continue", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_pipeline(plan)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ The episodes recorded in steps 6-7 are what `vla-rft flywheel --episodes ...` le
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -37,8 +36,8 @@ from vla_rft.pipeline.config import (
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.html_report import Section, write_report
 from vla_rft.pipeline.registry import current_version, register
-from vla_rft.pipeline.stages import Stage, run_stages, stage_timings
-from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.pipeline.stages import Stage, pipeline_parser, run_pipeline, stage_timings
+from vla_rft.training.config import load_config, to_dict
 
 DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
 
@@ -225,49 +224,16 @@ def write_quickstart_report(root: Path, done: dict, models: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vla-rft quickstart",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=Path("runs/quickstart"),
-        help="runs, packages, evaluations, report (default: runs/quickstart)",
-    )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("data/quickstart"),
-        help="episodes collected and recorded (default: data/quickstart)",
-    )
-    parser.add_argument(
-        "--models", type=Path, default=Path("models"), help="model registry (default: models)"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. eval.episodes=5 (repeatable)",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)  # fmt: skip
-    try:
-        stages = build_stages(
-            args.config, args.set, args.root, args.data, args.models, not args.quiet
+    parser = pipeline_parser("vla-rft quickstart", __doc__, "runs/quickstart", "data/quickstart")
+    args = parser.parse_args(argv)
+
+    def plan():
+        config = args.config or DEFAULT_CONFIG
+        return args.root, build_stages(
+            config, args.set, args.root, args.data, args.models, not args.quiet
         )
-        run_stages(args.root, stages)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}\n(run the same command again to continue from here)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; run the same command again to continue", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_pipeline(plan)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ trainer so that an interrupted run continues from its last checkpoint.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,3 +124,43 @@ def stage_timings(root: Path) -> list[dict]:
         {"stage": name, "status": s["status"], "seconds": s.get("seconds", 0.0)}
         for name, s in PipelineState.load(root).stages.items()
     ]
+
+
+# --- the commands' shared command line ------------------------------------------------------
+
+
+def pipeline_parser(prog: str, doc: str, root: str, data: str) -> argparse.ArgumentParser:
+    """--config, --root, --data, --models, --set and -q, with `doc`'s first paragraph as the
+    description and the rest as the epilog."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc.split("\n\n")[0],
+        epilog="\n\n".join(doc.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--config", help="pipeline config YAML (vla_rft/pipeline/config.py)")
+    add("--root", type=Path, default=Path(root), help=f"runs, reports, state (default: {root})")
+    add("--data", type=Path, default=Path(data), help=f"episodes (default: {data})")
+    add("--models", type=Path, default=Path("models"), help="model registry (default: models)")
+    add("--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. eval.episodes=5 (repeatable)")  # fmt: skip
+    add("-q", "--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def run_pipeline(plan: Callable[[], tuple[Path, list[Stage]]]) -> int:
+    """Build the stages with `plan() -> (state dir, stages)` and run them; a clear message and
+    exit code 2 on a known error, 130 on Ctrl-C (the state says where it stopped)."""
+    from vla_rft.training.config import ConfigError
+
+    try:
+        root, stages = plan()
+        run_stages(root, stages)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}\n(run the same command again to continue from here)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0
