@@ -1,0 +1,30 @@
+"""The inference benchmark runs on the CPU as CI runs it: a real export, real ONNX Runtime and
+torch sessions timed through `infer`, a table and a JSON file (tiny settings; the figures
+themselves are for bench/results on a quiet machine, not for assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_inference_benchmark_writes_its_table_and_json(tmp_path):
+    out = tmp_path / "inference.json"
+    cmd = [sys.executable, str(REPO / "bench" / "bench_inference.py"), "--sizes", "32",
+           "--iters", "5", "--threads", "1", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| image | backend |" in done.stdout
+    rows = json.loads(out.read_text())["rows"]
+    backends = {r["backend"].split(" ")[0] for r in rows}
+    assert {"torch", "onnxruntime"} <= backends
+    assert all(r["image"] == 32 and 0 < r["p50_ms"] <= r["p99_ms"] for r in rows)
+    ort_row = next(r for r in rows if r["backend"].startswith("onnxruntime"))
+    assert ort_row["speed-up vs torch (p50)"] > 0
