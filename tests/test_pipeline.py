@@ -158,7 +158,8 @@ def test_flywheel_rounds_learn_from_the_previous_rounds_recordings(loop, tmp_pat
     (work,) = (dirs["root"] / "fw").iterdir()
     left_out = json.loads((work / "report" / "report.json").read_text())["left_out"]
     assert list(left_out) == [broken.name]
-    provenance = json.loads(next((dirs["data"] / "fw").glob("*/provenance.json")).read_text())
+    provenance_file = next((dirs["data"] / "fw").glob("*/provenance.json"))
+    provenance = json.loads(provenance_file.read_text())
     assert len(provenance["episodes"]) == 1 and provenance["parent_version"] == before
     assert any(d.get("provenance") for d in v3.data)
     # the same episodes again: nothing new to learn, and nothing registered
@@ -171,6 +172,8 @@ def test_flywheel_rounds_learn_from_the_previous_rounds_recordings(loop, tmp_pat
     assert flywheel.main([*common, f"--episodes={recorded}"]) == 0
     v4 = VersionRecord.read(models / "v004")
     assert v4.parent == "v003" and v4.status in ("promoted", "rejected") and v4.gate["rows"]
+    round1 = str(provenance_file.parent)
+    assert sum(d["path"].startswith(round1) for d in v4.data) == 1  # round 1's data, once
 
 
 def test_registry_refuses_unknown_versions(tmp_path):

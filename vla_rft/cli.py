@@ -164,7 +164,7 @@ def cmd_dataset(args) -> int:
 STAGE_COMMANDS = {
     "quickstart": (
         "vla_rft.pipeline.quickstart",
-        "the whole loop on the simulated robot, to an HTML report (about 35 min)",
+        "the whole loop on the simulated robot, to an HTML report (about 17 min on 2 cores)",
     ),
     "flywheel": (
         "vla_rft.pipeline.flywheel",

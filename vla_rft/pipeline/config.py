@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 PERTURBATIONS = ("none", "object", "goal", "robot_init")
 
 # Seconds per unit of work on the 2-core reference machine, for the stages' time estimates
-# (measured with the quickstart recipes; see the stage timings in a quickstart report).
-S_PER_EPISODE = 1.2
+# (measured in a whole quickstart run; its report lists the stage timings).
+S_PER_EPISODE = 0.5
 S_PER_WORLD_MODEL_STEP = 1.0
-S_PER_POLICY_STEP = 0.3
-S_PER_RFT_STEP = 1.6
-S_PER_EVAL_EPISODE = 3.0
+S_PER_POLICY_STEP = 0.2
+S_PER_RFT_STEP = 1.7
+S_PER_EVAL_EPISODE = 3.8
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@
  2. ingest      copy the good ones into data/flywheel/<round>/{success,failure}, with
                 provenance.json (source, digests, which model recorded them); episodes already
                 ingested in an earlier round (same content) are skipped
- 3. world model fine-tune the current version's world model on its data + the new episodes
+ 3. world model fine-tune the current version's world model on its data, every earlier
+                round's episodes (kept even if that round's model was rejected) and the new ones
  4. rft         VLA-RFT of the current version's policy in the fine-tuned world model (start
-                states from its data + the new successful episodes)
+                states from the same data sets' successful episodes)
  5. export      the candidate to ONNX
  6. eval        the candidate, and the current version unless its report covers the same suite,
                 through the node graph; the candidate's episodes are recorded for the next round
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -100,7 +102,7 @@ def ingest(good: list[Path], source: Path, round_dir: Path, ledger_path: Path, p
     entries, duplicates = [], []
     for path in good:
         digest = episode_digest(path)
-        if digest in ledger:
+        if digest in ledger and ledger[digest]["round"] != round_dir.name:  # not a redo
             duplicates.append(path.name)
             continue
         meta = read_episode_meta(path)
@@ -132,6 +134,24 @@ def ingest(good: list[Path], source: Path, round_dir: Path, ledger_path: Path, p
     return provenance
 
 
+def ingested_data(data: Path, exclude: Path | None) -> list[dict]:
+    """Data-set entries of the rounds ingested under `data` (but `exclude`), oldest first:
+    successes feed the world model and RFT's start states, failures the world model only."""
+    from vla_rft.data.episode_store import list_episodes
+
+    rounds = sorted(
+        (p.parent for p in data.glob("*/provenance.json") if p.parent != exclude),
+        key=lambda p: json.loads((p / "provenance.json").read_text())["ingested_at"],
+    )
+    return [
+        {"path": str(r / split), "use": [WORLD_MODEL, RFT] if split == "success" else [WORLD_MODEL],
+         "provenance": str(r / "provenance.json")}
+        for r in rounds
+        for split in ("success", "failure")
+        if list_episodes(r / split)
+    ]  # fmt: skip
+
+
 def _same_suite(report: dict, candidate: dict) -> bool:
     keys = ("tasks", "perturbations", "seeds", "max_steps")
     return all(report.get(k) == candidate.get(k) for k in keys)
@@ -157,7 +177,12 @@ def build_stages(
     (work / "config.json").write_text(json.dumps(to_dict(config), indent=1))
     c, fw, suite = config, config.flywheel, config.eval
     threads = f"threads={c.threads}"
-    roots = {use: [d["path"] for d in record.data if use in d.get("use", [WORLD_MODEL, RFT])]
+    # the parent's data, plus every earlier round's episodes (kept even when its model was not
+    # promoted: data outlives the model it was collected for)
+    known = {d["path"] for d in record.data}
+    earlier = [d for d in ingested_data(data, exclude=round_dir) if d["path"] not in known]
+    base_data = [*record.data, *earlier]
+    roots = {use: [d["path"] for d in base_data if use in d.get("use", [WORLD_MODEL, RFT])]
              for use in (WORLD_MODEL, RFT)}  # fmt: skip
 
     def check(_):
@@ -245,15 +270,12 @@ def build_stages(
         candidate = json.loads(Path(done["evaluate"]["candidate"]).read_text())
         decision = gate(current, candidate, fw.max_drop)
         still_current = current_version(models) == parent
-        new_data = [
-            {"path": p, "use": [WORLD_MODEL] + ([RFT] if p.endswith("success") else []),
-             "provenance": str(round_dir / "provenance.json")}
-            for p in new_roots(done, ("success", "failure"))
-        ]  # fmt: skip
+        new_data = ingested_data(data, exclude=None)
+        new_data = [d for d in new_data if d["path"].startswith(f"{round_dir}{os.sep}")]
         version = register(
             models, Path(done["export"]["package"]), Path(done["rft"]["checkpoint"]),
             Path(done["world_model"]["checkpoint"]), parent=parent,
-            data=[*record.data, *new_data], metrics={"eval": candidate["overall"]},
+            data=[*base_data, *new_data], metrics={"eval": candidate["overall"]},
             eval_dir=work / "eval" / "candidate", gate=decision.to_dict(),
             promote=decision.promote and still_current, pipeline_config=config_path,
         )  # fmt: skip
@@ -278,7 +300,7 @@ def build_stages(
         out.mkdir(parents=True, exist_ok=True)
         chart = bar_chart(rows, names, out / "comparison.png")
         gate_record = VersionRecord.read(models / names[1]).gate
-        timings = stage_timings(work)
+        timings = [t for t in stage_timings(work) if t["status"] == "done"]
         timing_table = "| stage | time |\n| --- | --- |\n" + "\n".join(
             f"| {t['stage']} | {t['seconds'] / 60:.1f} min |" for t in timings
         )
