@@ -203,3 +203,38 @@ def test_every_recipe_loads_into_its_config(preset):
         if isinstance(config, PipelineConfig):
             for recipe in (config.world_model_recipe, config.policy_recipe, config.rft_recipe):
                 assert (REPO / recipe).is_file(), recipe
+
+
+def test_registry_versions_statuses_rollback_and_tampering(tmp_path, capsys):
+    import torch
+
+    from vla_rft.pipeline import models_command
+    from vla_rft.pipeline.registry import register
+    from vla_rft.training.checkpoint import save_checkpoint
+
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "policy.onnx").write_bytes(b"onnx bytes")
+    ckpt = save_checkpoint(tmp_path / "run", 1, torch.nn.Linear(2, 2), {})
+    models = tmp_path / "models"
+
+    def add(**kw):
+        return register(models, package, ckpt, ckpt, parent=None, data=[], metrics={}, **kw)
+
+    assert add().status == "promoted" and current_version(models) == "v001"
+    assert add(gate={"promote": False}, promote=False).status == "rejected"
+    assert add(gate={"promote": True}, promote=False).status == "registered"
+    assert current_version(models) == "v001"
+    assert (models / "v002" / "checkpoints" / "policy" / "model.safetensors").is_file()
+    assert not list(models.glob(".*partial"))
+    assert models_command.main(["promote", "v002", "--models", str(models)]) == 0
+    assert current_version(models) == "v002"
+    # a changed file: verify names it and promotion (a rollback to it) is refused
+    (models / "v001" / "policy.onnx").write_bytes(b"tampered")
+    assert verify(models, "v001") == ["policy.onnx"]
+    capsys.readouterr()
+    assert models_command.main(["promote", "v001", "--models", str(models)]) == 2
+    assert "changed since registration" in capsys.readouterr().err
+    assert current_version(models) == "v002"
+    assert models_command.main(["list", "--models", str(models)]) == 0
+    assert "| v002 | rejected |" in capsys.readouterr().out
