@@ -14,6 +14,7 @@ a typo never silently trains with the default.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import types
@@ -165,3 +166,24 @@ def load_config(
         data = _deep_merge(data, loaded)
     data = _deep_merge(data, parse_overrides(overrides))
     return from_dict(cls, data)
+
+
+def recipe_parser(
+    prog: str, description: str, recipe: str, example: str
+) -> argparse.ArgumentParser:
+    """The trainers' shared command line: --recipe, --set KEY=VALUE (repeatable), --resume,
+    -q; `recipe` and `example` fill the help (e.g. "training/cpu/rft.yaml", "grpo.steps=100")."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--recipe", type=Path, help=f"YAML recipe, e.g. {recipe}")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a recipe value (repeatable), e.g. {example}",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run from its latest checkpoint"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser

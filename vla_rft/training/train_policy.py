@@ -13,7 +13,6 @@ Runs write TensorBoard scalars, metrics.jsonl, curves.png and safetensors checkp
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
@@ -43,7 +42,7 @@ from vla_rft.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
 from vla_rft.training.tracking import RunLogger, plot_metrics
 
 # --- config ----------------------------------------------------------------------------------
@@ -346,23 +345,12 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vla-rft train-policy", description=__doc__.split("\n")[0]
+    parser = recipe_parser(
+        "vla-rft train-policy",
+        __doc__.split("\n")[0],
+        "training/cpu/policy.yaml",
+        "optim.steps=100",
     )
-    parser.add_argument("--recipe", type=Path, help="YAML recipe, e.g. training/cpu/policy.yaml")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value (repeatable), e.g. optim.steps=100",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in run_dir from its latest checkpoint",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         config = load_config(TrainPolicyConfig, args.recipe, args.set)

@@ -15,7 +15,6 @@ Checkpoints are policy checkpoints (`vla-rft eval --policy`, `vla-rft export` ta
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import sys
@@ -44,7 +43,7 @@ from vla_rft.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
 from vla_rft.training.tracking import RunLogger, plot_metrics
 
 # --- config ----------------------------------------------------------------------------------
@@ -416,21 +415,13 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vla-rft rft", description=__doc__.split("\n")[0])
-    parser.add_argument("--recipe", type=Path, help="YAML recipe, e.g. training/cpu/rft.yaml")
+    parser = recipe_parser(
+        "vla-rft rft", __doc__.split("\n")[0], "training/cpu/rft.yaml", "grpo.steps=100"
+    )
     parser.add_argument("--policy", help="base policy checkpoint or run (overrides the recipe)")
     parser.add_argument(
         "--world-model", help="world model checkpoint or run (overrides the recipe)"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value (repeatable), e.g. grpo.steps=100",
-    )
-    parser.add_argument("--resume", action="store_true", help="continue the run in run_dir")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     overrides = list(args.set)
     overrides += [f"policy={args.policy}"] if args.policy else []

@@ -11,7 +11,6 @@ frames past the end of an episode are masked out. Batches are drawn from a gener
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import sys
@@ -30,7 +29,7 @@ from vla_rft.data.normalization import NormStats
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
 from vla_rft.training import checkpoint as ckpt_io
 from vla_rft.training import distributed as dist
-from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
 from vla_rft.training.tracking import RunLogger, plot_metrics, read_metrics
 
 # --- config ------------------------------------------------------------------------------------
@@ -361,23 +360,16 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vla-rft train-world-model",
-        description="Pre-train the action-conditioned world model (see docs/WORLD_MODEL.md).",
+    parser = recipe_parser(
+        "vla-rft train-world-model",
+        "Pre-train the action-conditioned world model (see docs/WORLD_MODEL.md).",
+        "training/cpu/world_model.yaml",
+        "optim.steps=100",
     )
-    parser.add_argument(
-        "--recipe", type=Path, help="YAML recipe, e.g. training/cpu/world_model.yaml"
-    )
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a recipe value, e.g. --set optim.steps=100 (repeatable)",
-    )  # fmt: skip
     parser.add_argument("--run-dir", type=Path, help="default: runs/world_model/<name>")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(TrainWorldModelConfig, args.recipe, args.overrides)
+        cfg = load_config(TrainWorldModelConfig, args.recipe, args.set)
         run_dir = args.run_dir or Path("runs/world_model") / cfg.name
         path = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
     except (ConfigError, ValueError, FileNotFoundError, ckpt_io.CheckpointError) as err:
