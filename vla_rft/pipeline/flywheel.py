@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -41,7 +40,13 @@ from vla_rft.pipeline.config import (
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.html_report import Section, write_report
 from vla_rft.pipeline.registry import RegistryError, VersionRecord, current_version, register
-from vla_rft.pipeline.stages import Stage, pipeline_parser, run_pipeline, stage_timings
+from vla_rft.pipeline.stages import (
+    Stage,
+    pipeline_parser,
+    run_pipeline,
+    stage_timings,
+    timings_table,
+)
 from vla_rft.training.config import load_config, to_dict
 
 DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
@@ -134,22 +139,27 @@ def ingest(good: list[Path], source: Path, round_dir: Path, ledger_path: Path, p
     return provenance
 
 
-def ingested_data(data: Path, exclude: Path | None) -> list[dict]:
-    """Data-set entries of the rounds ingested under `data` (but `exclude`), oldest first:
-    successes feed the world model and RFT's start states, failures the world model only."""
+def round_data(round_dir: Path) -> list[dict]:
+    """Data-set entries of one ingested round: its successes feed the world model and RFT's
+    start states, its failures the world model only (empty splits are left out)."""
     from vla_rft.data.episode_store import list_episodes
 
+    return [
+        {"path": str(round_dir / split),
+         "use": [WORLD_MODEL, RFT] if split == "success" else [WORLD_MODEL],
+         "provenance": str(round_dir / "provenance.json")}
+        for split in ("success", "failure")
+        if list_episodes(round_dir / split)
+    ]  # fmt: skip
+
+
+def ingested_data(data: Path, exclude: Path) -> list[dict]:
+    """`round_data` of every round ingested under `data` but `exclude`, oldest first."""
     rounds = sorted(
         (p.parent for p in data.glob("*/provenance.json") if p.parent != exclude),
         key=lambda p: json.loads((p / "provenance.json").read_text())["ingested_at"],
     )
-    return [
-        {"path": str(r / split), "use": [WORLD_MODEL, RFT] if split == "success" else [WORLD_MODEL],
-         "provenance": str(r / "provenance.json")}
-        for r in rounds
-        for split in ("success", "failure")
-        if list_episodes(r / split)
-    ]  # fmt: skip
+    return [entry for r in rounds for entry in round_data(r)]
 
 
 def _same_suite(report: dict, candidate: dict) -> bool:
@@ -210,11 +220,11 @@ def build_stages(
             raise ValueError(f"{source}: every episode was ingested before; nothing new to learn")
         return {"round": str(round_dir), **counts}
 
-    def new_roots(done, splits):
-        return [str(round_dir / s) for s in splits if done["ingest"][s]]
+    def new_roots(use: str) -> list[str]:
+        return [d["path"] for d in round_data(round_dir) if use in d["use"]]
 
     def world_model(done):
-        wm_roots = roots[WORLD_MODEL] + new_roots(done, ("success", "failure"))
+        wm_roots = roots[WORLD_MODEL] + new_roots(WORLD_MODEL)
         overrides = [
             f"init_from={parent_dir / 'checkpoints' / 'world_model'}",
             f"data.roots=[{','.join(wm_roots)}]",
@@ -229,7 +239,7 @@ def build_stages(
         return {"checkpoint": ckpt, "roots": wm_roots}
 
     def rft(done):
-        rft_roots = roots[RFT] + new_roots(done, ("success",))
+        rft_roots = roots[RFT] + new_roots(RFT)
         overrides = [
             f"policy={parent_dir / 'checkpoints' / 'policy'}",
             f"world_model={done['world_model']['checkpoint']}",
@@ -270,12 +280,10 @@ def build_stages(
         candidate = json.loads(Path(done["evaluate"]["candidate"]).read_text())
         decision = gate(current, candidate, fw.max_drop)
         still_current = current_version(models) == parent
-        new_data = ingested_data(data, exclude=None)
-        new_data = [d for d in new_data if d["path"].startswith(f"{round_dir}{os.sep}")]
         version = register(
             models, Path(done["export"]["package"]), Path(done["rft"]["checkpoint"]),
             Path(done["world_model"]["checkpoint"]), parent=parent,
-            data=[*base_data, *new_data], metrics={"eval": candidate["overall"]},
+            data=[*base_data, *round_data(round_dir)], metrics={"eval": candidate["overall"]},
             eval_dir=work / "eval" / "candidate", gate=decision.to_dict(),
             promote=decision.promote and still_current, pipeline_config=config_path,
         )  # fmt: skip
@@ -290,20 +298,15 @@ def build_stages(
         return {"version": version.version, "status": version.status}
 
     def report(done):
-        from vla_rft.evaluation.compare import bar_chart, compare, markdown
+        from vla_rft.evaluation.compare import bar_chart, markdown
 
-        current = json.loads(Path(done["evaluate"]["current"]).read_text())
-        candidate = json.loads(Path(done["evaluate"]["candidate"]).read_text())
-        rows = compare(current, candidate)
         names = (parent, done["register"]["version"])
+        gate_record = VersionRecord.read(models / names[1]).gate
+        rows = gate_record["rows"]  # the gate compared the current version and the candidate
         out = work / "report"
         out.mkdir(parents=True, exist_ok=True)
         chart = bar_chart(rows, names, out / "comparison.png")
-        gate_record = VersionRecord.read(models / names[1]).gate
-        timings = [t for t in stage_timings(work) if t["status"] == "done"]
-        timing_table = "| stage | time |\n| --- | --- |\n" + "\n".join(
-            f"| {t['stage']} | {t['seconds'] / 60:.1f} min |" for t in timings
-        )
+        timings = stage_timings(work)
         ingested = done["ingest"]
         sections = [
             Section(
@@ -321,7 +324,7 @@ def build_stages(
                 "World-model fine-tuning", "", [], sorted((work / "world_model").glob("*.png"))
             ),
             Section("VLA-RFT", "", [], [work / "rft" / "curves.png"]),
-            Section("Stages", "", [timing_table]),
+            Section("Stages", "", [timings_table(timings)]),
         ]
         facts = {
             "round": tag,

@@ -35,8 +35,14 @@ from vla_rft.pipeline.config import (
 )
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.html_report import Section, write_report
-from vla_rft.pipeline.registry import current_version, register
-from vla_rft.pipeline.stages import Stage, pipeline_parser, run_pipeline, stage_timings
+from vla_rft.pipeline.registry import VersionRecord, current_version, register
+from vla_rft.pipeline.stages import (
+    Stage,
+    pipeline_parser,
+    run_pipeline,
+    stage_timings,
+    timings_table,
+)
 from vla_rft.training.config import load_config, to_dict
 
 DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
@@ -178,20 +184,15 @@ def build_stages(
 
 
 def write_quickstart_report(root: Path, done: dict, models: Path) -> Path:
-    from vla_rft.evaluation.compare import bar_chart, compare, markdown
+    from vla_rft.evaluation.compare import bar_chart, markdown
 
-    base = json.loads(Path(done["eval_base"]["report"]).read_text())
-    tuned = json.loads(Path(done["eval_rft"]["report"]).read_text())
-    rows = compare(base, tuned)
+    registered = done["register"]
+    gate_record = VersionRecord.read(models / registered["rft"]).gate
+    rows = gate_record["rows"]  # the gate compared base (current) and RFT (candidate)
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
     chart = bar_chart(rows, ("base", "VLA-RFT"), out / "comparison.png")
-    timings = [t for t in stage_timings(root) if t["status"] == "done"]
-    timing_table = "| stage | status | time |\n| --- | --- | --- |\n" + "\n".join(
-        f"| {t['stage']} | {t['status']} | {t['seconds'] / 60:.1f} min |" for t in timings
-    )
-    registered = done.get("register", {})
-    gate_record = json.loads((models / registered["rft"] / "version.json").read_text())["gate"]
+    timings = stage_timings(root)
     sections = [
         Section(
             "Closed-loop success: base vs VLA-RFT",
@@ -206,9 +207,7 @@ def write_quickstart_report(root: Path, done: dict, models: Path) -> Path:
             f"{registered['base']}: base; {registered['rft']}: VLA-RFT. Current: "
             f"{registered['current']}. Gate: " + " ".join(gate_record.get("reasons", [])),
         ),
-        Section(
-            "Stages", f"Total {sum(t['seconds'] for t in timings) / 60:.1f} min", [timing_table]
-        ),
+        Section("Stages", "", [timings_table(timings)]),
         Section("World model", "", [], sorted((root / "world_model").glob("*.png"))),
         Section("Policy pre-training", "", [], [root / "policy" / "curves.png"]),
         Section("VLA-RFT", "", [], [root / "rft" / "curves.png"]),
@@ -216,7 +215,12 @@ def write_quickstart_report(root: Path, done: dict, models: Path) -> Path:
             "Episodes",
             "One success and one failure per policy (first frames left to right).",
             [],
-            [Path(p) for r in (base, tuned) for p in r.get("media", []) if p.endswith(".png")],
+            [
+                Path(p)
+                for stage in ("eval_base", "eval_rft")
+                for p in json.loads(Path(done[stage]["report"]).read_text()).get("media", [])
+                if p.endswith(".png")
+            ],
         ),
     ]
     facts = {"stages": timings, "comparison": rows, "versions": registered, "gate": gate_record}

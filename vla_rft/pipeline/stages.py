@@ -119,11 +119,19 @@ def run_stages(root: Path, stages: list[Stage], log: Callable[[str], None] = pri
 
 
 def stage_timings(root: Path) -> list[dict]:
-    """[{stage, status, seconds}] from the state file, in the order the stages ran."""
+    """[{stage, seconds}] of the finished stages in the state file, in the order they ran."""
     return [
-        {"stage": name, "status": s["status"], "seconds": s.get("seconds", 0.0)}
+        {"stage": name, "seconds": s["seconds"]}
         for name, s in PipelineState.load(root).stages.items()
+        if s["status"] == "done"
     ]
+
+
+def timings_table(timings: list[dict]) -> str:
+    """Markdown table of `stage_timings`, with the total."""
+    rows = [f"| {t['stage']} | {t['seconds'] / 60:.1f} min |" for t in timings]
+    total = sum(t["seconds"] for t in timings) / 60
+    return "\n".join(["| stage | time |", "| --- | --- |", *rows, f"| total | {total:.1f} min |"])
 
 
 # --- the commands' shared command line ------------------------------------------------------
