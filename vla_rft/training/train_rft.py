@@ -152,10 +152,9 @@ def repeat_rows(obs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]
 
 
 def to_world_model_actions(actions_raw: torch.Tensor, wm_stats: NormStats) -> torch.Tensor:
-    """Robot-unit actions [..., A] -> the world model's normalised actions."""
-    mean = torch.tensor(wm_stats.action.mean, dtype=actions_raw.dtype)
-    std = torch.tensor(wm_stats.action.std, dtype=actions_raw.dtype)
-    return (actions_raw - mean) / torch.where(std < 1e-6, torch.ones_like(std), std)
+    """Robot-unit actions [..., A] (CPU) -> the world model's normalised actions, as the data
+    set normalised them (ArrayStats.normalize)."""
+    return torch.from_numpy(wm_stats.action.normalize(actions_raw.numpy()))
 
 
 def score_chunks(
