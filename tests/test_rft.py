@@ -19,6 +19,7 @@ from vla_rft.data.normalization import NormStats
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
 from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
+from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.runtime.torch_policy import (
     ACTION_RANGE_KEY,
     INSTRUCTIONS_KEY,
@@ -27,7 +28,13 @@ from vla_rft.runtime.torch_policy import (
 )
 from vla_rft.training.checkpoint import load_checkpoint, save_checkpoint
 from vla_rft.training.config import to_dict
-from vla_rft.training.train_rft import GRPOConfig, RewardConfig, TrainRFTConfig, score_chunks, train
+from vla_rft.training.imagination import (
+    imagine,
+    policy_inputs,
+    score_chunks,
+    to_world_model_actions,
+)
+from vla_rft.training.train_rft import GRPOConfig, RewardConfig, TrainRFTConfig, train
 
 INSTRUCTION = "reach the red goal"
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +49,7 @@ def setup(tmp_path_factory):
     episodes = root / "episodes"
     for i in range(3):
         write_episode(
-            episodes, f"ep{i}", make_episode(steps=14, size=16, seed=i, instruction=INSTRUCTION)
+            episodes, f"ep{i}", make_episode(steps=20, size=16, seed=i, instruction=INSTRUCTION)
         )
     train_set, _, index = build_datasets([episodes], WindowConfig(val_fraction=0.0))
     stats = train_set.stats.to_dict()
@@ -153,6 +160,55 @@ def test_rft_updates_only_the_head_and_writes_policy_checkpoints(setup):
         train(config, progress=False)
 
 
+def test_closed_loop_imagination_acts_on_the_imagined_frame_and_state(setup):
+    """chunks=2: the second chunk is sampled from the last imagined frame and the proprio
+    model's state, the frames are one world-model rollout of both chunks, and the recorded
+    log-probability is the policy's (ratio 1 at the update)."""
+    base = TorchPolicy.from_checkpoint(str(load_checkpoint(setup / "policy").path))
+    world_model, ckpt = load_world_model(setup / "world_model")
+    stats = NormStats.from_dict(ckpt.norm_stats)
+    window = WindowConfig(action_horizon=16, normalize=False, val_fraction=0.0)
+    train_set, _, _ = build_datasets([setup / "episodes"], window)
+    batch = train_set.get_batch(np.array([0, 20]))  # two episodes' first steps
+    obs = policy_inputs(base, batch["image"][:, -1], batch["state"], batch["instruction"], "cpu")
+    proprio = ProprioModel.fit(train_set.states, train_set.actions, train_set.ep_start)
+    previous = np.zeros((2, 4), np.float32)
+    imagined = imagine(
+        base.model, base, world_model, stats, batch, obs, 3, 2,
+        torch.Generator().manual_seed(0), proprio, previous,
+    )  # fmt: skip
+    assert imagined.frames.shape == (2, 3, 16, 16, 16, 3) and imagined.actions.shape == (
+        2,
+        3,
+        16,
+        4,
+    )
+    replay = world_model.rollout(batch["image"], to_world_model_actions(imagined.actions, stats))
+    torch.testing.assert_close(imagined.frames, replay, atol=1e-5, rtol=0)
+    # the second chunk's input: the imagined frame after action 8 and the estimated state
+    last = (imagined.frames[:, :, 7].flatten(0, 1) * 255).round().to(torch.uint8).numpy()
+    states = proprio.rollout(
+        np.repeat(batch["state"], 3, 0),
+        imagined.actions[:, :, :8].reshape(6, 8, 4),
+        np.repeat(previous, 3, 0),
+    )[:, -1]
+    want = policy_inputs(base, last, states, [INSTRUCTION] * 6, "cpu")
+    for key, value in want.items():
+        torch.testing.assert_close(imagined.observations[1][key], value)
+    assert not torch.equal(imagined.observations[1]["image"], imagined.observations[0]["image"])
+    torch.testing.assert_close(imagined.chain_log_prob(base.model), imagined.log_prob)
+    with pytest.raises(ValueError, match="needs a ProprioModel"):
+        imagine(base.model, base, world_model, stats, batch, obs, 3, 2, None)
+
+
+def test_rft_with_chained_chunks_trains(setup, tmp_path):
+    config = _config(setup, chunks=2)
+    config = TrainRFTConfig(**{**config.__dict__, "run_dir": str(tmp_path / "chained")})
+    tuned = load_checkpoint(train(config, progress=False)).weights
+    base = load_checkpoint(setup / "policy").weights
+    assert any(not torch.equal(tuned[k], base[k]) for k in base if k.startswith("head."))
+
+
 @pytest.mark.slow
 def test_data_parallel_rft_under_torchrun_keeps_the_ranks_in_step(setup, tmp_path):
     run_dir = tmp_path / "ddp"
@@ -229,6 +285,15 @@ def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
         assert expert["reward"] == pytest.approx(0.0, abs=1e-6)
         assert expert["reward"] >= max(r["reward"] for r in group) - 1e-9
     assert spearman(np.array([1, 2, 3]), np.array([0, 0, 1])) == pytest.approx(0.866, abs=1e-3)
+    # two chunks per candidate, the policy's imagined closed loop: the expert is still exact
+    chained = reward_check(
+        policy_dir, setup / "world_model", [episodes], starts=1, samples=2, seed=0,
+        max_steps=30, progress=False, chunks=2,
+    )  # fmt: skip
+    expert = next(r for r in chained["rows"] if r["kind"] == "expert")
+    assert expert["reward"] == pytest.approx(0.0, abs=1e-6) and len(chained["rows"]) == 6
+    with pytest.raises(ValueError, match="chunks, starts and samples must be >= 1"):
+        reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, chunks=0)
 
 
 def read_instruction(episodes):

@@ -68,6 +68,26 @@ def test_rollout_shapes_range_determinism_and_batch_independence():
     assert (out[:, 0] - out[:, 1]).abs().mean() > 1e-4
 
 
+def test_imagination_state_continues_a_rollout_exactly():
+    """start + imagine in two segments gives the frames of one rollout over both (what RFT's
+    closed-loop chunks rely on), with each start repeated G times in a row."""
+    model = _random_model()
+    context, actions = _inputs(b=2, g=3, t=6)
+    whole = model.rollout(context, actions)  # [B, G, T, H, W, 3]
+    state = model.start(context, repeats=3)
+    flat = torch.from_numpy(actions).flatten(0, 1)  # [B*G, T, A]
+    first, state = model.imagine(state, flat[:, :2])
+    second, _ = model.imagine(state, flat[:, 2:], max_rows=4)
+    pieced = torch.cat([first, second], dim=1).unflatten(0, (2, 3))
+    torch.testing.assert_close(pieced, whole, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="actions are for 5 rollouts, the state holds 6"):
+        model.imagine(state, flat[:5])
+    with pytest.raises(ValueError, match="NaN"):
+        model.imagine(state, torch.full_like(flat, float("nan")))
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        model.start(context, repeats=0)
+
+
 def test_untrained_model_starts_as_repeat_last_frame():
     model = WorldModel(TINY).eval()
     context, actions = _inputs()

@@ -10,6 +10,8 @@ same chunks in the simulator from the same state (the episode is replayed from i
 the start step), lets the base policy finish the episode and records real success. Reported:
 mean reward per kind of chunk, and the Spearman rank correlation between the reward and real
 success (pooled, and within each start state's group, which is what GRPO's advantages use).
+With `--chunks N` every candidate is N chunks long and the policy's candidates are imagined as
+`vla-rft rft --set grpo.chunks=N` imagines them: closed loop on the world model's frames.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +31,17 @@ from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
 from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE
 from vla_rft.models.world_model.modeling_world_model import load_world_model
+from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft.runtime.torch_policy import TorchPolicy
-from vla_rft.training.train_rft import (
-    RewardConfig,
+from vla_rft.training.imagination import (
     full_chunk_windows,
+    imagine,
     policy_inputs,
     repeat_rows,
     score_chunks,
 )
+from vla_rft.training.train_rft import RewardConfig
 
 KINDS = ("expert", "policy", "policy_sample", "random")
 
@@ -59,22 +64,25 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def candidate_chunks(
-    base: TorchPolicy, obs, real: np.ndarray, samples: int, rng: np.random.Generator
+    base: TorchPolicy,
+    obs,
+    real: np.ndarray,
+    samples: int,
+    rng: np.random.Generator,
+    imagine_policy: Callable[[int, torch.Generator, float], np.ndarray] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """Kinds and chunks [N, K, A] in robot units for one start state."""
+    """Kinds and candidates [N, T, A] in robot units for one start state; T is one chunk, or
+    several when `imagine_policy(n, generator, noise_scale) -> [n, T, A]` imagines them."""
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    with torch.no_grad():
-        det = base.model.predict_chunk(obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])[
-            0
-        ].numpy()
-        sampled = base.model.sample_chunk(repeat_rows(obs, samples), generator).actions.numpy()
-    unnormalize = base.transforms.action
-    chunks = [
-        real,
-        unnormalize(det),
-        *unnormalize(sampled),
-        *rng.uniform(-1, 1, (2, *real.shape)).astype(np.float32),
-    ]
+    if imagine_policy is not None:
+        det, sampled = imagine_policy(1, generator, 0.0)[0], imagine_policy(samples, generator, 1.0)
+    else:
+        with torch.no_grad():
+            inputs = (obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])
+            det = base.transforms.action(base.model.predict_chunk(*inputs)[0].numpy())
+            sampled = base.model.sample_chunk(repeat_rows(obs, samples), generator).actions
+            sampled = base.transforms.action(sampled.numpy())
+    chunks = [real, det, *sampled, *rng.uniform(-1, 1, (2, *real.shape)).astype(np.float32)]
     kinds = ["expert", "policy", *["policy_sample"] * samples, "random", "random"]
     return kinds, np.stack(chunks).astype(np.float32)
 
@@ -107,7 +115,7 @@ def execute(
         dense = info["reward"]
         if done:
             return success, dense
-    broker = ChunkBroker(ChunkBrokerConfig(replan_every=len(chunk)))
+    broker = ChunkBroker(ChunkBrokerConfig(replan_every=base.model.config.chunk_size))
     while not done:
         if broker.needs_chunk():
             broker.add_chunk(base.infer(obs)[ACTION])
@@ -124,27 +132,32 @@ def reward_check(
     seed: int,
     max_steps: int = 150,
     progress: bool = True,
+    chunks: int = 1,
 ) -> dict:
     from vla_rft.sim import MetaWorldRobot, SimConfig
 
+    if chunks < 1 or starts < 1 or samples < 1:
+        raise ValueError(
+            f"chunks, starts and samples must be >= 1, got {chunks}, {starts}, {samples}"
+        )
     base = TorchPolicy.from_checkpoint(policy_path)
     world_model, wm_ckpt = load_world_model(world_model_path)
     wm_stats = NormStats.from_dict(wm_ckpt.norm_stats)
     chunk = base.model.config.chunk_size
     window = WindowConfig(
         context_frames=world_model.config.context_frames,
-        action_horizon=chunk,
+        action_horizon=chunk * chunks,
         image_size=world_model.config.image_size,
         normalize=False,
         val_fraction=0.1,
     )
-    _, val, index = build_datasets(list(data), window)
+    train, val, index = build_datasets(list(data), window)
     if val is None:
         raise ValueError("no validation episodes: the check needs held-out start states")
+    proprio = ProprioModel.fit(train.states, train.actions, train.ep_start) if chunks > 1 else None
     rng = np.random.default_rng(seed)
-    picks = np.sort(
-        rng.choice(full_chunk_windows(val, chunk), min(starts, len(val)), replace=False)
-    )
+    windows = full_chunk_windows(val, chunk * chunks)
+    picks = np.sort(rng.choice(windows, min(starts, len(windows)), replace=False))
     metas = {e.name: e.meta for e in index.episodes}
     robots: dict[str, MetaWorldRobot] = {}
     rows = []
@@ -157,11 +170,21 @@ def reward_check(
         obs = policy_inputs(
             base, batch["image"][:, -1], batch["state"], batch["instruction"], "cpu"
         )
-        kinds, chunks = candidate_chunks(base, obs, batch["action"][0], samples, rng)
+        previous = episode_actions[-1:] if t else np.zeros((1, batch["action"].shape[-1]))
+
+        def imagine_policy(n, generator, noise_scale, batch=batch, obs=obs, previous=previous):
+            return imagine(
+                base.model, base, world_model, wm_stats, batch, obs, n, chunks, generator,
+                proprio, previous, noise_scale,
+            ).actions[0]  # fmt: skip
+
+        kinds, candidates = candidate_chunks(
+            base, obs, batch["action"][0], samples, rng, imagine_policy if chunks > 1 else None
+        )
         rewards, _ = score_chunks(
             world_model,
             batch["image"],
-            torch.from_numpy(chunks)[None],
+            torch.from_numpy(candidates)[None],
             torch.from_numpy(batch["action"]),
             wm_stats,
             RewardConfig(),
@@ -170,7 +193,7 @@ def reward_check(
             robots[meta["task"]] = MetaWorldRobot(
                 SimConfig(task=meta["task"], image_size=val.images.shape[1], max_steps=max_steps)
             )
-        for kind, chunk_actions, reward in zip(kinds, chunks, rewards[0].tolist(), strict=True):
+        for kind, chunk_actions, reward in zip(kinds, candidates, rewards[0].tolist(), strict=True):
             success, dense = execute(
                 robots[meta["task"]], meta, episode_actions, chunk_actions, base, batch["state"][0]
             )
@@ -266,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--samples", type=int, default=6, help="policy samples per start (default 6)"
     )
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        default=1,
+        help="chunks per candidate; the policy's are imagined closed loop (default 1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/reward_check"))
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -280,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             args.samples,
             args.seed,
             progress=not args.quiet,
+            chunks=args.chunks,
         )
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

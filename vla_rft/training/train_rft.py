@@ -32,9 +32,10 @@ from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
 from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE, VLAPolicy
 from vla_rft.models.world_model.modeling_world_model import load_world_model
+from vla_rft.models.world_model.proprio import ProprioModel, previous_actions
 from vla_rft.rl import clipped_policy_loss, gaussian_entropy, group_advantages, kl_estimate
 from vla_rft.rl.rewards import PERCEPTUAL_TERMS, verified_reward
-from vla_rft.runtime.torch_policy import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, TorchPolicy
+from vla_rft.runtime.torch_policy import INSTRUCTIONS_KEY, TorchPolicy
 from vla_rft.training import distributed as dist
 from vla_rft.training.checkpoint import (
     CheckpointError,
@@ -44,6 +45,12 @@ from vla_rft.training.checkpoint import (
     save_checkpoint,
 )
 from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
+from vla_rft.training.imagination import (
+    full_chunk_windows,
+    imagine,
+    policy_inputs,
+    reference_rollout,
+)
 from vla_rft.training.tracking import RunLogger, plot_metrics
 
 # --- config ----------------------------------------------------------------------------------
@@ -79,10 +86,12 @@ class GRPOConfig:
     """Drift (mean |chunk - base chunk|, normalised units) at which the BC weight is full."""
     grad_clip: float = 1.0
     """Gradient-norm clip (0: none)."""
+    chunks: int = 1
+    """Policy chunks per imagined rollout (1: the paper; more: closed loop on imagined frames)."""
 
     def __post_init__(self):
-        if self.steps < 1 or self.start_states < 1 or self.group_size < 2:
-            raise ValueError("need steps >= 1, start_states >= 1 and group_size >= 2")
+        if self.steps < 1 or self.start_states < 1 or self.group_size < 2 or self.chunks < 1:
+            raise ValueError("need steps >= 1, start_states >= 1, group_size >= 2 and chunks >= 1")
         if self.head_lr < 0 or self.sigma_lr < 0 or self.drift_scale <= 0:
             raise ValueError("learning rates must be >= 0 and drift_scale > 0")
 
@@ -136,49 +145,6 @@ class TrainRFTConfig:
 # --- the pieces of one iteration ------------------------------------------------------------
 
 
-def policy_inputs(
-    base: TorchPolicy, frames: np.ndarray, states: np.ndarray, instructions: list[str], device
-) -> dict[str, torch.Tensor]:
-    """uint8 frames [B, H, W, 3], raw states [B, S], B instructions -> the policy's input."""
-    image, state = base.transforms.observation(frames, states)
-    embedding = np.stack([base.instructions(text) for text in instructions])
-    arrays = {IMAGE: image, INSTRUCTION_EMBEDDING: embedding, STATE: state}
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
-
-
-def repeat_rows(obs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-    """Each start state n times in a row: [B, ...] -> [B * n, ...]."""
-    return {k: v.repeat_interleave(n, dim=0) for k, v in obs.items()}
-
-
-def to_world_model_actions(actions_raw: torch.Tensor, wm_stats: NormStats) -> torch.Tensor:
-    """Robot-unit actions [..., A] (CPU) -> the world model's normalised actions, as the data
-    set normalised them (ArrayStats.normalize)."""
-    return torch.from_numpy(wm_stats.action.normalize(actions_raw.numpy()))
-
-
-def score_chunks(
-    world_model,
-    context: np.ndarray,
-    candidates_raw: torch.Tensor,
-    real_raw: torch.Tensor,
-    wm_stats: NormStats,
-    reward: RewardConfig,
-):
-    """Verified rewards of candidate chunks against the world model's reference rollout.
-
-    context uint8 [B, C, H, W, 3]; candidates_raw [B, G, K, A] and real_raw [B, K, A] in robot
-    units -> (rewards [B, G], terms {name: [B, G]}). The reference rollout feeds the episode's
-    REAL actions (not a re-sample from the policy, the released code's defect).
-    """
-    candidates = to_world_model_actions(candidates_raw, wm_stats)
-    reference = world_model.rollout(context, to_world_model_actions(real_raw, wm_stats)[:, None])
-    predicted = world_model.rollout(context, candidates)  # [B, G, K, H, W, 3]
-    return verified_reward(
-        predicted, reference[:, 0], reward.pixel_weight, reward.perceptual_weight, reward.perceptual
-    )
-
-
 def sampler_entropy(policy: VLAPolicy, obs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean entropy of the sampler's Gaussian steps over a batch (a scalar)."""
     pooled = policy.encode_batch(obs).pooled
@@ -192,13 +158,6 @@ def sampler_entropy(policy: VLAPolicy, obs: dict[str, torch.Tensor]) -> torch.Te
 
 def learning_rate_scale(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / max(warmup, 1))
-
-
-def full_chunk_windows(train, chunk: int) -> np.ndarray:
-    """Windows whose next `chunk` actions all lie inside the episode (a real reference)."""
-    starts = np.arange(len(train)) - train.ep_start[train.window_episode]
-    lengths = (train.ep_end - train.ep_start)[train.window_episode]
-    return np.flatnonzero(starts + chunk <= lengths)
 
 
 # --- training --------------------------------------------------------------------------------
@@ -228,7 +187,6 @@ def train(
     world_model = world_model.to(info.device).eval()
     wm_stats = NormStats.from_dict(wm_ckpt.norm_stats)
     chunk = policy.config.chunk_size
-    low, high = base_ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))
 
     policy.freeze_backbone()
     policy.head.requires_grad_(True)  # includes the sigma net, frozen during behaviour cloning
@@ -251,14 +209,18 @@ def train(
     # --- start states ----------------------------------------------------------------------
     window = WindowConfig(
         context_frames=world_model.config.context_frames,
-        action_horizon=chunk,
+        action_horizon=chunk * g.chunks,
         image_size=world_model.config.image_size,
         normalize=False,
     )
     train_set, _, index = build_datasets(
         list(config.data), window, progress=progress and info.is_main
     )
-    candidates = full_chunk_windows(train_set, chunk)
+    candidates = full_chunk_windows(train_set, chunk * g.chunks)
+    first_steps = np.zeros(len(train_set), bool)
+    first_steps[train_set.ep_start] = True
+    previous = previous_actions(train_set.actions, first_steps)  # [N, A]: the action before
+    proprio = ProprioModel.fit(train_set.states, train_set.actions, train_set.ep_start)
     unknown = set(train_set.instructions) - set(base_ckpt.extra[INSTRUCTIONS_KEY])
     if unknown:
         raise ConfigError(f"the base policy was not trained on the instructions {sorted(unknown)}")
@@ -278,7 +240,8 @@ def train(
         print(
             f"RFT: {trainable / 1e6:.2f} M trainable parameters (head + sigma net); "
             f"{len(candidates)} start states from {len(train_set.episode_names)} episodes; "
-            f"B={g.start_states} x G={g.group_size} rollouts of {chunk} frames per iteration, "
+            f"B={g.start_states} x G={g.group_size} rollouts of {g.chunks} x {chunk} frames "
+            "per iteration, "
             f"{info.world_size} process(es) on {info.device}"
         )
 
@@ -303,25 +266,34 @@ def train(
     for step in bar:
         rng = np.random.default_rng((config.seed, step, info.rank))
         noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        batch = train_set.get_batch(np.sort(rng.choice(candidates, g.start_states, replace=False)))
+        picks = np.sort(rng.choice(candidates, g.start_states, replace=False))
+        batch = train_set.get_batch(picks)  # raw: "action" [B, chunks * K, A] robot units
         obs = policy_inputs(
             base, batch["image"][:, -1], batch["state"], batch["instruction"], info.device
         )
-        real_raw = torch.from_numpy(batch["action"]).float()  # [B, K, A] robot units
-        group_obs = repeat_rows(obs, g.group_size)
 
-        # rollouts in the world model, rewards, advantages (no gradient)
+        # imagined rollouts, rewards, advantages (no gradient)
         with torch.no_grad():
-            sample = policy.sample_chunk(group_obs, noise)  # actions [B*G, K, A] normalised
-            chunk_raw = base.transforms.action.normalizer.unnormalize(sample.actions.cpu().numpy())
-            candidates_raw = torch.from_numpy(np.clip(chunk_raw, low, high)).view(
-                g.start_states, g.group_size, chunk, -1
+            imagined = imagine(
+                policy,
+                base,
+                world_model,
+                wm_stats,
+                batch,
+                obs,
+                g.group_size,
+                g.chunks,
+                noise,
+                proprio,
+                previous[picks],
             )
-            rewards, terms = score_chunks(
-                world_model, batch["image"], candidates_raw, real_raw, wm_stats, config.reward
-            )
+            reference = reference_rollout(world_model, batch["image"], batch["action"], wm_stats)
+            r = config.reward
+            rewards, terms = verified_reward(
+                imagined.frames, reference, r.pixel_weight, r.perceptual_weight, r.perceptual
+            )  # [B, G]
             advantages = group_advantages(rewards).flatten().to(info.device)  # [B*G]
-            base_log_prob = reference_policy.log_prob(group_obs, sample.trajectory)
+            base_log_prob = imagined.chain_log_prob(reference_policy)
             inputs = (obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])
             drift = (
                 (policy.predict_chunk(*inputs) - reference_policy.predict_chunk(*inputs))
@@ -330,15 +302,15 @@ def train(
             )
 
         # one clipped policy-gradient step on the head and the sigma net
-        log_prob = policy.log_prob(group_obs, sample.trajectory)  # [B*G]
+        log_prob = imagined.chain_log_prob(policy)  # [B*G]
         pg_loss, pg_stats = clipped_policy_loss(
-            log_prob, sample.log_prob, advantages, g.clip, g.dual_clip
+            log_prob, imagined.log_prob, advantages, g.clip, g.dual_clip
         )
         entropy = sampler_entropy(policy, obs)
         kl = kl_estimate(log_prob, base_log_prob, "k3").mean()
         real_normalised = torch.from_numpy(
-            base.transforms.action.normalizer.normalize(batch["action"])
-        ).to(info.device)
+            base.transforms.action.normalizer.normalize(batch["action"][:, :chunk])
+        ).to(info.device)  # the first chunk's real actions [B, K, A]
         bc_loss = policy.head.loss(
             policy.encode_batch(obs),
             real_normalised,

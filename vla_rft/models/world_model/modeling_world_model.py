@@ -12,6 +12,7 @@ autoregressive transformer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -171,6 +172,19 @@ def _fuse(channels: int, skip: int) -> nn.Module:
     return nn.Conv2d(channels + skip, channels, 1) if skip else nn.Identity()
 
 
+@dataclass
+class ImaginationState:
+    """Where N imagined rollouts stand: the latent grid after the last action, plus what the
+    decoder keeps from each rollout's context (its skip features and last real frame)."""
+
+    z: torch.Tensor
+    """[N, D, h, w] latent grid."""
+    skips: list[torch.Tensor]
+    """Encoder features of the context, one [N, ...] per level."""
+    last: torch.Tensor
+    """[N, 3, H, W] last context frame in [0, 1] (pixels the decoder may paste)."""
+
+
 class WorldModel(nn.Module):
     """Predicts the frames that follow context frames under a sequence of actions."""
 
@@ -229,50 +243,93 @@ class WorldModel(nn.Module):
         outputs (no dropout or batch statistics: train and eval mode roll out alike).
         """
         context, acts = self._check_rollout_inputs(context_frames, actions)
-        b, g, t, _ = acts.shape
+        b, g = acts.shape[:2]
+        state = self._start(context, g)
+        frames, _ = self.imagine(state, acts.flatten(0, 1), max_rows)
+        return frames.unflatten(0, (b, g))
+
+    @torch.no_grad()
+    def start(self, context_frames, repeats: int = 1) -> ImaginationState:
+        """The imagination state of B start states, each repeated `repeats` times in a row.
+
+        context_frames: [B, C, H, W, 3], uint8 or float in [0, 1] -> a state of B * repeats rows
+        that `imagine` advances (DreamerV3 style: the caller holds the state, the model none).
+        """
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        return self._start(self._check_context(context_frames), repeats)
+
+    def _start(self, context: torch.Tensor, repeats: int) -> ImaginationState:
         z, skips = self.encode(context)  # [B, D, h, w]
-        last = context[:, -1]
 
         def per_row(x: torch.Tensor) -> torch.Tensor:  # [B, ...] -> [B*G, ...]
-            return x.repeat_interleave(g, dim=0)
+            return x.repeat_interleave(repeats, dim=0)
 
-        z, skips, last, acts = (
-            per_row(z),
-            [per_row(s) for s in skips],
-            per_row(last),
-            acts.flatten(0, 1),
-        )
-        frames = []
-        for lo in range(0, b * g, max_rows):
+        return ImaginationState(per_row(z), [per_row(s) for s in skips], per_row(context[:, -1]))
+
+    @torch.no_grad()
+    def imagine(
+        self, state: ImaginationState, actions, max_rows: int = 64
+    ) -> tuple[torch.Tensor, ImaginationState]:
+        """Advance N imagined rollouts by T actions each.
+
+        state: N rows (from `start` or a previous `imagine`); actions [N, T, A] normalised
+        returns (frames [N, T, H, W, 3] float32 in [0, 1], the state after the last action).
+        Rolling T1 then T2 actions gives the same frames as rolling T1 + T2 at once.
+        """
+        acts, n = self._check_actions(actions, state.z.device), len(state.z)
+        if acts.shape[0] != n:
+            raise ValueError(f"actions are for {acts.shape[0]} rollouts, the state holds {n}")
+        frames, latents = [], []
+        for lo in range(0, n, max_rows):
             rows = slice(lo, lo + max_rows)
-            zr, skips_r, per_step = z[rows], [s[rows] for s in skips], []
-            for k in range(t):  # decoding step by step keeps memory at max_rows frames
+            zr, skips_r, per_step = state.z[rows], [s[rows] for s in state.skips], []
+            for k in range(acts.shape[1]):  # decoding step by step keeps memory at max_rows frames
                 zr = self.dynamics(zr, acts[rows, k])
-                per_step.append(self.decode(zr[:, None], skips_r, last[rows]))
+                per_step.append(self.decode(zr[:, None], skips_r, state.last[rows]))
             frames.append(torch.cat(per_step, dim=1))
-        out = torch.cat(frames).unflatten(0, (b, g))  # [B, G, T, 3, H, W]
-        return out.permute(0, 1, 2, 4, 5, 3).contiguous()
+            latents.append(zr)
+        out = torch.cat(frames).permute(0, 1, 3, 4, 2).contiguous()  # [N, T, H, W, 3]
+        return out, ImaginationState(torch.cat(latents), state.skips, state.last)
 
     def _check_rollout_inputs(self, context_frames, actions) -> tuple[torch.Tensor, torch.Tensor]:
         """Checked float32 tensors: frames [B, C, 3, H, W] in [0, 1], actions [B, G, T, A]."""
+        ctx = self._check_context(context_frames)
+        acts = torch.as_tensor(actions)
+        if (
+            acts.ndim != 4
+            or acts.shape[0] != ctx.shape[0]
+            or acts.shape[-1] != self.config.action_dim
+        ):
+            raise ValueError(
+                f"actions must be [B={ctx.shape[0]}, G, T, {self.config.action_dim}], "
+                f"got {tuple(acts.shape)}"
+            )
+        if acts.shape[1] < 1 or acts.shape[2] < 1:
+            raise ValueError(f"actions need G >= 1 and T >= 1, got {tuple(acts.shape)}")
+        return ctx, self._check_actions(acts.flatten(0, 1), ctx.device).unflatten(0, acts.shape[:2])
+
+    def _check_actions(self, actions, device) -> torch.Tensor:
+        """Checked float32 actions [N, T, A] with T >= 1."""
+        acts = torch.as_tensor(actions)
+        a = self.config.action_dim
+        if acts.ndim != 3 or acts.shape[-1] != a or acts.shape[1] < 1:
+            raise ValueError(f"actions must be [N, T >= 1, {a}], got {tuple(acts.shape)}")
+        acts = acts.to(device=device, dtype=torch.float32)
+        if not torch.isfinite(acts).all():
+            raise ValueError("actions contain NaN or infinite values")
+        return acts
+
+    def _check_context(self, context_frames) -> torch.Tensor:
+        """Checked float32 frames [B, C, 3, H, W] in [0, 1] from [B, C, H, W, 3]."""
         cfg = self.config
         device = next(self.parameters()).device
-        ctx, acts = torch.as_tensor(context_frames), torch.as_tensor(actions)
+        ctx = torch.as_tensor(context_frames)
         want = (cfg.context_frames, cfg.image_size, cfg.image_size, 3)
         if ctx.ndim != 5 or tuple(ctx.shape[1:]) != want:
             raise ValueError(
                 f"context_frames must be [B, {', '.join(map(str, want))}], got {tuple(ctx.shape)}"
             )
-        if acts.ndim != 4 or acts.shape[0] != ctx.shape[0] or acts.shape[-1] != cfg.action_dim:
-            raise ValueError(
-                f"actions must be [B={ctx.shape[0]}, G, T, {cfg.action_dim}], "
-                f"got {tuple(acts.shape)}"
-            )
-        if acts.shape[1] < 1 or acts.shape[2] < 1:
-            raise ValueError(f"actions need G >= 1 and T >= 1, got {tuple(acts.shape)}")
-        acts = acts.to(device=device, dtype=torch.float32)
-        if not torch.isfinite(acts).all():
-            raise ValueError("actions contain NaN or infinite values")
         if ctx.dtype == torch.uint8:
             ctx = ctx.to(device=device, dtype=torch.float32) / 255
         elif ctx.is_floating_point():
@@ -286,7 +343,7 @@ class WorldModel(nn.Module):
                 )
         else:
             raise ValueError(f"context_frames must be uint8 or float, got {ctx.dtype}")
-        return ctx.permute(0, 1, 4, 2, 3), acts  # [B, C, 3, H, W], [B, G, T, A]
+        return ctx.permute(0, 1, 4, 2, 3)  # [B, C, 3, H, W]
 
 
 def load_world_model(path: str | Path, device: str | torch.device = "cpu"):
