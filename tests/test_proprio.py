@@ -53,9 +53,7 @@ def test_fit_recovers_a_linear_system_and_rollout_chains_its_steps():
         states.append(np.concatenate([s0, path]))
     fitted = ProprioModel.fit(np.concatenate(states), actions.reshape(80, 2), np.array([0, 40]))
     np.testing.assert_allclose(fitted.weights, weights, atol=1e-4)
-    first = np.zeros(80, bool)
-    first[[0, 40]] = True
-    previous = previous_actions(actions.reshape(80, 2), first)
+    previous = previous_actions(actions.reshape(80, 2), np.array([0, 40]))
     assert (previous[[0, 40]] == 0).all() and (previous[41] == actions[1, 0]).all()
 
 

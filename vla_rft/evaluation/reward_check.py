@@ -29,7 +29,6 @@ from tqdm import tqdm
 from vla_rft.constants import ACTION, OBS_STATE
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
-from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE
 from vla_rft.models.world_model.modeling_world_model import load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
@@ -38,7 +37,6 @@ from vla_rft.training.imagination import (
     full_chunk_windows,
     imagine,
     policy_inputs,
-    repeat_rows,
     score_chunks,
 )
 from vla_rft.training.train_rft import RewardConfig
@@ -64,24 +62,17 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def candidate_chunks(
-    base: TorchPolicy,
-    obs,
     real: np.ndarray,
     samples: int,
     rng: np.random.Generator,
-    imagine_policy: Callable[[int, torch.Generator, float], np.ndarray] | None = None,
+    imagine_policy: Callable[[int, torch.Generator, float], np.ndarray],
 ) -> tuple[list[str], np.ndarray]:
-    """Kinds and candidates [N, T, A] in robot units for one start state; T is one chunk, or
-    several when `imagine_policy(n, generator, noise_scale) -> [n, T, A]` imagines them."""
+    """Kinds and candidates [N, T, A] in robot units for one start state: the expert's real
+    actions [T, A], the policy's as `imagine_policy(n, generator, noise_scale) -> [n, T, A]`
+    imagines them (deterministic, then `samples` sampled), and two random sequences."""
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    if imagine_policy is not None:
-        det, sampled = imagine_policy(1, generator, 0.0)[0], imagine_policy(samples, generator, 1.0)
-    else:
-        with torch.no_grad():
-            inputs = (obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])
-            det = base.transforms.action(base.model.predict_chunk(*inputs)[0].numpy())
-            sampled = base.model.sample_chunk(repeat_rows(obs, samples), generator).actions
-            sampled = base.transforms.action(sampled.numpy())
+    sampled = imagine_policy(samples, generator, 1.0)
+    det = imagine_policy(1, generator, 0.0)[0]  # noise 0: the deployed deterministic chunks
     chunks = [real, det, *sampled, *rng.uniform(-1, 1, (2, *real.shape)).astype(np.float32)]
     kinds = ["expert", "policy", *["policy_sample"] * samples, "random", "random"]
     return kinds, np.stack(chunks).astype(np.float32)
@@ -178,9 +169,7 @@ def reward_check(
                 proprio, previous, noise_scale,
             ).actions[0]  # fmt: skip
 
-        kinds, candidates = candidate_chunks(
-            base, obs, batch["action"][0], samples, rng, imagine_policy if chunks > 1 else None
-        )
+        kinds, candidates = candidate_chunks(batch["action"][0], samples, rng, imagine_policy)
         rewards, _ = score_chunks(
             world_model,
             batch["image"],

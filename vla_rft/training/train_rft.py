@@ -217,10 +217,10 @@ def train(
         list(config.data), window, progress=progress and info.is_main
     )
     candidates = full_chunk_windows(train_set, chunk * g.chunks)
-    first_steps = np.zeros(len(train_set), bool)
-    first_steps[train_set.ep_start] = True
-    previous = previous_actions(train_set.actions, first_steps)  # [N, A]: the action before
-    proprio = ProprioModel.fit(train_set.states, train_set.actions, train_set.ep_start)
+    proprio = previous = None  # the robot state in imagination, needed after the first chunk
+    if g.chunks > 1:
+        proprio = ProprioModel.fit(train_set.states, train_set.actions, train_set.ep_start)
+        previous = previous_actions(train_set.actions, train_set.ep_start)  # [N, A]
     unknown = set(train_set.instructions) - set(base_ckpt.extra[INSTRUCTIONS_KEY])
     if unknown:
         raise ConfigError(f"the base policy was not trained on the instructions {sorted(unknown)}")
@@ -285,7 +285,7 @@ def train(
                 g.chunks,
                 noise,
                 proprio,
-                previous[picks],
+                None if previous is None else previous[picks],
             )
             reference = reference_rollout(world_model, batch["image"], batch["action"], wm_stats)
             r = config.reward

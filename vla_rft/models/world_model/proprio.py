@@ -46,14 +46,14 @@ class ProprioModel:
         episode's first step, as it is for a robot at rest.
         """
         states, actions = np.asarray(states, np.float64), np.asarray(actions, np.float64)
-        first = np.zeros(len(states), bool)
-        first[np.asarray(episode_start)] = True
-        has_next = ~np.roll(first, -1)
+        has_next = np.ones(len(states), bool)
+        has_next[np.asarray(episode_start) - 1] = False  # each episode's last row (and the end)
         has_next[-1] = False
         rows = np.flatnonzero(has_next)
         if len(rows) < 2 * actions.shape[1] + states.shape[1] + 1:
             raise ValueError(f"too few consecutive steps ({len(rows)}) to fit the state model")
-        features = cls._features(states[rows], actions[rows], previous_actions(actions, first)[rows])
+        previous = previous_actions(actions, episode_start)
+        features = cls._features(states[rows], actions[rows], previous[rows])
         weights, *_ = np.linalg.lstsq(features, states[rows + 1] - states[rows], rcond=None)
         return cls(weights, states.shape[1], actions.shape[1])
 
@@ -72,9 +72,9 @@ class ProprioModel:
         return np.stack(out, axis=1).astype(np.float32)
 
 
-def previous_actions(actions: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """actions [N, A] of concatenated episodes, first [N] True at each episode's first row ->
-    the action before each row [N, A] (zero at an episode's first row)."""
+def previous_actions(actions: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+    """actions [N, A] of concatenated episodes, episode_start [E] their first rows -> the action
+    before each row [N, A] (zero at an episode's first row)."""
     previous = np.roll(actions, 1, axis=0)
-    previous[first] = 0.0
+    previous[np.asarray(episode_start)] = 0.0
     return previous
