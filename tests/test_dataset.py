@@ -94,6 +94,39 @@ def test_cache_is_reused_and_new_episodes_are_picked_up(episode_dir, episode_fac
     assert index.fingerprint() != fingerprint
 
 
+def test_two_jobs_can_build_the_same_cache_at_once(episode_dir, monkeypatch):
+    """Two jobs (a world-model and a policy run, or torchrun ranks) indexing the same new
+    episodes at once: each writes its own temporary file, both renames succeed."""
+    import threading
+
+    import vla_rft.data.dataset as dataset_module
+
+    both_written = threading.Barrier(2, timeout=10)
+    real_savez = np.savez
+
+    def savez_then_wait(file, **arrays):  # both writers have written before either renames
+        real_savez(file, **arrays)
+        both_written.wait()
+
+    monkeypatch.setattr(dataset_module.np, "savez", savez_then_wait)
+    sizes, errors = [], []
+
+    def job():
+        try:
+            sizes.append(len(EpisodeIndex(episode_dir, image_size=8)))
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and sizes == [4, 4]
+    cache = episode_dir / CACHE_DIRNAME
+    assert len(list(cache.glob("*-8.npz"))) == 4 and not list(cache.glob("*.tmp.npz"))
+
+
 def test_unreadable_episodes_are_skipped_with_the_reason(episode_dir):
     (episode_dir / "ep1" / "ep1.mcap").write_bytes(b"not an mcap file")
     index = EpisodeIndex(episode_dir)

@@ -170,6 +170,10 @@ STAGE_COMMANDS = {
         "vla_rft.pipeline.flywheel",
         "learn from new episodes: fine-tune, export, gate, register a model version",
     ),
+    "collect-corrections": (
+        "vla_rft.data.corrections",
+        "the policy drives, the expert takes over where it fails; the takeovers are recorded",
+    ),
     "models": ("vla_rft.pipeline.models_command", "list, promote (roll back) model versions"),
     "train-world-model": ("vla_rft.training.train_world_model", "pre-train the world model"),
     "eval-world-model": (

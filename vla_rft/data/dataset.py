@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +111,9 @@ def load_cached_episode(path: Path, cache_dir: Path, image_size: int | None) -> 
     episode = read_episode(path)
     images = _resize(episode.images, image_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp.npz")
+    # A name of its own per writer: training jobs (or torchrun ranks) indexing the same episodes
+    # at once each write a whole file, and the last rename wins with identical content.
+    tmp = cache_file.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.npz")
     np.savez(
         tmp,
         key=json.dumps(key),

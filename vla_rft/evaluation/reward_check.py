@@ -7,9 +7,11 @@ On held-out start states (validation episodes recorded by `vla-rft collect`), it
 world model the expert's own chunk, the base policy's deterministic chunk, stochastic samples of
 the base policy and random chunks, exactly as the fine-tuning stage does. Then it executes the
 same chunks in the simulator from the same state (the episode is replayed from its seed up to
-the start step), lets the base policy finish the episode and records real success. Reported:
-mean reward per kind of chunk, and the Spearman rank correlation between the reward and real
-success (pooled, and within each start state's group, which is what GRPO's advantages use).
+the start step; a correction episode from `vla-rft collect-corrections` through the policy's
+actions before the takeover), lets the base policy finish the episode and records real success.
+Reported: mean reward per kind of chunk, and the Spearman rank correlation between the reward
+and real success (pooled, and within each start state's group, which is what GRPO's advantages
+use).
 With `--chunks N` every candidate is N chunks long and the policy's candidates are imagined as
 `vla-rft rft --set grpo.chunks=N` imagines them: closed loop on the world model's frames.
 """
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from vla_rft.constants import ACTION, OBS_STATE
 from vla_rft.data import WindowConfig, build_datasets
+from vla_rft.data.corrections import PREFIX_ACTIONS
 from vla_rft.data.normalization import NormStats
 from vla_rft.models.world_model.modeling_world_model import load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel
@@ -158,6 +161,10 @@ def reward_check(
         meta, t = metas[name], int(batch["step"][0])
         start = val.ep_start[batch["episode_index"][0]]
         episode_actions = val.actions[start : start + t]  # raw actions before the start step
+        replay = np.concatenate(  # a correction episode starts where its policy prefix ended
+            [np.reshape(meta["extra"].get(PREFIX_ACTIONS, []), (-1, val.actions.shape[1])),
+             episode_actions]
+        ).astype(np.float32)  # fmt: skip
         obs = policy_inputs(
             base, batch["image"][:, -1], batch["state"], batch["instruction"], "cpu"
         )
@@ -184,7 +191,7 @@ def reward_check(
             )
         for kind, chunk_actions, reward in zip(kinds, candidates, rewards[0].tolist(), strict=True):
             success, dense = execute(
-                robots[meta["task"]], meta, episode_actions, chunk_actions, base, batch["state"][0]
+                robots[meta["task"]], meta, replay, chunk_actions, base, batch["state"][0]
             )
             rows.append(
                 {
