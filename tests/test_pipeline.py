@@ -198,8 +198,9 @@ def test_every_recipe_loads_into_its_config(preset):
     }
     found = sorted((REPO / "training" / preset).glob("*.yaml"))
     assert found
-    for path in found:
-        config = load_config(classes[path.stem], path)
+    for path in found:  # <kind>.yaml or a variant, <kind>_<variant>.yaml
+        kind = next(k for k in classes if path.stem == k or path.stem.startswith(f"{k}_"))
+        config = load_config(classes[kind], path)
         if isinstance(config, PipelineConfig):
             for recipe in (config.world_model_recipe, config.policy_recipe, config.rft_recipe):
                 assert (REPO / recipe).is_file(), recipe
