@@ -124,6 +124,8 @@ def test_bad_settings_are_named():
         _config("x", takeover_steps=(120,))
     with pytest.raises(ValueError, match="perturbations must not be empty"):
         _config("x", perturbations=())
+    with pytest.raises(ValueError, match=r"unknown perturbations \['sideways'\]"):
+        _config("x", perturbations=("none", "sideways"))
 
 
 def test_command_on_a_real_checkpoint(tmp_path, capsys):

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 
-def _csv(text: str) -> tuple[str, ...]:
+def comma_list(text: str) -> tuple[str, ...]:
+    """argparse type of a comma-separated list; an empty one is a usage error."""
     items = tuple(t.strip() for t in text.split(",") if t.strip())
     if not items:
         raise argparse.ArgumentTypeError("expected a comma-separated list")
@@ -22,7 +23,7 @@ def _csv(text: str) -> tuple[str, ...]:
 def _add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tasks",
-        type=_csv,
+        type=comma_list,
         default=("reach-v3", "push-v3"),
         help="comma-separated Meta-World v3 tasks (default: reach-v3,push-v3)",
     )

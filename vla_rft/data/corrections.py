@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vla_rft.cli import comma_list
 from vla_rft.constants import (
     ACTION,
     OBS_IMAGE,
@@ -78,6 +79,9 @@ class CorrectionConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
+        unknown = [p for p in self.perturbations if p not in PERTURBATION_KINDS]
+        if unknown:
+            raise ValueError(f"unknown perturbations {unknown}; choose from {PERTURBATION_KINDS}")
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
         bad = [t for t in self.takeover_steps if not 0 < t < self.max_steps]
@@ -230,10 +234,6 @@ def collect_corrections(
     return summary
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vla-rft collect-corrections",
@@ -243,10 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--policy", required=True, help="policy checkpoint or run directory")
     p.add_argument("--out", type=Path, required=True, help="directory for the corrections")
-    p.add_argument("--tasks", type=_csv, default=("reach-v3", "push-v3"), help="comma-separated")
+    p.add_argument(
+        "--tasks", type=comma_list, default=("reach-v3", "push-v3"), help="comma-separated"
+    )
     p.add_argument(
         "--perturb",
-        type=_csv,
+        type=comma_list,
         default=("none",),
         help=f"comma-separated, from {', '.join(PERTURBATION_KINDS)} (default: none)",
     )
@@ -256,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=5000, help="seed of episode 0 (default: 5000)")
     p.add_argument(
         "--takeover",
-        type=lambda s: tuple(int(x) for x in _csv(s)),
+        type=lambda s: tuple(int(x) for x in comma_list(s)),
         default=(16, 40),
         help="comma-separated steps at which the expert takes over (default: 16,40)",
     )
@@ -274,9 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        unknown = [p for p in args.perturb if p not in PERTURBATION_KINDS]
-        if unknown:
-            raise ValueError(f"unknown perturbations {unknown}; choose from {PERTURBATION_KINDS}")
         import torch
 
         from vla_rft.runtime.torch_policy import TorchPolicy
