@@ -127,6 +127,31 @@ def test_two_jobs_can_build_the_same_cache_at_once(episode_dir, monkeypatch):
     assert len(list(cache.glob("*-8.npz"))) == 4 and not list(cache.glob("*.tmp.npz"))
 
 
+def test_a_failed_cache_write_leaves_no_temporary_file(episode_dir, monkeypatch):
+    """A full disk costs the cache entry (with a warning), not the run; Ctrl-C in the middle of a
+    write leaves nothing half-written behind."""
+    import vla_rft.data.dataset as dataset_module
+
+    real_savez = np.savez
+
+    def savez_then_fail(error):
+        def savez(file, **arrays):
+            real_savez(file, **arrays)  # the temporary file exists when the failure comes
+            raise error
+
+        return savez
+
+    cache = episode_dir / CACHE_DIRNAME
+    monkeypatch.setattr(dataset_module.np, "savez", savez_then_fail(OSError("No space left")))
+    with pytest.warns(UserWarning, match=r"episode cache not written for ep\d: No space left"):
+        index = EpisodeIndex(episode_dir, image_size=8)
+    assert len(index) == 4 and not list(cache.glob("*"))
+    monkeypatch.setattr(dataset_module.np, "savez", savez_then_fail(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        EpisodeIndex(episode_dir, image_size=8)
+    assert not list(cache.glob("*"))
+
+
 def test_unreadable_episodes_are_skipped_with_the_reason(episode_dir):
     (episode_dir / "ep1" / "ep1.mcap").write_bytes(b"not an mcap file")
     index = EpisodeIndex(episode_dir)

@@ -115,3 +115,6 @@ def test_bad_arguments_are_refused(capsys):
     assert "sideways" in capsys.readouterr().err
     assert main(["--policy", "expert", "--tasks", "fly-v3", "--episodes", "1"]) == 2
     assert "unknown Meta-World task" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # nothing to evaluate is a usage error
+        main(["--policy", "expert", "--tasks", ","])
+    assert usage.value.code == 2 and "comma-separated list" in capsys.readouterr().err

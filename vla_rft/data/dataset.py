@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,15 +115,20 @@ def load_cached_episode(path: Path, cache_dir: Path, image_size: int | None) -> 
     # A name of its own per writer: training jobs (or torchrun ranks) indexing the same episodes
     # at once each write a whole file, and the last rename wins with identical content.
     tmp = cache_file.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.npz")
-    np.savez(
-        tmp,
-        key=json.dumps(key),
-        meta=json.dumps(episode.meta.to_dict()),
-        images=images,
-        states=episode.states,
-        actions=episode.actions,
-    )
-    tmp.replace(cache_file)
+    try:
+        np.savez(
+            tmp,
+            key=json.dumps(key),
+            meta=json.dumps(episode.meta.to_dict()),
+            images=images,
+            states=episode.states,
+            actions=episode.actions,
+        )
+        tmp.replace(cache_file)
+    except OSError as err:  # a full disk costs the cache entry, not the run
+        warnings.warn(f"episode cache not written for {path.name}: {err}", stacklevel=2)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left behind, even on Ctrl-C
     return CachedEpisode(path.name, images, episode.states, episode.actions, episode.meta.to_dict())
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vla_rft.cli import comma_list
 from vla_rft.constants import ACTION, OBS_IMAGE, OBS_STATE
 from vla_rft.evaluation.report import EpisodeResult, build_report, markdown_table, save_media
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
@@ -119,19 +120,17 @@ def evaluate(
     return results, [media[k] for k in (True, False) if k in media]
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vla-rft eval", description=__doc__.split("\n")[0])
     p.add_argument("--policy", required=True, help="checkpoint or run directory, or 'expert'")
-    p.add_argument("--tasks", type=_csv, default=["reach-v3", "push-v3"], help="comma-separated")
+    p.add_argument(
+        "--tasks", type=comma_list, default=("reach-v3", "push-v3"), help="comma-separated"
+    )
     p.add_argument("--episodes", type=int, default=20, help="episodes per task and perturbation")
     p.add_argument(
         "--perturb",
-        type=_csv,
-        default=["none"],
+        type=comma_list,
+        default=("none",),
         help=f"comma-separated, from {', '.join(PERTURBATION_KINDS)} (default: none)",
     )
     p.add_argument("--seed", type=int, default=1000, help="seed of episode 0 (default: 1000)")
