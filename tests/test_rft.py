@@ -209,6 +209,47 @@ def test_rft_with_chained_chunks_trains(setup, tmp_path):
     assert any(not torch.equal(tuned[k], base[k]) for k in base if k.startswith("head."))
 
 
+def test_supervised_control_learns_the_real_actions_without_the_reward(setup, tmp_path):
+    """pg_weight=0 with a constant BC weight is the same loop as a supervised fine-tune of the
+    head on the start states: the deterministic chunk moves towards the real actions. With the
+    paper's drift schedule nothing pulls a policy that has not moved, so only the sigma net
+    (entropy bonus) changes."""
+    from vla_rft.training.tracking import read_metrics
+
+    def run(name, **grpo):
+        config = _config(setup, steps=25, pg_weight=0.0, **grpo)
+        config = TrainRFTConfig(**{**config.__dict__, "run_dir": str(tmp_path / name)})
+        return load_checkpoint(train(config, progress=False))
+
+    window = WindowConfig(action_horizon=8, normalize=False, val_fraction=0.0)
+    data, _, _ = build_datasets([setup / "episodes"], window)
+    batch = data.get_batch(np.arange(0, len(data), 3))
+
+    def action_error(checkpoint):  # deterministic chunk vs the real actions, normalised units
+        policy = TorchPolicy.from_checkpoint(str(checkpoint.path))
+        obs = policy_inputs(
+            policy, batch["image"][:, -1], batch["state"], batch["instruction"], "cpu"
+        )
+        real = policy.transforms.action.normalizer.normalize(batch["action"])
+        with torch.no_grad():
+            chunk = policy.model.predict_chunk(
+                obs["image"], obs["instruction_embedding"], obs["state"]
+            )
+        return float((chunk - torch.from_numpy(real)).abs().mean())
+
+    base = load_checkpoint(setup / "policy")
+    supervised = run("bc", bc_weight=1.0, bc_schedule="constant", head_lr=5e-3)
+    assert action_error(supervised) < 0.95 * action_error(base)  # toy actions are noisy
+    assert "policy/action_error" in read_metrics(tmp_path / "bc")[-1]
+    drift_scheduled = run("drift", bc_weight=1.0, bc_schedule="drift").weights
+    changed = {k for k in base.weights if not torch.equal(base.weights[k], drift_scheduled[k])}
+    assert changed and all(k.startswith("head.sigma.") for k in changed)
+    with pytest.raises(ValueError, match="bc_schedule must be one of"):
+        GRPOConfig(bc_schedule="always")
+    with pytest.raises(ValueError, match="pg_weight and bc_weight must be >= 0"):
+        GRPOConfig(pg_weight=-1.0)
+
+
 @pytest.mark.slow
 def test_data_parallel_rft_under_torchrun_keeps_the_ranks_in_step(setup, tmp_path):
     run_dir = tmp_path / "ddp"
@@ -284,6 +325,10 @@ def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
         expert = next(r for r in group if r["kind"] == "expert")
         assert expert["reward"] == pytest.approx(0.0, abs=1e-6)
         assert expert["reward"] >= max(r["reward"] for r in group) - 1e-9
+        assert expert["action_error"] == 0.0
+        assert all(r["action_error"] > 0 for r in group if r["kind"] != "expert")
+    assert summary["policy_groups"] == 2  # every group of the policy's chunks is ranked
+    assert -1.0 <= summary["spearman_within_policy_group_reward_closeness"] <= 1.0
     assert spearman(np.array([1, 2, 3]), np.array([0, 0, 1])) == pytest.approx(0.866, abs=1e-3)
     # two chunks per candidate, the policy's imagined closed loop: the expert is still exact
     chained = reward_check(

@@ -11,7 +11,8 @@ the start step; a correction episode from `vla-rft collect-corrections` through 
 actions before the takeover), lets the base policy finish the episode and records real success.
 Reported: mean reward per kind of chunk, and the Spearman rank correlation between the reward
 and real success (pooled, and within each start state's group, which is what GRPO's advantages
-use).
+use). Also, inside each group of the policy's own chunks, the rank correlation between the reward
+and closeness to the expert's actions: whether GRPO's advantages point towards the expert at all.
 With `--chunks N` every candidate is N chunks long and the policy's candidates are imagined as
 `vla-rft rft --set grpo.chunks=N` imagines them: closed loop on the world model's frames.
 """
@@ -202,6 +203,7 @@ def reward_check(
                     "reward": reward,
                     "success": bool(success),
                     "dense_reward": dense,
+                    "action_error": float(np.abs(chunk_actions - candidates[0]).mean()),
                 }
             )
     for robot in robots.values():
@@ -209,14 +211,18 @@ def reward_check(
     return summarize(rows)
 
 
-def within_starts(rows: list[dict], kinds: tuple[str, ...]) -> list[float]:
-    """Spearman(reward, success) inside each start state's chunks of `kinds`, for the starts
-    where those chunks have mixed outcomes (elsewhere success does not rank them)."""
+def within_starts(
+    rows: list[dict],
+    kinds: tuple[str, ...],
+    against: Callable[[dict], float] = lambda r: r["success"],
+) -> list[float]:
+    """Spearman(reward, against(row)) inside each start state's chunks of `kinds`, for the starts
+    where `against` varies (success: where those chunks have mixed outcomes)."""
     out = []
     for start in sorted({r["start"] for r in rows}):
         group = [r for r in rows if r["start"] == start and r["kind"] in kinds]
         rho = spearman(
-            np.array([r["reward"] for r in group]), np.array([r["success"] for r in group], float)
+            np.array([r["reward"] for r in group]), np.array([against(r) for r in group], float)
         )
         if np.isfinite(rho):
             out.append(rho)
@@ -228,12 +234,15 @@ def summarize(rows: list[dict]) -> dict:
     success = np.array([r["success"] for r in rows], float)
     dense = np.array([r["dense_reward"] for r in rows])
     within = within_starts(rows, KINDS)
-    group = within_starts(rows, ("policy", "policy_sample"))  # what GRPO's advantages see
+    policy_kinds = ("policy", "policy_sample")
+    group = within_starts(rows, policy_kinds)  # what GRPO's advantages see
+    closeness = within_starts(rows, policy_kinds, lambda r: -r["action_error"])
     by_kind = {
         k: {
             "chunks": int(sum(r["kind"] == k for r in rows)),
             "mean_reward": float(np.mean([r["reward"] for r in rows if r["kind"] == k])),
             "success_rate": float(np.mean([r["success"] for r in rows if r["kind"] == k])),
+            "action_error": float(np.mean([r["action_error"] for r in rows if r["kind"] == k])),
         }
         for k in KINDS
         if any(r["kind"] == k for r in rows)
@@ -246,18 +255,23 @@ def summarize(rows: list[dict]) -> dict:
         "starts_with_mixed_outcomes": len(within),
         "spearman_within_policy_group_mean": float(np.mean(group)) if group else float("nan"),
         "policy_groups_with_mixed_outcomes": len(group),
+        "spearman_within_policy_group_reward_closeness": (
+            float(np.mean(closeness)) if closeness else float("nan")
+        ),
+        "policy_groups": len(closeness),
         "rows": rows,
     }
 
 
 def markdown(summary: dict) -> str:
     lines = [
-        "| chunk | n | mean verified reward | real success after it |",
-        "| --- | --- | --- | --- |",
+        "| chunk | n | mean verified reward | real success after it | mean abs. action error |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for kind, s in summary["by_kind"].items():
         lines.append(
-            f"| {kind} | {s['chunks']} | {s['mean_reward']:.4f} | {100 * s['success_rate']:.0f}% |"
+            f"| {kind} | {s['chunks']} | {s['mean_reward']:.4f} | {100 * s['success_rate']:.0f}% "
+            f"| {s['action_error']:.3f} |"
         )
     lines += [
         "",
@@ -268,6 +282,9 @@ def markdown(summary: dict) -> str:
         f"... among the policy's own chunks only (a GRPO group), mean over the "
         f"{summary['policy_groups_with_mixed_outcomes']} groups with mixed outcomes: "
         f"{summary['spearman_within_policy_group_mean']:.3f}",
+        f"Spearman(reward, closeness to the expert's actions) among the policy's own chunks, "
+        f"mean over {summary['policy_groups']} groups: "
+        f"{summary['spearman_within_policy_group_reward_closeness']:.3f}",
         f"Spearman(reward, Meta-World dense reward after the chunk): "
         f"{summary['spearman_reward_dense_reward']:.3f}",
     ]

@@ -55,6 +55,8 @@ from vla_rft.training.tracking import RunLogger, plot_metrics
 
 # --- config ----------------------------------------------------------------------------------
 
+BC_SCHEDULES = ("drift", "constant")
+
 
 @dataclass(frozen=True)
 class GRPOConfig:
@@ -80,8 +82,12 @@ class GRPOConfig:
     """Bonus on the entropy of the sampler's Gaussian steps."""
     kl_weight: float = 0.0
     """Weight of the k3 KL estimate to the base policy (0: off, as in the paper)."""
+    pg_weight: float = 1.0
+    """Weight of the clipped policy-gradient loss (0: a supervised control without the reward)."""
     bc_weight: float = 0.01
     """Flow-matching loss on the real actions at full drift."""
+    bc_schedule: str = "drift"
+    """'drift': BC weight grows with the drift up to bc_weight (the paper); 'constant': always."""
     drift_scale: float = 0.05
     """Drift (mean |chunk - base chunk|, normalised units) at which the BC weight is full."""
     grad_clip: float = 1.0
@@ -94,6 +100,10 @@ class GRPOConfig:
             raise ValueError("need steps >= 1, start_states >= 1, group_size >= 2 and chunks >= 1")
         if self.head_lr < 0 or self.sigma_lr < 0 or self.drift_scale <= 0:
             raise ValueError("learning rates must be >= 0 and drift_scale > 0")
+        if self.pg_weight < 0 or self.bc_weight < 0:
+            raise ValueError("pg_weight and bc_weight must be >= 0")
+        if self.bc_schedule not in BC_SCHEDULES:
+            raise ValueError(f"bc_schedule must be one of {BC_SCHEDULES}, got {self.bc_schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -295,11 +305,8 @@ def train(
             advantages = group_advantages(rewards).flatten().to(info.device)  # [B*G]
             base_log_prob = imagined.chain_log_prob(reference_policy)
             inputs = (obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])
-            drift = (
-                (policy.predict_chunk(*inputs) - reference_policy.predict_chunk(*inputs))
-                .abs()
-                .mean()
-            )
+            deterministic = policy.predict_chunk(*inputs)  # [B, K, A] normalised
+            drift = (deterministic - reference_policy.predict_chunk(*inputs)).abs().mean()
 
         # one clipped policy-gradient step on the head and the sigma net
         log_prob = imagined.chain_log_prob(policy)  # [B*G]
@@ -316,8 +323,15 @@ def train(
             real_normalised,
             torch.ones(real_normalised.shape[:2], dtype=torch.bool),
         )
-        bc_coef = g.bc_weight * min(float(drift) / g.drift_scale, 1.0)
-        loss = pg_loss - g.entropy_weight * entropy + g.kl_weight * kl + bc_coef * bc_loss.mean()
+        bc_coef = g.bc_weight
+        if g.bc_schedule == "drift":
+            bc_coef *= min(float(drift) / g.drift_scale, 1.0)
+        loss = (
+            g.pg_weight * pg_loss
+            - g.entropy_weight * entropy
+            + g.kl_weight * kl
+            + bc_coef * bc_loss.mean()
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         dist.average_gradients(head_params + sigma_params, info)
@@ -337,6 +351,7 @@ def train(
                 "reward/perceptual": terms["perceptual"].mean(),
                 "policy/kl_to_base": kl,
                 "policy/drift": drift,
+                "policy/action_error": (deterministic - real_normalised).abs().mean(),
                 "policy/entropy": entropy,
                 "policy/clip_fraction": pg_stats["clip_fraction"],
                 "loss/policy_gradient": pg_loss,
@@ -366,6 +381,7 @@ def train(
                 "reward/pixel_mae",
                 "reward/perceptual",
                 "policy/kl_to_base",
+                "policy/action_error",
                 "policy/entropy",
                 "policy/clip_fraction",
                 "lr/head",
