@@ -188,6 +188,10 @@ STAGE_COMMANDS = {
         "vla_rft.evaluation.reward_check",
         "does the verified reward rank chunks right?",
     ),
+    "action-error": (
+        "vla_rft.evaluation.action_error",
+        "offline: each policy's chunks against the recorded actions of held-out episodes",
+    ),
     "bringup": (
         "vla_rft_nodes.bringup",
         "the node graph over Cyclone DDS: sim, policy, recorder, eval",
