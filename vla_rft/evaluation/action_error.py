@@ -24,7 +24,6 @@ import torch
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE
 from vla_rft.runtime.torch_policy import TorchPolicy
-from vla_rft.training.checkpoint import CheckpointError
 from vla_rft.training.imagination import full_chunk_windows, policy_inputs
 
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         rows = action_error(args.policy, args.data, args.windows, args.seed)
-    except (ValueError, CheckpointError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
