@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from vla_rft.data import WindowConfig, build_datasets
-from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE
 from vla_rft.runtime.torch_policy import TorchPolicy
-from vla_rft.training.imagination import full_chunk_windows, policy_inputs
+from vla_rft.training.imagination import full_chunk_windows
 
 
 def held_out_windows(data: str, chunk: int, windows: int, seed: int) -> dict[str, np.ndarray]:
@@ -45,16 +44,14 @@ def held_out_windows(data: str, chunk: int, windows: int, seed: int) -> dict[str
 
 
 def chunk_errors(policy: TorchPolicy, batch: dict, batch_size: int = 64) -> np.ndarray:
-    """Mean |deterministic chunk - recorded actions| per window [N], robot units."""
+    """Mean |deterministic chunk - recorded actions| per window [N], robot units: the actions as
+    the policy serves them (`TorchPolicy.infer_batch`, clipped to the robot's range)."""
     out = []
     for i in range(0, len(batch["state"]), batch_size):
         rows = slice(i, i + batch_size)
-        obs = policy_inputs(
-            policy, batch["image"][rows], batch["state"][rows], batch["instruction"][rows], "cpu"
-        )
-        with torch.no_grad():
-            chunk = policy.model.predict_chunk(obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])
-        actions = policy.transforms.action.normalizer.unnormalize(chunk.numpy())  # [B, K, A]
+        actions, _ = policy.infer_batch(
+            batch["image"][rows], batch["state"][rows], batch["instruction"][rows]
+        )  # [B, K, A]
         out.append(np.abs(actions - batch["action"][rows]).mean(axis=(1, 2)))
     return np.concatenate(out)
 
