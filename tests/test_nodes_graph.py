@@ -310,6 +310,7 @@ def test_policy_node_survives_bad_input_and_nan_and_obeys_estop(spy, nodes, tmp_
     spy.wait_active("policy_node", POLICY_INPUTS)
     c = spy.host.codec
     counters = lambda: spy.statuses["policy_node"]["counters"]  # noqa: E731
+    spy.publish(ESTOP_TOPIC, c.bool_to_msg(False))  # the e-stop's state: released
     spy.publish(INSTRUCTION_TOPIC, c.string_to_msg(""))
     spy.publish(IMAGE_TOPIC, Image_(height=8, width=8, encoding="16UC1", step=16, data=bytes(128)))
     spy.publish(IMAGE_TOPIC, Image_(height=8, width=8, encoding="rgb8", step=24, data=bytes(100)))
@@ -337,3 +338,109 @@ def test_policy_node_survives_bad_input_and_nan_and_obeys_estop(spy, nodes, tmp_
         spy.wait_for(lambda s=state: spy.statuses["policy_node"]["state"] == s, what=state)
     assert spy.statuses["policy_node"]["estop"] is False
     assert proc.poll() is None, _output(proc)
+
+
+# --- e-stop across a restart, fault injection ------------------------------------------------
+
+
+class Feeder:
+    """Camera and state at ~30 Hz from a thread, as a robot would send them."""
+
+    def __init__(self, spy, size=8):
+        self.spy, self.size, self._stop = spy, size, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        c = self.spy.host.codec
+        while not self._stop.is_set():
+            image = np.full((self.size, self.size, 3), 90, np.uint8)
+            self.spy.publish(IMAGE_TOPIC, c.image_to_msg(image, time.time_ns()))
+            self.spy.publish(
+                STATE_TOPIC, c.floats_to_msg(np.array([0.1, 0.6, 0.2, 1.0], np.float32))
+            )
+            time.sleep(0.033)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _motion(msg) -> bool:
+    return bool(np.any(np.asarray(msg.data)[:3] != 0))  # the gripper (last) keeps its command
+
+
+def _standin_args(model):
+    return (
+        "--set", "policy_factory=vla_rft_nodes.standin_policy:load_standin_policy",
+        "--set", f"model_path={model}", "--set", "status_period_s=0.1", "--set", "trigger=timer",
+    )  # fmt: skip
+
+
+def test_a_restarted_policy_node_keeps_holding_for_a_pressed_estop(spy, nodes, tmp_path):
+    """The e-stop is pressed (a latched writer that stays up), the policy node is killed and
+    started again: the new node must not send one motion command."""
+    args = _standin_args(build_standin_onnx(tmp_path / "good.onnx"))
+    first = nodes.start("vla_rft_nodes.policy_node", *args)
+    spy.wait_active("policy_node", POLICY_INPUTS)
+    estop = spy.host.publisher(ESTOP_TOPIC, "std_msgs/msg/Bool", QoS.LATCHED)
+    c = spy.host.codec
+    spy.publish(INSTRUCTION_TOPIC, c.string_to_msg("move the gripper to the target"))
+    feeder = Feeder(spy)
+    try:
+        spy.wait_for(lambda: any(_motion(m) for _, m in spy.received[ACTION_TOPIC]), what="acting")
+        estop.publish(c.bool_to_msg(True))
+        spy.wait_for(lambda: spy.statuses["policy_node"]["estop"], what="e-stop")
+        first.kill()
+        first.wait(timeout=10)
+        spy.statuses.pop("policy_node")
+        restarted = time.monotonic()
+        second = nodes.start("vla_rft_nodes.policy_node", *args)
+        spy.wait_for(lambda: spy.statuses.get("policy_node", {}).get("state") == "active")
+        time.sleep(2.0)
+    finally:
+        feeder.stop()
+    after = [m for t, m in spy.received[ACTION_TOPIC] if t > restarted]
+    assert not any(_motion(m) for m in after), f"{sum(map(_motion, after))} motion actions"
+    status = spy.statuses["policy_node"]
+    assert status["estop"] is True and status["holding"] == "estop", status
+    assert second.poll() is None, _output(second)
+
+
+def _garbled(msg, text: str):
+    """`msg` with the UTF-8 of `text` in its CDR replaced by bytes that are not UTF-8 (what a
+    foreign or broken writer can put on the wire; this serializer would refuse to)."""
+    raw = msg.serialize()
+    patched = raw.replace(text.encode(), b"\xff" * len(text.encode()))
+    assert patched != raw
+    msg.serialize = lambda **_: patched
+    return msg
+
+
+def test_one_undecodable_sample_loses_nothing_else(dds):
+    """10 actions whose dimension label is not UTF-8 among 200 valid ones, all queued before
+    the executor takes them: the 200 arrive, the 10 are counted."""
+    host = CycloneHost("listener")
+    received, bad = [], []
+    host.subscribe(ACTION_TOPIC, TYPES[ACTION_TOPIC], received.append, QoS.RELIABLE, depth=300,
+                   on_error=bad.append)  # fmt: skip
+    writer_host = CycloneHost("writer")
+    writer = writer_host.publisher(ACTION_TOPIC, TYPES[ACTION_TOPIC], QoS.RELIABLE)
+    try:
+        deadline = time.monotonic() + 10
+        while writer.subscriber_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        c = writer_host.codec
+        for i in range(210):
+            if i % 21 == 20:
+                writer.publish(_garbled(c.floats_to_msg(np.zeros(4), ("label",)), "label"))
+            else:
+                writer.publish(c.floats_to_msg(np.full(4, i, np.float32)))
+        time.sleep(0.5)
+        while len(received) + len(bad) < 210 and time.monotonic() < deadline:
+            host.spin_once(0.1)
+    finally:
+        writer_host.close()
+        host.close()
+    assert len(received) == 200 and len(bad) == 10
+    assert [int(m.data[0]) for m in received] == [i for i in range(210) if i % 21 != 20]

@@ -229,7 +229,7 @@ class MemoryHost(Host):
         self.subs = defaultdict(list)
         self.published = defaultdict(list)
 
-    def subscribe(self, topic, msgtype, callback, qos, depth=None):
+    def subscribe(self, topic, msgtype, callback, qos, depth=None, on_error=None):
         self.subs[topic].append(callback)
 
     def publisher(self, topic, msgtype, qos):
@@ -454,3 +454,93 @@ def test_recorder_writes_what_it_received_and_closes_on_shutdown(tmp_path):
     np.testing.assert_allclose(episode.timestamps, np.arange(4) * 0.033)
     assert episode.meta.success is False and "interrupted" in episode.meta.extra
     assert (episode.meta.instruction, episode.meta.extra["seed"]) == ("reach it", 7)
+
+
+# --- Fault injection: the e-stop against a slow model, hostile instructions ------------------
+
+
+def _is_motion(msg, keep_dims=(3,)) -> bool:
+    action = np.asarray(msg.data, np.float32)
+    return bool(np.any(np.delete(action, list(keep_dims)) != 0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "delay_s, settings",
+    [(0.06, {"async_inference": False, "replan_every": 1}), (0.2, {})],
+    ids=["60ms-sync-replan1", "200ms-defaults"],
+)
+def test_no_motion_action_after_the_estop_even_with_a_slow_model(delay_s, settings):
+    """20 trials: the e-stop arrives at a random moment while the control thread runs (most
+    often while it waits for a chunk). Every action published once the latch is engaged must
+    be a hold, a hold goes out at once, and the control thread does not sit out the inference
+    it was waiting for."""
+    ScriptedPolicy.delay_s = delay_s
+    host, node = _scripted_node(trigger="timer", image_timeout_s=5.0, state_timeout_s=5.0,
+                                estop_wait_s=0.0, **settings)  # fmt: skip
+    lifecycle, rng, c = Lifecycle(node), np.random.default_rng(0), host.codec
+    published, publish = [], node._action_pub.publish
+
+    def watched(msg):  # (when, a motion command?, was the e-stop engaged?)
+        published.append((time.monotonic(), _is_motion(msg), node.estop.engaged))
+        publish(msg)
+
+    node._action_pub.publish = watched
+    to_hold, to_holding = [], []
+    for _ in range(20):
+        _observe(host)
+        assert lifecycle.trigger("activate")
+        time.sleep(rng.uniform(0.0, 3 * delay_s))
+        pressed = time.monotonic()
+        host.deliver(ESTOP_TOPIC, c.bool_to_msg(True))
+        while node._holding != "estop" and time.monotonic() - pressed < 2 * delay_s + 1:
+            time.sleep(0.001)
+        to_holding.append(time.monotonic() - pressed)
+        time.sleep(0.02)
+        holds = [t for t, motion, _ in published if t >= pressed and not motion]
+        to_hold.append(holds[0] - pressed if holds else float("inf"))
+        host.deliver(ESTOP_TOPIC, c.bool_to_msg(False))
+        assert lifecycle.trigger("deactivate")
+    node.on_cleanup()
+    assert sum(motion for _, motion, _ in published) > 0  # the trials acted before the e-stop
+    late = [t for t, motion, engaged in published if motion and engaged]
+    assert not late, f"{len(late)} motion actions after the e-stop"
+    assert max(to_hold) < 0.01, f"a hold went out only {max(to_hold)} s after the e-stop"
+    assert max(to_holding) < 0.1, f"the control thread held only after {max(to_holding)} s"
+
+
+def test_a_huge_instruction_is_refused_counted_and_logged_as_an_excerpt(standin_models, caplog):
+    host, node = _policy_node(standin_models["good"])
+    c = host.codec
+    with caplog.at_level(logging.INFO):
+        host.deliver(INSTRUCTION_TOPIC, c.string_to_msg("push" * 25_000))  # 100 KB
+    assert node.counters["rejected.instruction"] == 1 and node._instruction is None
+    assert "100000 characters" in caplog.text and len(caplog.text) < 2_000
+    limit = node.config.max_instruction_chars
+    host.deliver(INSTRUCTION_TOPIC, c.string_to_msg("x" * limit))
+    assert node._instruction == "x" * limit
+    with pytest.raises(ConfigError, match="max_instruction_chars"):
+        PolicyNodeConfig(max_instruction_chars=0)
+
+
+@pytest.mark.parametrize(
+    "heard, required, acts", [(True, False, True), (False, False, True), (False, True, False)]
+)
+def test_after_activation_the_node_holds_until_it_has_heard_the_estop(
+    standin_models, heard, required, acts
+):
+    """Within estop_wait_s of activation it holds unless the e-stop's (latched) state has been
+    heard; after it, it acts without one unless estop_required."""
+    host, node = _policy_node(standin_models["good"], estop_wait_s=0.3, estop_required=required)
+    c, now = host.codec, time.monotonic()
+    host.deliver(INSTRUCTION_TOPIC, c.string_to_msg("move the gripper to the target"))
+    node._activated_at = now  # as on_activate sets it (without starting the control thread)
+    _observe(host)
+    node.tick(now)
+    assert node._holding == "estop_unknown" and node.counters["actions"] == 0
+    if heard:
+        host.deliver(ESTOP_TOPIC, c.bool_to_msg(False))  # the latched state: released
+        node.tick(now + 0.1)
+    else:
+        node.tick(now + 0.31)
+    assert (node.counters["actions"] == 1) is acts, node.counters.snapshot()

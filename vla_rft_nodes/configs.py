@@ -87,6 +87,13 @@ class PolicyNodeConfig:
     """One name per action dimension (the message's dimension label, the trajectory joints)."""
     publish_trajectory: bool = False
     """Also publish every new chunk as trajectory_msgs/JointTrajectory."""
+    max_instruction_chars: int = 500
+    """Longer instructions are refused (counted, logged as an excerpt)."""
+    estop_wait_s: float = 1.0
+    """After activation, hold until the e-stop's latched state is heard, at most this long."""
+    estop_required: bool = False
+    """True: keep holding after estop_wait_s until an e-stop state is heard (a robot whose
+    e-stop publishes a latched state); false: act without one after the wait."""
     autostart: bool = True
     """Configure and activate at start (the launch file sets false and drives the lifecycle)."""
     status_period_s: float = 1.0
@@ -94,6 +101,14 @@ class PolicyNodeConfig:
 
     def __post_init__(self):
         _require(bool(self.model_path.strip()), "model_path is empty")
+        _require(
+            self.max_instruction_chars >= 1,
+            f"max_instruction_chars must be >= 1, got {self.max_instruction_chars}",
+        )
+        _require(
+            math.isfinite(self.estop_wait_s) and self.estop_wait_s >= 0,
+            f"estop_wait_s must be a number >= 0, got {self.estop_wait_s}",
+        )
         _require(self.backend in BACKENDS, f"backend must be one of {BACKENDS}: {self.backend!r}")
         _require(
             self.policy_factory.count(":") == 1,

@@ -3,7 +3,8 @@
     worker = InferenceWorker(lambda: load_policy(path, backend))  # loads on its thread
     policy = worker.wait_loaded()       # the policy, or the loader's exception
     worker.submit(Request(obs, tick, generation, stamp, reset_policy))   # False while busy
-    result = worker.take(timeout)       # a finished Result, or None
+    result = worker.take(timeout, interrupted)  # a finished Result, or None
+    worker.wake()                       # a waiting take() re-checks interrupted()
 
 Loading, reset() and infer() all run on the worker's one thread (what GPU runtimes such as
 TensorRT, whose CUDA context belongs to a thread, need).
@@ -90,13 +91,23 @@ class InferenceWorker:
             self._cv.notify_all()
             return True
 
-    def take(self, timeout: float = 0.0) -> Result | None:
-        """The finished result (once), waiting up to `timeout` seconds for a running request."""
+    def take(
+        self, timeout: float = 0.0, interrupted: Callable[[], bool] = lambda: False
+    ) -> Result | None:
+        """The finished result (once), waiting up to `timeout` seconds for a running request;
+        the wait ends early once `interrupted()` is true and `wake()` is called."""
         with self._cv:
             if self._result is None and self._busy and timeout > 0:
-                self._cv.wait_for(lambda: self._result is not None or self._closed, timeout)
+                self._cv.wait_for(
+                    lambda: self._result is not None or self._closed or interrupted(), timeout
+                )
             result, self._result = self._result, None
             return result
+
+    def wake(self) -> None:
+        """Make a waiting take() check its `interrupted` again (an e-stop, a deactivation)."""
+        with self._cv:
+            self._cv.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
         with self._cv:

@@ -79,7 +79,13 @@ class InferenceLate(RuntimeError):
     """No chunk covers this tick and the policy did not answer within image_timeout_s."""
 
 
-IDLE_REASONS = frozenset({"no_instruction", "episode_over", "no_image", "no_state"})
+class Halted(RuntimeError):
+    """The e-stop or a deactivation ended a tick while it waited for the policy."""
+
+
+IDLE_REASONS = frozenset(
+    {"no_instruction", "episode_over", "no_image", "no_state", "estop_unknown", "no_estop_state"}
+)
 """Nothing to act on yet: one hold is published on entering, none while waiting (so a robot
 between episodes gets no commands). Every other reason is a fault: a hold every tick."""
 
@@ -129,6 +135,9 @@ class PolicyNode(NodeBase):
         self._state: np.ndarray | None = None
         self._instruction: str | None = None
         self._estop_pressed = False
+        self._estop_heard: bool | None = False  # an e-stop state, latched or live, was heard
+        self._activated_at = 0.0
+        self._publish_lock = threading.RLock()  # the latch is engaged and checked under it
         self._episode_over = False
         self._resets = 0  # bumped by callbacks; the control thread resets when it changes
         self._frame_fresh = False  # a frame the control thread has not ticked on yet
@@ -158,6 +167,9 @@ class PolicyNode(NodeBase):
         self.subscribe(IMAGE_TOPIC, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA)
         self.subscribe(STATE_TOPIC, STATE_MSGTYPE, self.on_state, QoS.SENSOR_DATA)
         self.subscribe(INSTRUCTION_TOPIC, INSTRUCTION_MSGTYPE, self.on_instruction, QoS.LATCHED)
+        # latched: a restarted node hears a held e-stop; volatile: a writer without
+        # transient-local durability (`ros2 topic pub` by default) still reaches the node
+        self.subscribe(ESTOP_TOPIC, ESTOP_MSGTYPE, self.on_estop, QoS.LATCHED)
         self.subscribe(ESTOP_TOPIC, ESTOP_MSGTYPE, self.on_estop, QoS.RELIABLE)
         self.subscribe(EPISODE_EVENT_TOPIC, EPISODE_EVENT_MSGTYPE, self.on_event, QoS.RELIABLE)
 
@@ -194,7 +206,7 @@ class PolicyNode(NodeBase):
 
     def on_instruction(self, msg) -> None:
         try:
-            text = check_instruction(msg.data)
+            text = check_instruction(msg.data, self.config.max_instruction_chars)
         except ValueError as err:
             self.reject("instruction", err)
             return
@@ -205,12 +217,24 @@ class PolicyNode(NodeBase):
             self._resets += 1
 
     def on_estop(self, msg) -> None:
+        """Engage the latch and publish a hold at once, under the lock every motion command is
+        published under; then wake the control thread and any wait for the policy."""
         self._estop_pressed = bool(msg.data)
+        self._estop_heard = True
         if self._estop_pressed:
-            if self.estop.engage("e-stop message"):
+            with self._publish_lock:
+                first = self.estop.engage("e-stop message")
+                if first and self._thread is not None:
+                    action = hold_action(
+                        self._last_action, self.config.hold_keep_dims, self.config.action_dim
+                    )
+                    self._publish(action, motion=False)
+            if first:
                 self.counters.add("estops")
                 self.log.error("E-STOP engaged: holding the robot until deactivate + activate")
-                self._wake.set()  # hold now, not at the next frame
+                self._wake.set()
+                if self.worker is not None:
+                    self.worker.wake()
         elif self.estop.engaged:
             self.log.warning("e-stop released on the topic; the latch holds until reactivation")
 
@@ -248,6 +272,7 @@ class PolicyNode(NodeBase):
         if self._estop_pressed:
             raise RuntimeError("the e-stop is pressed; release it before activating")
         self.estop.release()
+        self._activated_at = time.monotonic()
         self._resets += 1
         self._stop.clear()
         self._thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
@@ -256,6 +281,8 @@ class PolicyNode(NodeBase):
     def on_deactivate(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self.worker is not None:
+            self.worker.wake()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
@@ -337,11 +364,14 @@ class PolicyNode(NodeBase):
         except InferenceLate as err:
             self.warn_throttled("late", str(err))
             return self._hold("inference_late")
+        except Halted:
+            return self._hold(self._halt_reason())
         except Exception as err:
             self.counters.add("inference_errors")
             self.warn_throttled("inference", f"inference failed: {err!r}")
             return self._hold("inference_error")
-        self._publish(action)
+        if not self._publish(action, motion=True):
+            return self._hold(self._halt_reason())
         if self._holding is not None:
             self.log.info(f"acting (was holding: {self._holding})")
             self._holding = None
@@ -353,9 +383,27 @@ class PolicyNode(NodeBase):
             self._latency_ms.append((now_ns - frame.stamp_ns) / 1e6)
         return action
 
+    def _halted(self) -> bool:
+        """No motion command may go out: the e-stop is engaged or the node is deactivating."""
+        return self.estop.engaged or self._stop.is_set()
+
+    def _halt_reason(self) -> str:
+        return "estop" if self.estop.engaged else "inactive"
+
     def _hold_reason(self, now: float) -> str | None:
         if self.estop.engaged:
             return "estop"
+        if self._estop_heard is False:
+            waited = now - self._activated_at
+            if waited < self.config.estop_wait_s:
+                return "estop_unknown"
+            if self.config.estop_required:
+                return "no_estop_state"
+            self._estop_heard = None  # stop waiting; None: not heard, said so
+            self.log.warning(
+                f"no e-stop state heard on {ESTOP_TOPIC} within {self.config.estop_wait_s} s: "
+                "acting without one (estop_required: true holds instead)"
+            )
         if self._instruction is None:
             return "no_instruction"
         if self._episode_over:
@@ -376,6 +424,8 @@ class PolicyNode(NodeBase):
         self._collect()
         if self._ask(frame) and not c.async_inference:
             self._collect(deadline)  # synchronous: this tick's action comes from this frame
+            if self._halted():
+                raise Halted()
         while True:
             try:
                 action = self.broker.next_action()
@@ -387,6 +437,8 @@ class PolicyNode(NodeBase):
                     ) from None
                 self._ask(frame)
                 self._collect(deadline)
+            if self._halted():
+                raise Halted()
         previous = self._last_action  # nothing commanded yet: the robot is still (a hold)
         if previous is None:
             previous = hold_action(None, c.hold_keep_dims, c.action_dim)
@@ -411,7 +463,7 @@ class PolicyNode(NodeBase):
         """Add a finished chunk to the queue, aligned to the current tick (waits until
         `deadline` for a running request)."""
         timeout = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        result = self.worker.take(timeout)
+        result = self.worker.take(timeout, self._halted)
         if result is not None:
             self._accept(result)
 
@@ -435,11 +487,12 @@ class PolicyNode(NodeBase):
             if previous is None:
                 previous = hold_action(None, c.hold_keep_dims, c.action_dim)
             limited = self.limiter.chunk(chunk[late:], previous)
-            self._trajectory_pub.publish(
-                self.codec.trajectory_to_msg(
-                    limited, c.action_names, self.period, self.host.now_ns()
-                )
+            msg = self.codec.trajectory_to_msg(
+                limited, c.action_names, self.period, self.host.now_ns()
             )
+            with self._publish_lock:
+                if not self._halted():
+                    self._trajectory_pub.publish(msg)
 
     def _drop_chunks(self) -> None:
         self.broker.reset()
@@ -449,16 +502,24 @@ class PolicyNode(NodeBase):
         action = hold_action(self._last_action, self.config.hold_keep_dims, self.config.action_dim)
         self._drop_chunks()  # a stale chunk must not resume after the hold
         if reason not in IDLE_REASONS or self._holding is None:
-            self._publish(action)
+            self._publish(action, motion=False)
         self.counters.add(f"holds.{reason}")
         if reason != self._holding:
             self.log.warning(f"holding the robot: {reason.replace('_', ' ')}")
             self._holding = reason
         return action
 
-    def _publish(self, action: np.ndarray) -> None:
-        self._action_pub.publish(self.codec.floats_to_msg(action, self.config.action_names))
-        self._last_action = action
+    def _publish(self, action: np.ndarray, motion: bool) -> bool:
+        """Publish an action; a motion command only if the node is not halted, checked under
+        the lock on_estop engages the latch under. False: refused (nothing published)."""
+        msg = self.codec.floats_to_msg(action, self.config.action_names)
+        with self._publish_lock:
+            if motion and self._halted():
+                self.counters.add("motion_refused")
+                return False
+            self._action_pub.publish(msg)
+            self._last_action = action
+            return True
 
     # --- status -------------------------------------------------------------------------------
 

@@ -121,13 +121,20 @@ class PolicyTransforms:
         return self.image(image), self.state.normalize(state, "state")
 
 
-def check_instruction(text: object) -> str:
-    """The instruction, stripped; ValueError if it is not a non-empty string."""
+def check_instruction(text: object, max_chars: int | None = None) -> str:
+    """The instruction, stripped; ValueError if it is not a non-empty string of at most
+    `max_chars` characters (the message quotes only the start of a long one)."""
     if not isinstance(text, str):
         raise ValueError(f"the instruction must be a string, got {type(text).__name__}")
-    if not text.strip():
+    text = text.strip()
+    if not text:
         raise ValueError("the instruction is empty")
-    return text.strip()
+    if max_chars is not None and len(text) > max_chars:
+        raise ValueError(
+            f"the instruction is {len(text)} characters long (at most {max_chars}): "
+            f"{text[:60]!r}..."
+        )
+    return text
 
 
 @dataclass

@@ -169,10 +169,17 @@ class Host(ABC):
 
     @abstractmethod
     def subscribe(
-        self, topic: str, msgtype: str, callback: Callable, qos: QoS, depth: int | None = None
+        self,
+        topic: str,
+        msgtype: str,
+        callback: Callable,
+        qos: QoS,
+        depth: int | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         """`depth` overrides the profile's history depth (a recorder that must not drop
-        frames while it writes to disk keeps more)."""
+        frames while it writes to disk keeps more). `on_error(err)` is called for each sample
+        that does not deserialize (a host that can see them); the others still arrive."""
 
     @abstractmethod
     def publisher(self, topic: str, msgtype: str, qos: QoS) -> Publisher: ...
@@ -280,7 +287,11 @@ class NodeBase:
                     + traceback.format_exc(limit=3)
                 )  # fmt: skip
 
-        self.host.subscribe(topic, msgtype, guarded, qos, depth)
+        def undecodable(err: Exception) -> None:
+            self.counters.add(f"undecodable.{topic}")
+            self.warn_throttled(f"undecodable:{topic}", f"dropped a sample on {topic}: {err}")
+
+        self.host.subscribe(topic, msgtype, guarded, qos, depth, undecodable)
 
     def reject(self, what: str, err: Exception) -> None:
         """Count an input that was refused and say why (at most once a second per kind)."""

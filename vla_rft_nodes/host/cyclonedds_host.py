@@ -103,6 +103,7 @@ class _Subscription:
     callback: Callable
     topic: str
     condition: ReadCondition = field(repr=False)
+    on_error: Callable[[Exception], None] | None = None
 
 
 class CycloneHost(Host):
@@ -138,12 +139,18 @@ class CycloneHost(Host):
         return self._topics[name]
 
     def subscribe(
-        self, topic: str, msgtype: str, callback: Callable, qos: QoS, depth: int | None = None
+        self,
+        topic: str,
+        msgtype: str,
+        callback: Callable,
+        qos: QoS,
+        depth: int | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         reader = DataReader(self.participant, self._topic(topic, msgtype), qos=dds_qos(qos, depth))
         condition = ReadCondition(reader, SampleState.Any | ViewState.Any | InstanceState.Any)
         with self._lock:
-            self._subs.append(_Subscription(reader, callback, topic, condition))
+            self._subs.append(_Subscription(reader, callback, topic, condition, on_error))
         self._waitset.attach(condition)
         self._wake.set(True)
 
@@ -200,17 +207,30 @@ class CycloneHost(Host):
     def _dispatch_samples(self, subs: list[_Subscription]) -> None:
         batch = []
         for order, sub in enumerate(subs):
-            try:
-                samples = sub.reader.take(N=_TAKE_BATCH)
-            except Exception as err:  # a sample that does not deserialize (a foreign writer)
-                self.log.warning(f"dropped undecodable samples on {sub.topic}: {err}")
-                continue
-            for sample in samples:
+            for sample in self._take(sub):
                 if not isinstance(sample, InvalidSample):
                     batch.append((sample.sample_info.source_timestamp, order, sub, sample))
         batch.sort(key=lambda item: (item[0], item[1]))
         for _, _, sub, sample in batch:
             sub.callback(sample)
+
+    def _take(self, sub: _Subscription) -> list:
+        """Up to _TAKE_BATCH samples, taken one at a time: a sample that does not deserialize
+        (a foreign or broken writer) is taken, reported to on_error and skipped alone."""
+        samples = []
+        for _ in range(_TAKE_BATCH):
+            try:
+                taken = sub.reader.take(N=1)
+            except Exception as err:
+                if sub.on_error is None:
+                    self.log.warning(f"dropped an undecodable sample on {sub.topic}: {err}")
+                else:
+                    sub.on_error(err)
+                continue
+            if not taken:
+                break
+            samples += taken
+        return samples
 
     def close(self) -> None:
         """Delete the participant (remote nodes see its readers and writers go at once)."""

@@ -144,8 +144,16 @@ class RclpyHost(Host):
         self.shutdown_requested = False
 
     def subscribe(
-        self, topic: str, msgtype: str, callback: Callable, qos: QoS, depth: int | None = None
+        self,
+        topic: str,
+        msgtype: str,
+        callback: Callable,
+        qos: QoS,
+        depth: int | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
+        """rclpy deserializes in its C layer, out of this host's reach: `on_error` is not
+        called here."""
         profile = _PROFILES[qos]
         if depth is not None:
             profile = QoSProfile(
