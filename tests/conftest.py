@@ -44,3 +44,39 @@ def make_episode(
 @pytest.fixture
 def episode_factory():
     return make_episode
+
+
+# --- The node graph over Cyclone DDS on loopback (tests/graph_testing.py) -------------------
+
+
+@pytest.fixture
+def dds(monkeypatch):
+    """A private DDS domain on loopback, for this process and the nodes it starts."""
+    import random
+
+    from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+
+    monkeypatch.setenv("CYCLONEDDS_URI", LOOPBACK_CYCLONEDDS)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(100, 230)))
+    monkeypatch.setenv("VLA_RFT_HOST", "cyclonedds")
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def spy(dds):
+    """This test on the graph: a reader and a writer on every topic."""
+    from graph_testing import Spy
+
+    spy = Spy()
+    yield spy
+    spy.close()
+
+
+@pytest.fixture
+def nodes(dds, tmp_path):
+    """Node processes, stopped (killed if they hang) at the end of the test."""
+    from graph_testing import Nodes
+
+    procs = Nodes(dds, tmp_path)
+    yield procs
+    procs.stop_all()

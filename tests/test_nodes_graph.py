@@ -7,18 +7,26 @@ always stopped, killed if need be.
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from graph_testing import (
+    POLICY_INPUTS,
+    RECORDER_INPUTS,
+    TYPES,
+    Feeder,
+    garbled,
+    motion,
+    output,
+    send_steps,
+    standin_args,
+    start_episode,
+)
 from rosbags.highlevel import AnyReader
 
 from vla_rft.constants import (
@@ -29,11 +37,8 @@ from vla_rft.constants import (
     INSTRUCTION_TOPIC,
     PARTIAL_PREFIX,
     STATE_TOPIC,
-    STATUS_TOPIC,
 )
 from vla_rft.data.episode_store import list_episodes, read_episode
-from vla_rft_nodes import events
-from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
 from vla_rft_nodes.dds_types import Image_
 from vla_rft_nodes.host.base import QoS
 from vla_rft_nodes.host.cyclonedds_host import CycloneHost, lifecycle_topic
@@ -42,130 +47,6 @@ from vla_rft_nodes.standin_policy import build_standin_onnx
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-TYPES = {
-    IMAGE_TOPIC: "sensor_msgs/msg/Image",
-    STATE_TOPIC: "std_msgs/msg/Float32MultiArray",
-    ACTION_TOPIC: "std_msgs/msg/Float32MultiArray",
-    INSTRUCTION_TOPIC: "std_msgs/msg/String",
-    EPISODE_EVENT_TOPIC: "std_msgs/msg/String",
-    STATUS_TOPIC: "std_msgs/msg/String",
-    ESTOP_TOPIC: "std_msgs/msg/Bool",
-}
-QOS = {
-    IMAGE_TOPIC: QoS.SENSOR_DATA,
-    STATE_TOPIC: QoS.SENSOR_DATA,
-    INSTRUCTION_TOPIC: QoS.LATCHED,
-    STATUS_TOPIC: QoS.LATCHED,
-}
-LIFECYCLE = lifecycle_topic("policy_node")
-
-
-@pytest.fixture
-def dds(monkeypatch):
-    """A private DDS domain on loopback, for this process and the nodes it starts."""
-    domain = random.randint(100, 230)
-    monkeypatch.setenv("CYCLONEDDS_URI", LOOPBACK_CYCLONEDDS)
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("VLA_RFT_HOST", "cyclonedds")
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-class Spy:
-    """This test on the graph: subscribes to every topic and has a writer on each."""
-
-    def __init__(self):
-        self.host = CycloneHost("spy")
-        self.received = defaultdict(list)  # topic -> [(arrival time, message)]
-        self.statuses: dict[str, dict] = {}
-        for topic, msgtype in TYPES.items():
-            qos = QOS.get(topic, QoS.RELIABLE)
-            self.host.subscribe(topic, msgtype, self._keep(topic), qos)
-        self.pubs = {
-            topic: self.host.publisher(topic, t, QOS.get(topic, QoS.RELIABLE))
-            for topic, t in TYPES.items()
-        }
-        self.pubs[LIFECYCLE] = self.host.publisher(LIFECYCLE, "std_msgs/msg/String", QoS.RELIABLE)
-        self._thread = threading.Thread(target=self.host.spin, daemon=True)
-        self._thread.start()
-
-    def _keep(self, topic):
-        def keep(msg):
-            self.received[topic].append((time.monotonic(), msg))
-            if topic == STATUS_TOPIC:
-                status = json.loads(msg.data)
-                self.statuses[status["node"]] = status
-
-        return keep
-
-    def publish(self, topic, msg):
-        self.pubs[topic].publish(msg)
-
-    def wait_for(self, predicate, timeout=30.0, what="condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; statuses: {self.statuses}")
-
-    def wait_active(self, node, topics, timeout=30.0):
-        """Until `node` reports active and our writers on `topics` reach its readers."""
-        self.wait_for(lambda: self.statuses.get(node, {}).get("state") == "active", timeout, node)
-        for topic in topics:  # + 1: our own reader on the topic (none on the lifecycle topic)
-            readers = 1 if topic == LIFECYCLE else 2
-            self.wait_for(
-                lambda t=topic, n=readers: self.pubs[t].subscriber_count() >= n, 10, topic
-            )
-
-    def close(self):
-        self.host.request_shutdown()
-        self._thread.join(timeout=5)
-        self.host.close()
-
-
-@pytest.fixture
-def spy(dds):
-    spy = Spy()
-    yield spy
-    spy.close()
-
-
-class Nodes:
-    """Node processes, stopped (and killed if they hang) at the end of the test."""
-
-    def __init__(self, env, cwd):
-        self.env, self.cwd, self.procs = env, cwd, []
-
-    def start(self, module, *args):
-        cmd = [sys.executable, "-m", module, *args]
-        proc = subprocess.Popen(
-            cmd, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture
-def nodes(dds, tmp_path):
-    procs = Nodes(dds, tmp_path)
-    yield procs
-    procs.stop_all()
-
-
-def _output(proc) -> str:
-    return proc.stdout.read() if proc.stdout else ""
 
 
 # --- closed loop ---------------------------------------------------------------------------------
@@ -231,44 +112,20 @@ def test_closed_loop_episode_is_recorded_as_it_crossed_the_wire(spy, dds, tmp_pa
 # --- recorder: crash, recovery, SIGTERM ------------------------------------------------------
 
 
-def _send_steps(spy, n, start_stamp, rng):
-    c = spy.host.codec
-    sent = []
-    for t in range(n):
-        image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-        state = rng.normal(size=4).astype(np.float32)
-        action = rng.uniform(-1, 1, 4).astype(np.float32)
-        spy.publish(IMAGE_TOPIC, c.image_to_msg(image, start_stamp + t * 33_333_333))
-        spy.publish(STATE_TOPIC, c.floats_to_msg(state))
-        time.sleep(0.01)  # sensor data is best effort: let it land before the action
-        spy.publish(ACTION_TOPIC, c.floats_to_msg(action))
-        sent.append((image, action))
-    return sent
-
-
-RECORDER_INPUTS = (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC, EPISODE_EVENT_TOPIC)
-POLICY_INPUTS = (IMAGE_TOPIC, STATE_TOPIC, INSTRUCTION_TOPIC, ESTOP_TOPIC, LIFECYCLE)
-
-
-def _start_episode(spy, name):
-    start = events.StartEvent(episode=name, task="push-v3", instruction="push the puck", seed=3)
-    spy.publish(EPISODE_EVENT_TOPIC, spy.host.codec.string_to_msg(events.to_json(start)))
-
-
 def test_recorder_killed_mid_episode_loses_nothing(spy, nodes, tmp_path):
     rec = tmp_path / "rec"
     args = ("--set", f"out_dir={rec}", "--set", "status_period_s=0.1")
     first = nodes.start("vla_rft_nodes.recorder_node", *args)
     spy.wait_active("recorder_node", RECORDER_INPUTS)
     c, rng = spy.host.codec, np.random.default_rng(0)
-    _start_episode(spy, "killed")
+    start_episode(spy, "killed")
     time.sleep(0.1)
-    sent = _send_steps(spy, 3, 10**18, rng)
+    sent = send_steps(spy, 3, 10**18, rng)
     # garbage in the middle: counted, reported, not recorded
     spy.publish(ACTION_TOPIC, c.floats_to_msg(np.array([0, np.nan, 0, 0], np.float32)))
     bad = Image_(height=16, width=16, encoding="yuv422", step=32, data=bytes(512))
     spy.publish(IMAGE_TOPIC, bad)
-    sent += _send_steps(spy, 3, 10**18 + 10**8, rng)
+    sent += send_steps(spy, 3, 10**18 + 10**8, rng)
     status = lambda: spy.statuses.get("recorder_node", {})  # noqa: E731
     spy.wait_for(lambda: status().get("episode_steps") == 6, what="6 recorded steps")
     spy.wait_for(lambda: status()["counters"].get("rejected.image") == 1, what="bad image count")
@@ -281,12 +138,12 @@ def test_recorder_killed_mid_episode_loses_nothing(spy, nodes, tmp_path):
     spy.statuses.pop("recorder_node")
     second = nodes.start("vla_rft_nodes.recorder_node", *args)
     spy.wait_active("recorder_node", RECORDER_INPUTS)
-    _start_episode(spy, "terminated")
+    start_episode(spy, "terminated")
     time.sleep(0.1)
-    sent_after = _send_steps(spy, 2, 2 * 10**18, rng)
+    sent_after = send_steps(spy, 2, 2 * 10**18, rng)
     spy.wait_for(lambda: status().get("episode_steps") == 2, what="2 recorded steps")
     second.send_signal(signal.SIGTERM)
-    assert second.wait(timeout=10) == 0, _output(second)
+    assert second.wait(timeout=10) == 0, output(second)
 
     killed, terminated = (read_episode(rec / name) for name in ("killed", "terminated"))
     for episode, expected in ((killed, sent), (terminated, sent_after)):
@@ -337,50 +194,16 @@ def test_policy_node_survives_bad_input_and_nan_and_obeys_estop(spy, nodes, tmp_
         spy.publish(lifecycle_topic("policy_node"), c.string_to_msg(command))
         spy.wait_for(lambda s=state: spy.statuses["policy_node"]["state"] == s, what=state)
     assert spy.statuses["policy_node"]["estop"] is False
-    assert proc.poll() is None, _output(proc)
+    assert proc.poll() is None, output(proc)
 
 
 # --- e-stop across a restart, fault injection ------------------------------------------------
 
 
-class Feeder:
-    """Camera and state at ~30 Hz from a thread, as a robot would send them."""
-
-    def __init__(self, spy, size=8):
-        self.spy, self.size, self._stop = spy, size, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        c = self.spy.host.codec
-        while not self._stop.is_set():
-            image = np.full((self.size, self.size, 3), 90, np.uint8)
-            self.spy.publish(IMAGE_TOPIC, c.image_to_msg(image, time.time_ns()))
-            self.spy.publish(
-                STATE_TOPIC, c.floats_to_msg(np.array([0.1, 0.6, 0.2, 1.0], np.float32))
-            )
-            time.sleep(0.033)
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-def _motion(msg) -> bool:
-    return bool(np.any(np.asarray(msg.data)[:3] != 0))  # the gripper (last) keeps its command
-
-
-def _standin_args(model):
-    return (
-        "--set", "policy_factory=vla_rft_nodes.standin_policy:load_standin_policy",
-        "--set", f"model_path={model}", "--set", "status_period_s=0.1", "--set", "trigger=timer",
-    )  # fmt: skip
-
-
 def test_a_restarted_policy_node_keeps_holding_for_a_pressed_estop(spy, nodes, tmp_path):
     """The e-stop is pressed (a latched writer that stays up), the policy node is killed and
     started again: the new node must not send one motion command."""
-    args = _standin_args(build_standin_onnx(tmp_path / "good.onnx"))
+    args = standin_args(build_standin_onnx(tmp_path / "good.onnx"))
     first = nodes.start("vla_rft_nodes.policy_node", *args)
     spy.wait_active("policy_node", POLICY_INPUTS)
     estop = spy.host.publisher(ESTOP_TOPIC, "std_msgs/msg/Bool", QoS.LATCHED)
@@ -388,7 +211,7 @@ def test_a_restarted_policy_node_keeps_holding_for_a_pressed_estop(spy, nodes, t
     spy.publish(INSTRUCTION_TOPIC, c.string_to_msg("move the gripper to the target"))
     feeder = Feeder(spy)
     try:
-        spy.wait_for(lambda: any(_motion(m) for _, m in spy.received[ACTION_TOPIC]), what="acting")
+        spy.wait_for(lambda: any(motion(m) for _, m in spy.received[ACTION_TOPIC]), what="acting")
         estop.publish(c.bool_to_msg(True))
         spy.wait_for(lambda: spy.statuses["policy_node"]["estop"], what="e-stop")
         first.kill()
@@ -401,20 +224,10 @@ def test_a_restarted_policy_node_keeps_holding_for_a_pressed_estop(spy, nodes, t
     finally:
         feeder.stop()
     after = [m for t, m in spy.received[ACTION_TOPIC] if t > restarted]
-    assert not any(_motion(m) for m in after), f"{sum(map(_motion, after))} motion actions"
+    assert not any(motion(m) for m in after), f"{sum(map(motion, after))} motion actions"
     status = spy.statuses["policy_node"]
     assert status["estop"] is True and status["holding"] == "estop", status
-    assert second.poll() is None, _output(second)
-
-
-def _garbled(msg, text: str):
-    """`msg` with the UTF-8 of `text` in its CDR replaced by bytes that are not UTF-8 (what a
-    foreign or broken writer can put on the wire; this serializer would refuse to)."""
-    raw = msg.serialize()
-    patched = raw.replace(text.encode(), b"\xff" * len(text.encode()))
-    assert patched != raw
-    msg.serialize = lambda **_: patched
-    return msg
+    assert second.poll() is None, output(second)
 
 
 def test_one_undecodable_sample_loses_nothing_else(dds):
@@ -433,7 +246,7 @@ def test_one_undecodable_sample_loses_nothing_else(dds):
         c = writer_host.codec
         for i in range(210):
             if i % 21 == 20:
-                writer.publish(_garbled(c.floats_to_msg(np.zeros(4), ("label",)), "label"))
+                writer.publish(garbled(c.floats_to_msg(np.zeros(4), ("label",)), "label"))
             else:
                 writer.publish(c.floats_to_msg(np.full(4, i, np.float32)))
         time.sleep(0.5)

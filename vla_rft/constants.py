@@ -22,6 +22,8 @@ ACTION_TRAJECTORY_TOPIC = "/vla_rft/action_trajectory"
 """The policy node's JointTrajectory option: each new action chunk, one point per tick."""
 STATUS_TOPIC = "/vla_rft/status"
 """Every node's counters and state as JSON, latched per node (std_msgs/String)."""
+MAX_INSTRUCTION_CHARS = 500
+"""Default bound on an instruction received on the topic (longer ones are refused)."""
 
 # --- ROS 2 message types ----------------------------------------------------------------------
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"

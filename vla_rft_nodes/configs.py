@@ -21,7 +21,12 @@ from typing import Any, TypeVar
 
 import yaml
 
-from vla_rft.constants import SIM_ACTION_NAMES, SIM_ROBOT_NAME, SIM_STATE_NAMES
+from vla_rft.constants import (
+    MAX_INSTRUCTION_CHARS,
+    SIM_ACTION_NAMES,
+    SIM_ROBOT_NAME,
+    SIM_STATE_NAMES,
+)
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS
 from vla_rft.sim.perturbations import PERTURBATION_KINDS
 from vla_rft.training.config import ConfigError, from_dict, parse_overrides
@@ -87,7 +92,7 @@ class PolicyNodeConfig:
     """One name per action dimension (the message's dimension label, the trajectory joints)."""
     publish_trajectory: bool = False
     """Also publish every new chunk as trajectory_msgs/JointTrajectory."""
-    max_instruction_chars: int = 500
+    max_instruction_chars: int = MAX_INSTRUCTION_CHARS
     """Longer instructions are refused (counted, logged as an excerpt)."""
     estop_wait_s: float = 1.0
     """After activation, hold until the e-stop's latched state is heard, at most this long."""
@@ -101,10 +106,7 @@ class PolicyNodeConfig:
 
     def __post_init__(self):
         _require(bool(self.model_path.strip()), "model_path is empty")
-        _require(
-            self.max_instruction_chars >= 1,
-            f"max_instruction_chars must be >= 1, got {self.max_instruction_chars}",
-        )
+        _positive("max_instruction_chars", self.max_instruction_chars)
         _require(
             math.isfinite(self.estop_wait_s) and self.estop_wait_s >= 0,
             f"estop_wait_s must be a number >= 0, got {self.estop_wait_s}",
@@ -155,6 +157,8 @@ class RecorderNodeConfig:
     """One name per state dimension."""
     action_names: tuple[str, ...] = SIM_ACTION_NAMES
     """One name per action dimension."""
+    max_instruction_chars: int = MAX_INSTRUCTION_CHARS
+    """Longer instructions on the topic are refused (counted, logged as an excerpt)."""
     recover_on_start: bool = True
     """Complete episodes a killed recorder left partial in out_dir when starting."""
     status_period_s: float = 1.0
@@ -166,6 +170,7 @@ class RecorderNodeConfig:
         _require(bool(self.source.strip()), "source is empty")
         _positive("fps", self.fps)
         _positive("status_period_s", self.status_period_s)
+        _positive("max_instruction_chars", self.max_instruction_chars)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from vla_rft.constants import (
 from vla_rft.data.episode import EpisodeError, EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, list_partial_episodes, recover_episode
 from vla_rft.data.messages import MessageError
+from vla_rft.runtime.transforms import check_instruction
 from vla_rft_nodes.configs import RecorderNodeConfig
 from vla_rft_nodes.events import EventError, StartEvent, parse_event
 from vla_rft_nodes.host import NodeBase, QoS, run_node
@@ -98,10 +99,10 @@ class RecorderNode(NodeBase):
             self.reject("state", err)
 
     def on_instruction(self, msg) -> None:
-        if msg.data.strip():
-            self._instruction = msg.data.strip()
-        else:
-            self.reject("instruction", ValueError("the instruction is empty"))
+        try:
+            self._instruction = check_instruction(msg.data, self.config.max_instruction_chars)
+        except ValueError as err:
+            self.reject("instruction", err)
 
     def on_action(self, msg) -> None:
         if self._episode is None or not self.active:
