@@ -179,8 +179,9 @@ def test_engine_for_another_gpu_is_refused_and_the_loader_falls_back(package, tm
     shutil.copytree(package, with_engine)
     (with_engine / POLICY_ENGINE).write_bytes(b"an engine from another machine")
     manifest = read_manifest(with_engine / POLICY_ONNX)
-    (with_engine / "policy.engine.json").write_text(
-        Manifest(**{**manifest.__dict__, "extra": {**manifest.extra, "engine": built}}).to_json()
+    write_manifest(  # as build-engine writes it, with the engine file's own sha256
+        with_engine / POLICY_ENGINE,
+        dataclasses.replace(manifest, extra={**manifest.extra, "engine": built}),
     )
     with caplog.at_level(logging.WARNING):
         policy = load_policy(with_engine, backend="auto")
