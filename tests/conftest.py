@@ -46,6 +46,22 @@ def episode_factory():
     return make_episode
 
 
+@pytest.fixture
+def register_policy_factory(tmp_path, monkeypatch):
+    """register(spec): install, as a package would, an entry point of the policy node's
+    allow-list group (a *.dist-info directory on sys.path, read by importlib.metadata)."""
+    from vla_rft_nodes.policy_factories import ENTRY_POINT_GROUP
+
+    def register(spec: str, name: str = "test-factories") -> None:
+        dist = tmp_path / "site" / f"{name.replace('-', '_')}-0.1.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ntest = {spec}\n")
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+    return register
+
+
 # --- The node graph over Cyclone DDS on loopback (tests/graph_testing.py) -------------------
 
 

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from vla_rft.data.normalization import NormStats
 from vla_rft.export.export_policy import export_policy
+from vla_rft.export.export_policy import main as export_main
 from vla_rft.export.export_world_model import export_world_model
-from vla_rft.export.manifest import Manifest, ManifestError, read_manifest
+from vla_rft.export.manifest import (
+    ONNX_METADATA_KEY,
+    Manifest,
+    ManifestError,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from vla_rft.export.onnx_export import PARITY_ATOL
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
 from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
 from vla_rft.runtime.exported_policy import POLICY_ENGINE, POLICY_ONNX
 from vla_rft.runtime.loader import load_policy
-from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
+from vla_rft.runtime.onnx_session import ModelFileError, ModelIntegrityError, OnnxModel
 from vla_rft.runtime.tensorrt_session import EngineMismatchError, check_engine_manifest
 from vla_rft.runtime.torch_policy import (
     ACTION_RANGE_KEY,
@@ -29,7 +39,13 @@ from vla_rft.runtime.torch_policy import (
     TorchPolicy,
 )
 from vla_rft.runtime.world_model_session import OnnxWorldModel
-from vla_rft.training.checkpoint import save_checkpoint
+from vla_rft.training.checkpoint import (
+    CheckpointError,
+    CheckpointIntegrityError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vla_rft.training.config import to_dict
 
 INSTRUCTIONS = ("push the puck to the goal", "reach the goal")
@@ -126,6 +142,10 @@ def test_corrupted_and_mismatched_files_are_refused(package, tmp_path):
     shutil.copytree(package, broken)
     onnx_file = broken / POLICY_ONNX
     onnx_file.write_bytes(onnx_file.read_bytes()[:5000])
+    with pytest.raises(ModelIntegrityError, match="content differs from the sha256"):
+        load_policy(broken, backend="onnxruntime")
+    record = json.loads((broken / "policy.json").read_text())
+    (broken / "policy.json").write_text(json.dumps({**record, "file_sha256": None}))
     with pytest.raises(ModelFileError, match="ONNX Runtime cannot load it"):
         load_policy(broken, backend="onnxruntime")
 
@@ -159,8 +179,9 @@ def test_engine_for_another_gpu_is_refused_and_the_loader_falls_back(package, tm
     shutil.copytree(package, with_engine)
     (with_engine / POLICY_ENGINE).write_bytes(b"an engine from another machine")
     manifest = read_manifest(with_engine / POLICY_ONNX)
-    (with_engine / "policy.engine.json").write_text(
-        Manifest(**{**manifest.__dict__, "extra": {**manifest.extra, "engine": built}}).to_json()
+    write_manifest(  # as build-engine writes it, with the engine file's own sha256
+        with_engine / POLICY_ENGINE,
+        dataclasses.replace(manifest, extra={**manifest.extra, "engine": built}),
     )
     with caplog.at_level(logging.WARNING):
         policy = load_policy(with_engine, backend="auto")
@@ -242,3 +263,84 @@ def test_world_model_package_refuses_bad_input_and_mixed_files(world_model_packa
     (mixed / "world_model_step.json").write_text(json.dumps(step))
     with pytest.raises(ModelFileError, match="does not match"):
         OnnxWorldModel(mixed)
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 4] = bytes(b ^ 0xFF for b in data[offset : offset + 4])
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_a_model_file_are_refused_and_old_exports_load_with_a_warning(
+    package, tmp_path, caplog
+):
+    flipped = tmp_path / "flipped"
+    shutil.copytree(package, flipped)
+    _flip(flipped / POLICY_ONNX, 16 * 1024)  # inside a weight: ONNX Runtime would load it
+    damaged = (flipped / POLICY_ONNX).read_bytes()
+    with pytest.raises(ModelIntegrityError, match=r"policy\.onnx: content differs .* policy\.json"):
+        load_policy(flipped, backend="onnxruntime")
+    with pytest.raises(ModelIntegrityError):
+        OnnxModel(flipped / POLICY_ONNX)
+    assert (flipped / POLICY_ONNX).read_bytes() == damaged  # refused, not "repaired"
+
+    older = tmp_path / "older"  # an export from before the file hash was recorded
+    shutil.copytree(package, older)
+    record = json.loads((older / "policy.json").read_text())
+    assert record.pop("file_sha256") == sha256_file(package / POLICY_ONNX)
+    (older / "policy.json").write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        policy = load_policy(older, backend="onnxruntime")
+    assert "records no sha256" in caplog.text
+    assert policy.infer(_obs(np.random.default_rng(0)))["action"].shape == (8, 4)
+
+
+def test_flipped_checkpoint_weights_are_refused_by_every_loader(policy_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(policy_checkpoint, run)
+    ckpt_dir = latest_checkpoint(run)
+    _flip(ckpt_dir / "model.safetensors", 8 * 1024)  # inside tensor data: safetensors loads it
+    with pytest.raises(CheckpointIntegrityError, match=r"model\.safetensors: content differs"):
+        load_checkpoint(run)
+    with pytest.raises(CheckpointIntegrityError):
+        load_policy(run, backend="torch")
+    assert export_main(["--policy", str(run), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out" / POLICY_ONNX).exists()
+
+
+def test_broken_records_are_named_errors_that_name_the_file(policy_checkpoint, package, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(policy_checkpoint, run)
+    record_file = latest_checkpoint(run) / "checkpoint.json"
+    record = json.loads(record_file.read_text())
+    no_step = {k: v for k, v in record.items() if k != "step"}
+    record_file.write_text(json.dumps(no_step))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json: .*'step' missing"):
+        load_checkpoint(run)
+    assert export_main(["--policy", str(run), "--out", str(tmp_path / "out")]) == 2
+
+    record["extra"][INSTRUCTIONS_KEY] = list(record["extra"][INSTRUCTIONS_KEY].values())
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=r"instruction_embeddings must map .* got a list"):
+        TorchPolicy.from_checkpoint(run)
+
+    not_utf8 = tmp_path / "not_utf8"
+    shutil.copytree(package, not_utf8)
+    text = (not_utf8 / "policy.json").read_bytes()
+    (not_utf8 / "policy.json").write_bytes(b"\xff" + text[1:])
+    with pytest.raises(ModelFileError, match=r"policy\.json: not valid JSON"):
+        load_policy(not_utf8, backend="onnxruntime")
+
+    listed = tmp_path / "listed"  # a package whose manifest (both copies) holds a list
+    shutil.copytree(package, listed)
+    manifest = read_manifest(listed / POLICY_ONNX)
+    embeddings = list(manifest.extra[INSTRUCTIONS_KEY].values())
+    manifest = dataclasses.replace(
+        manifest, extra={**manifest.extra, INSTRUCTIONS_KEY: embeddings}, file_sha256=None
+    )
+    model = onnx.load(str(listed / POLICY_ONNX))
+    onnx.helper.set_model_props(model, {ONNX_METADATA_KEY: manifest.to_json()})
+    onnx.save(model, str(listed / POLICY_ONNX))
+    write_manifest(listed / POLICY_ONNX, manifest)
+    with pytest.raises(ModelFileError, match=r"policy\.onnx: instruction_embeddings must map"):
+        load_policy(listed, backend="onnxruntime")

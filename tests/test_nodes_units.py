@@ -375,9 +375,18 @@ def scripted_policy(model_path, backend):
     return ScriptedPolicy()
 
 
+@pytest.fixture(autouse=True)
+def _scripted_policy_registered(register_policy_factory):
+    """test_nodes_units:scripted_policy is on the policy node's allow-list, as an entry point."""
+    register_policy_factory(SCRIPTED)
+
+
+SCRIPTED = "test_nodes_units:scripted_policy"
+
+
 def _scripted_node(**overrides):
     host = MemoryHost()
-    config = PolicyNodeConfig(policy_factory="test_nodes_units:scripted_policy", **overrides)
+    config = PolicyNodeConfig(policy_factory=SCRIPTED, **overrides)
     node = PolicyNode(host, config)
     assert Lifecycle(node).trigger("configure")
     host.deliver(INSTRUCTION_TOPIC, host.codec.string_to_msg("move the gripper to the target"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from vla_rft.training.checkpoint import (
     CheckpointError,
+    CheckpointIntegrityError,
     list_checkpoints,
     load_checkpoint,
     load_weights,
@@ -97,12 +99,18 @@ def test_checkpoint_round_trip_and_rotation(tmp_path):
     assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
 
 
-def test_damaged_checkpoints_give_clear_errors(tmp_path):
+def test_damaged_checkpoints_give_clear_errors(tmp_path, caplog):
     path = save_checkpoint(tmp_path, 1, _model(), {})
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(CheckpointIntegrityError, match="differs from the sha256 in checkpoint"):
+        load_checkpoint(path)
+    record = json.loads((path / "checkpoint.json").read_text())
+    del record["weights_sha256"]  # saved before the hash was recorded: a warning, then safetensors
+    (path / "checkpoint.json").write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match="damaged or missing weights"):
         load_checkpoint(path)
+    assert "weights not verified" in caplog.text
     with pytest.raises(CheckpointError, match="no checkpoint here"):
         load_checkpoint(tmp_path / "empty")
     path = save_checkpoint(tmp_path, 2, torch.nn.Linear(2, 2), {})

@@ -23,7 +23,6 @@ the wrong shape is refused. A new instruction or episode start, or any hold, emp
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections import deque
@@ -59,6 +58,7 @@ from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event
 from vla_rft_nodes.host import NodeBase, QoS, run_node
 from vla_rft_nodes.host.base import latency_summary, rss_mb
 from vla_rft_nodes.inference import InferenceWorker, Request, Result
+from vla_rft_nodes.policy_factories import import_factory
 from vla_rft_nodes.safety import (
     ActionLimiter,
     EStopLatch,
@@ -88,15 +88,6 @@ IDLE_REASONS = frozenset(
 )
 """Nothing to act on yet: one hold is published on entering, none while waiting (so a robot
 between episodes gets no commands). Every other reason is a fault: a hold every tick."""
-
-
-def import_factory(spec: str):
-    """'package.module:function' -> the function."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"policy_factory {spec!r} cannot be imported: {err}") from None
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Manifest:
         source=str(ckpt.path),
         extra={
             "action_range": list(ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))),
-            "instruction_embeddings": ckpt.extra[INSTRUCTIONS_KEY],
+            INSTRUCTIONS_KEY: ckpt.extra[INSTRUCTIONS_KEY],
             "policy_config": ckpt.extra[POLICY_CONFIG_KEY],
             "step": ckpt.step,
         },

@@ -3,14 +3,16 @@ statistics or hardware.
 
 Every export `X.onnx` carries its manifest twice: as JSON in the ONNX metadata (key
 `vla_rft.manifest`) and as `X.json` beside it. An engine `X.engine` has `X.engine.json`, which
-adds the TensorRT version, the GPU and the precision it was built for.
+adds the TensorRT version, the GPU and the precision it was built for. The JSON beside a file
+also records the file's sha256 (`file_sha256`; the copy inside the ONNX cannot hold its own
+file's hash), which the runtime checks before loading it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -64,16 +66,20 @@ class Manifest:
     extra: dict = field(default_factory=dict)
     """Kind-specific facts (opset, tokenizer file, model config, engine build facts, ...)."""
     schema_version: int = MANIFEST_SCHEMA_VERSION
+    file_sha256: str | None = None
+    """sha256 of the model file itself; only in the JSON beside it (None: an older export)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, where: str = "manifest") -> Manifest:
+    def from_json(cls, text: str | bytes, where: str = "manifest") -> Manifest:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ManifestError(f"{where}: not valid JSON ({err})") from None
+        if not isinstance(d, dict):
+            raise ManifestError(f"{where}: a manifest is a JSON object, not {type(d).__name__}")
         version = d.get("schema_version")
         if version not in SUPPORTED_MANIFEST_SCHEMA_VERSIONS:
             raise ManifestError(
@@ -99,6 +105,18 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def changed_files(root: str | Path, digests: dict[str, str]) -> list[str]:
+    """The paths of `digests` (relative to `root`) that are missing or whose sha256 differs from
+    the recorded one: empty when every file is intact. `vla-rft models verify` and the loaders
+    (model files, checkpoints) all check with this."""
+    root = Path(root)
+    return [
+        rel
+        for rel, digest in digests.items()
+        if not (root / rel).is_file() or sha256_file(root / rel) != digest
+    ]
+
+
 def manifest_path(model_path: str | Path) -> Path:
     """`X.onnx` -> `X.json`; `X.engine` -> `X.engine.json`."""
     model_path = Path(model_path)
@@ -108,8 +126,9 @@ def manifest_path(model_path: str | Path) -> Path:
 
 
 def write_manifest(model_path: str | Path, manifest: Manifest) -> Path:
+    """`manifest`, with the model file's sha256, as the JSON beside the (finished) file."""
     path = manifest_path(model_path)
-    path.write_text(manifest.to_json())
+    path.write_text(replace(manifest, file_sha256=sha256_file(model_path)).to_json())
     return path
 
 
@@ -118,4 +137,4 @@ def read_manifest(model_path: str | Path) -> Manifest:
     path = manifest_path(model_path)
     if not path.is_file():
         raise ManifestError(f"{model_path}: no manifest beside it (expected {path.name})")
-    return Manifest.from_json(path.read_text(), where=str(path))
+    return Manifest.from_json(path.read_bytes(), where=str(path))

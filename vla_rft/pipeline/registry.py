@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vla_rft.export.manifest import sha256_file
+from vla_rft.export.manifest import changed_files, sha256_file
 
 VERSION_FILE = "version.json"
 CURRENT_LINK = "current"
@@ -178,10 +178,4 @@ def register(
 
 def verify(models: Path, version: str) -> list[str]:
     """Files of a version whose content no longer matches its record (empty: intact)."""
-    record = VersionRecord.read(models / version)
-    bad = []
-    for rel, digest in record.files.items():
-        path = models / version / rel
-        if not path.is_file() or sha256_file(path) != digest:
-            bad.append(rel)
-    return bad
+    return changed_files(models / version, VersionRecord.read(models / version).files)

@@ -18,7 +18,7 @@ import numpy as np
 from vla_rft.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
 from vla_rft.runtime.instruction_encoder import InstructionTokenizer
 from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
-from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms
+from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms, embedding_table
 
 POLICY_ONNX = "policy.onnx"
 TEXT_ENCODER_ONNX = "text_encoder.onnx"
@@ -66,10 +66,12 @@ class ExportedPolicy:
 
 
 def onnx_instruction_cache(
-    package: Path, known: dict, providers: str = "auto", threads: int = 1
+    package: Path, known: object, providers: str = "auto", threads: int = 1
 ) -> InstructionCache:
-    """The training instructions' embeddings from the manifest; any other sentence is encoded
-    by the exported MiniLM and its tokenizer, both loaded on first use."""
+    """`known`: the training instructions' embeddings as the policy's manifest stores them
+    (ModelFileError if malformed); any other sentence is encoded by the exported MiniLM and its
+    tokenizer, both loaded on first use."""
+    known = embedding_table(known, str(package / POLICY_ONNX), ModelFileError)
     model: OnnxModel | None = None
     tokenizer: InstructionTokenizer | None = None
 
@@ -83,5 +85,4 @@ def onnx_instruction_cache(
         ids, mask = tokenizer([text])
         return model.run({"input_ids": ids, "attention_mask": mask})["embedding"][0]
 
-    known = {text: np.asarray(e, np.float32) for text, e in known.items()}
     return InstructionCache(known, encode)

@@ -19,8 +19,9 @@ from vla_rft.runtime.exported_policy import (
     ExportedPolicy,
     onnx_instruction_cache,
 )
-from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
+from vla_rft.runtime.onnx_session import ModelFileError, ModelIntegrityError, OnnxModel
 from vla_rft.runtime.policy_interface import Policy
+from vla_rft.runtime.transforms import INSTRUCTIONS_KEY
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 log = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 def load_policy(
     path: str | Path, backend: str = "auto", providers: str = "auto", threads: int = 1
 ) -> Policy:
-    """The policy at `path` on `backend`; ModelFileError names what is missing or broken.
+    """The policy at `path` on `backend`; ModelFileError names what is missing or broken, and
+    ModelIntegrityError a file that differs from the sha256 its manifest records (never a
+    reason to fall back from TensorRT: the package itself is suspect).
 
     `threads`: ONNX Runtime's CPU threads per session (0: one per core, spinning between
     calls). One thread keeps a control loop's tail latency low beside other processes.
@@ -47,24 +50,24 @@ def load_policy(
         raise ModelFileError(
             f"{path}: not a model package (no {POLICY_ONNX}; run `vla-rft export`)"
         )
-    instructions = onnx_instruction_cache(path, _known_instructions(path), providers, threads)
     engine = path / POLICY_ENGINE
     if backend == "tensorrt" or (backend == "auto" and engine.is_file()):
         try:
             from vla_rft.runtime.tensorrt_session import TensorRTModel
 
-            return ExportedPolicy(TensorRTModel(engine), instructions, "tensorrt")
+            model = TensorRTModel(engine)
+            instructions = _instructions(path, model, providers, threads)
+            return ExportedPolicy(model, instructions, "tensorrt")
+        except ModelIntegrityError:
+            raise
         except (ModelFileError, ImportError, OSError) as err:
             log.warning("TensorRT engine unusable, falling back to ONNX Runtime: %s", err)
     model = OnnxModel(path / POLICY_ONNX, providers, kind="policy", threads=threads)
+    instructions = _instructions(path, model, providers, threads)
     return ExportedPolicy(model, instructions, f"onnxruntime ({model.providers[0]})")
 
 
-def _known_instructions(package: Path) -> dict:
-    """Embeddings of the training instructions, stored in the policy's manifest by the export."""
-    from vla_rft.export.manifest import ManifestError, read_manifest
-
-    try:
-        return read_manifest(package / POLICY_ONNX).extra.get("instruction_embeddings", {})
-    except ManifestError as err:
-        raise ModelFileError(str(err)) from None
+def _instructions(package: Path, model, providers: str, threads: int):
+    """The instruction cache from the (verified) policy manifest of `model`."""
+    known = model.manifest.extra.get(INSTRUCTIONS_KEY, {})
+    return onnx_instruction_cache(package, known, providers, threads)

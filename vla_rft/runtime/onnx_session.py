@@ -2,17 +2,27 @@
 
 Execution providers are picked from what is installed (TensorRT, then CUDA, then CPU) unless a
 preference names one. A missing, corrupted or mismatched file gives a ModelFileError that names
-the file and the fault; nothing crashes later on a wrong input.
+the file and the fault; nothing crashes later on a wrong input. A file whose bytes differ from
+the sha256 in its manifest (flipped bits, an edited weight) is refused before it is opened.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from vla_rft.export.manifest import ONNX_METADATA_KEY, Manifest, ManifestError, read_manifest
+from vla_rft.export.manifest import (
+    ONNX_METADATA_KEY,
+    Manifest,
+    ManifestError,
+    changed_files,
+    manifest_path,
+    read_manifest,
+)
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -30,8 +40,34 @@ _ORT_TYPES = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
 class ModelFileError(ValueError):
     """A model file that cannot be used; names the file and the reason."""
+
+
+class ModelIntegrityError(ModelFileError):
+    """A model file whose content is not what its manifest recorded (damaged or altered)."""
+
+
+def read_verified_manifest(path: Path) -> Manifest:
+    """The manifest beside `path`, after checking the file against the sha256 it records.
+
+    ModelIntegrityError on a mismatch; a manifest from before the hash was recorded loads with a
+    warning (re-export the package to get the check)."""
+    try:
+        manifest = read_manifest(path)
+    except ManifestError as err:
+        raise ModelFileError(str(err)) from None
+    if manifest.file_sha256 is None:
+        log.warning("%s: its manifest records no sha256 (an older export); not verified", path)
+    elif changed_files(path.parent, {path.name: manifest.file_sha256}):
+        raise ModelIntegrityError(
+            f"{path}: content differs from the sha256 recorded in {manifest_path(path).name} "
+            "(damaged or altered); refusing to load it"
+        )
+    return manifest
 
 
 def choose_providers(preference: str = "auto") -> list[str]:
@@ -58,10 +94,7 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: no such model file")
-        try:
-            self.manifest = read_manifest(self.path)
-        except ManifestError as err:
-            raise ModelFileError(str(err)) from None
+        self.manifest = read_verified_manifest(self.path)
         if kind is not None and self.manifest.kind != kind:
             raise ModelFileError(f"{self.path}: holds a {self.manifest.kind!r}, expected {kind!r}")
         options = ort.SessionOptions()
@@ -82,7 +115,11 @@ class OnnxModel:
         embedded = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
         if embedded is None:
             raise ModelFileError(f"{self.path}: the ONNX metadata holds no vla_rft manifest")
-        if Manifest.from_json(embedded, str(self.path)) != self.manifest:
+        try:
+            inside = Manifest.from_json(embedded, str(self.path))
+        except ManifestError as err:
+            raise ModelFileError(str(err)) from None
+        if inside != replace(self.manifest, file_sha256=None):
             raise ModelFileError(
                 f"{self.path}: the manifest beside the file does not match the one inside it "
                 "(files from different exports?)"

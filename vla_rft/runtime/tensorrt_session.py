@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_rft.export.manifest import ManifestError, read_manifest
-from vla_rft.runtime.onnx_session import ModelFileError
+from vla_rft.runtime.onnx_session import ModelFileError, read_verified_manifest
 
 
 class EngineMismatchError(ModelFileError):
@@ -55,10 +54,7 @@ class TensorRTModel:
         from cuda.bindings import runtime as cudart
 
         self.path = Path(path)
-        try:
-            self.manifest = read_manifest(self.path)
-        except ManifestError as err:
-            raise ModelFileError(str(err)) from None
+        self.manifest = read_verified_manifest(self.path)
         check_engine_manifest(
             self.path, self.manifest.extra.get("engine", {}), current_build_target()
         )

@@ -20,12 +20,16 @@ import torch
 
 from vla_rft.constants import ACTION, OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
-from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms
+from vla_rft.runtime.transforms import (
+    INSTRUCTIONS_KEY,
+    InstructionCache,
+    PolicyTransforms,
+    embedding_table,
+)
 from vla_rft.training.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vla_rft.training.config import ConfigError, from_dict
 
 POLICY_CONFIG_KEY = "policy_config"
-INSTRUCTIONS_KEY = "instruction_embeddings"
 ACTION_RANGE_KEY = "action_range"
 """Keys of a policy checkpoint's `extra` record."""
 
@@ -77,9 +81,7 @@ class TorchPolicy:
         load_weights(model, ckpt)
         low, high = ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))
         transforms = PolicyTransforms.from_stats(config.image_size, ckpt.norm_stats, low, high)
-        known = {
-            text: np.asarray(emb, np.float32) for text, emb in ckpt.extra[INSTRUCTIONS_KEY].items()
-        }
+        known = embedding_table(ckpt.extra[INSTRUCTIONS_KEY], str(ckpt.path), CheckpointError)
         return cls(
             model, transforms, InstructionCache(known, _lazy_sentence_encoder(device)), device
         )

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 _MIN_STD = 1e-6
+INSTRUCTIONS_KEY = "instruction_embeddings"
+"""Where a policy checkpoint's `extra` and a policy manifest's `extra` keep the training
+instructions' embeddings."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,29 @@ def check_instruction(text: object, max_chars: int | None = None) -> str:
             f"{text[:60]!r}..."
         )
     return text
+
+
+def embedding_table(
+    table: object, where: str, error: type[ValueError] = ValueError
+) -> dict[str, np.ndarray]:
+    """Stored training-instruction embeddings ({sentence: [E] numbers}, as a checkpoint or a
+    manifest holds them) -> float32 arrays; `error` naming `where` if they are not such a table."""
+    if not isinstance(table, dict):
+        raise error(
+            f"{where}: instruction_embeddings must map sentence -> [floats], "
+            f"got a {type(table).__name__}"
+        )
+    known = {}
+    for text, values in table.items():
+        try:
+            known[text] = np.asarray(values, np.float32)
+        except (TypeError, ValueError):
+            known[text] = None
+        if known[text] is None or known[text].ndim != 1:
+            raise error(f"{where}: the embedding of {text[:60]!r} is not a list of numbers")
+    if len({e.shape for e in known.values()}) > 1:
+        raise error(f"{where}: instruction embeddings of different sizes")
+    return known
 
 
 @dataclass

@@ -4,7 +4,11 @@ JSON record of the config, normalisation statistics and data fingerprint.
     <run>/checkpoints/step_000500/
         model.safetensors     weights (never pickled)
         optimizer.pt          optimiser/scheduler state (torch.load(weights_only=True))
-        checkpoint.json       {"step", "config", "norm_stats", "data_fingerprint", "extra"}
+        checkpoint.json       {"step", "config", "norm_stats", "data_fingerprint", "extra",
+                               "weights_sha256"}
+
+The weights are checked against `weights_sha256` on every load (CheckpointIntegrityError if they
+differ); a checkpoint saved before the hash was recorded loads with a warning.
 
 A checkpoint directory is written under a temporary name and renamed when complete, so a crash
 mid-save leaves the previous one as the latest.
@@ -13,6 +17,7 @@ mid-save leaves the previous one as the latest.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -22,13 +27,22 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vla_rft.export.manifest import changed_files, sha256_file
+
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 RECORD_FILE = "checkpoint.json"
+WEIGHTS_SHA256 = "weights_sha256"
+"""Key of checkpoint.json holding the sha256 of WEIGHTS_FILE."""
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete or damaged; names the path."""
+
+
+class CheckpointIntegrityError(CheckpointError):
+    """Checkpoint weights whose sha256 differs from the one recorded when they were saved."""
 
 
 @dataclass
@@ -73,6 +87,7 @@ def save_checkpoint(
         "norm_stats": norm_stats,
         "data_fingerprint": data_fingerprint,
         "extra": extra or {},
+        WEIGHTS_SHA256: sha256_file(tmp / WEIGHTS_FILE),
     }
     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1))
     if final.exists():
@@ -112,10 +127,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoint:
     """Load a checkpoint (or a run's latest) without unpickling anything untrusted."""
     path = resolve_checkpoint(path)
-    try:
-        record = json.loads((path / RECORD_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path / RECORD_FILE}: unreadable ({err})") from None
+    record = _read_record(path / RECORD_FILE)
+    digest = record.get(WEIGHTS_SHA256)
+    if digest is None:
+        log.warning(
+            "%s: no %s recorded (an older checkpoint); weights not verified", path, WEIGHTS_SHA256
+        )
+    elif changed_files(path, {WEIGHTS_FILE: digest}):
+        raise CheckpointIntegrityError(
+            f"{path / WEIGHTS_FILE}: content differs from the sha256 in {RECORD_FILE} "
+            "(damaged or altered); refusing to load it"
+        )
     try:
         weights = load_file(path / WEIGHTS_FILE)
     except (OSError, SafetensorError, ValueError) as err:
@@ -130,7 +152,7 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
             raise CheckpointError(f"{path / OPTIMIZER_FILE}: damaged ({err})") from None
     return Checkpoint(
         path=path,
-        step=int(record["step"]),
+        step=record["step"],
         weights=weights,
         config=record["config"],
         norm_stats=record.get("norm_stats"),
@@ -138,6 +160,26 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
         extra=record.get("extra") or {},
         optimizer=optimizer,
     )
+
+
+def _read_record(path: Path) -> dict:
+    """checkpoint.json, checked for the keys every checkpoint has; CheckpointError naming it."""
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable ({err})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path}: a JSON object expected, got {type(record).__name__}")
+    problems = [
+        f"{key!r} {'missing' if key not in record else 'is not ' + kind.__name__}"
+        for key, kind in (("step", int), ("config", dict))
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool)
+    ]
+    if not isinstance(record.get("extra") or {}, dict):
+        problems.append("'extra' is not dict")
+    if problems:
+        raise CheckpointError(f"{path}: not a checkpoint record ({', '.join(problems)})")
+    return record
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
