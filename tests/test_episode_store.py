@@ -402,3 +402,16 @@ def test_old_episodes_without_chunk_crcs_still_load(tmp_path, episode_factory, c
     rc, out = _cli(capsys, "episodes", "check", str(tmp_path))
     assert rc == 0, out
     assert "1 episodes, 0 unreadable, 0 interrupted; 1 without chunk CRCs" in out
+
+
+def test_recover_names_an_undecodable_event_with_a_short_excerpt(tmp_path, episode_factory):
+    """A file written before chunk CRCs can hold damaged bytes: recovery refuses it with an
+    EpisodeError (the recorder node catches those) and leaves the partial files as they are."""
+    ep = episode_factory(steps=2)
+    msgs = dict(_step_msgs(ep), **{EPISODE_EVENT_TOPIC: [messages.string_to_msg("{" * 5000)]})
+    partial = tmp_path / f"{PARTIAL_PREFIX}ep"
+    partial.mkdir()
+    _raw_bag(partial / "ep", EPISODE_TOPICS, msgs)
+    with pytest.raises(EpisodeError, match=r"event 0 is not a JSON object: '\{{40}'$"):
+        recover_episode(partial)
+    assert list_partial_episodes(tmp_path) == [partial] and list_episodes(tmp_path) == []

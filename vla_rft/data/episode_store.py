@@ -522,6 +522,20 @@ def scan_partial_mcap(mcap_path: Path) -> tuple[dict[str, list[bytes]], int]:
     return per_topic, good_bytes
 
 
+def _decode_salvaged(partial: Path, raw: dict[str, list[bytes]], topic: str, count: int | None):
+    """The first `count` (None: all) salvaged messages of `topic`, decoded; a message that does
+    not decode (possible only in a file written before chunk CRCs) is an EpisodeError."""
+    out = []
+    for i, data in enumerate(raw.get(topic, [])[:count]):
+        try:
+            out.append(messages.deserialize(data, EPISODE_TOPICS[topic]))
+        except Exception as err:  # the CDR decoder raises many types for damaged bytes
+            raise EpisodeError(
+                partial, f"{topic} message {i} does not decode ({type(err).__name__})"
+            ) from None
+    return out
+
+
 def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
     """Make a complete episode from an interrupted one; the partial files are kept as they are.
 
@@ -538,10 +552,14 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
     name = _recovered_name(partial)
     mcaps = sorted(partial.glob("*/*.mcap"))
     raw, good_bytes = scan_partial_mcap(mcaps[0]) if mcaps else ({}, 0)
-    events = [
-        json.loads(messages.deserialize(d, "std_msgs/msg/String").data)
-        for d in raw.get(EPISODE_EVENT_TOPIC, [])
-    ]
+    events = []
+    for i, msg in enumerate(_decode_salvaged(partial, raw, EPISODE_EVENT_TOPIC, None)):
+        try:
+            events.append(dict(json.loads(msg.data)))
+        except (ValueError, TypeError):
+            raise EpisodeError(
+                partial, f"episode event {i} is not a JSON object: {msg.data[:40]!r}"
+            ) from None
     start = next((e for e in events if e.get("event") == "start"), None)
     end = next((e for e in events if e.get("event") == "end"), None)
     steps = min(len(raw.get(topic, [])) for topic in STEP_TOPICS)
@@ -566,10 +584,7 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
         return report.quarantined, report
     meta = _parse_meta(partial, json.dumps({k: v for k, v in start.items() if k != "event"}))
     meta.success = bool(end and end.get("success"))
-    step_msgs = {
-        topic: [messages.deserialize(d, EPISODE_TOPICS[topic]) for d in raw[topic][:steps]]
-        for topic in STEP_TOPICS
-    }
+    step_msgs = {topic: _decode_salvaged(partial, raw, topic, steps) for topic in STEP_TOPICS}
     episode = _steps_to_episode(partial, meta, step_msgs)
     meta.extra["recovered"] = {
         "from": partial.name,
