@@ -91,7 +91,7 @@ def cmd_episodes(args) -> int:
         for recover, path in todo:
             try:
                 out, report = recover(path)
-                print(f"{report.summary()} -> {out.name}")
+                print(report.summary() + ("" if report.quarantined else f" -> {out.name}"))
             except store.EpisodeError as err:
                 failed += 1
                 print(f"cannot recover: {err}", file=sys.stderr)

@@ -57,6 +57,8 @@ STEP_TOPICS = (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC)
 _CHUNK_CRC_OFFSET = 1 + 8 + 8 + 8 + 8
 """Bytes from the start of an MCAP Chunk record to its uncompressed_crc field (opcode, length,
 start time, end time, uncompressed size)."""
+_TORN_RECORD_ERRORS = (McapError, EOFError, ValueError, OSError, IndexError, struct.error)
+"""What the `mcap` stream reader raises at a record cut short (or failing its CRC)."""
 
 
 def _meta_custom_data(meta: EpisodeMeta) -> dict[str, str]:
@@ -303,24 +305,31 @@ class ChunkCrcs:
 
 def verify_chunk_crcs(path: Path) -> ChunkCrcs:
     """Check every MCAP chunk's CRC (the `mcap` library's check); EpisodeChecksumError on a
-    mismatch. Other damage (a truncated file) is left to the reader, which explains it."""
+    mismatch. Other damage (a truncated file) ends the check: the reader names that fault."""
     chunks = verified = 0
-    with open(episode_mcap(path), "rb") as f:
-        for record in StreamReader(f, emit_chunks=True).records:
-            if not isinstance(record, Chunk):
-                continue
-            chunks += 1
-            if record.uncompressed_crc:
-                try:
-                    breakup_chunk(record, validate_crc=True)
-                except CRCValidationError:
-                    raise EpisodeChecksumError(
-                        path,
-                        f"MCAP chunk {chunks} (messages stamped {record.message_start_time}.."
-                        f"{record.message_end_time} ns) fails its checksum: the file changed "
-                        "after it was written; restore it from a copy",
-                    ) from None
-                verified += 1
+    failed: CRCValidationError | None = None
+    try:
+        with open(episode_mcap(path), "rb") as f:
+            for record in StreamReader(f, emit_chunks=True).records:
+                if not isinstance(record, Chunk):
+                    continue
+                chunks += 1
+                if record.uncompressed_crc:
+                    try:
+                        breakup_chunk(record, validate_crc=True)
+                    except CRCValidationError as err:
+                        failed = err
+                        break
+                    verified += 1
+    except _TORN_RECORD_ERRORS:
+        pass
+    if failed is not None:
+        raise EpisodeChecksumError(
+            path,
+            f"MCAP chunk {chunks} fails its checksum (CRC32 {failed.expected:08x}, its data "
+            f"gives {failed.actual:08x}): the file changed after it was written; restore it "
+            "from a copy",
+        )
     return ChunkCrcs(chunks, verified)
 
 
@@ -517,7 +526,7 @@ def scan_partial_mcap(mcap_path: Path) -> tuple[dict[str, list[bytes]], int]:
                 elif isinstance(record, Message) and record.channel_id in channels:
                     per_topic.setdefault(channels[record.channel_id], []).append(record.data)
                 good_bytes = counted.pos
-        except (McapError, EOFError, ValueError, OSError, IndexError, struct.error):
+        except _TORN_RECORD_ERRORS:
             pass  # the first incomplete (or CRC-failing) record marks the end of what is good
     return per_topic, good_bytes
 
