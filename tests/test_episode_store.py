@@ -341,7 +341,7 @@ def test_recover_salvages_a_truncated_finished_episode_and_keeps_the_original(
     torn = data[: data.find(ep.images[4].tobytes()) + 10]  # cut inside step 4's image
     mcap.write_bytes(torn)
     rc, out = _cli(capsys, "episodes", "check", str(tmp_path))
-    assert rc == 1 and "episodes recover" in out
+    assert rc == 1 and "episodes recover" in out and "checksum" not in out
 
     rc, out = _cli(capsys, "episodes", "recover", str(tmp_path))
     assert rc == 0, out
@@ -415,3 +415,51 @@ def test_recover_names_an_undecodable_event_with_a_short_excerpt(tmp_path, episo
     with pytest.raises(EpisodeError, match=r"event 0 is not a JSON object: '\{{40}'$"):
         recover_episode(partial)
     assert list_partial_episodes(tmp_path) == [partial] and list_episodes(tmp_path) == []
+
+
+_KILLED_WRITER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from conftest import make_episode
+from vla_rft.data.episode_store import EpisodeWriter
+ep = make_episode(steps=2000, size=16)
+print(0, flush=True)
+writer = EpisodeWriter(sys.argv[1], "ep", ep.meta)
+for t in range(len(ep)):
+    writer.add_step(ep.images[t], ep.states[t], ep.actions[t])
+    print(t + 1, flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [0, 1, 25])
+def test_a_sigkilled_writer_loses_no_step_it_had_written(tmp_path, capsys, kill_after):
+    """SIGKILL a real writer process (while it opens the bag, or after n steps): `recover`
+    exits 0 and returns every step the writer had reported, at most one more."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    tests_dir = str(Path(__file__).parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path), tests_dir],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    written = -1
+    while written < kill_after:
+        written = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    rc, out = _cli(capsys, "episodes", "recover", str(tmp_path))
+    assert rc == 0, out
+    if list_episodes(tmp_path):
+        recovered = len(read_episode(tmp_path / "ep"))
+    else:
+        recovered = 0
+        assert kill_after == 0 and list_partial_episodes(tmp_path) == []
+    assert kill_after <= recovered <= written + 1, out
