@@ -173,3 +173,34 @@ def test_config_is_validated():
         WindowConfig(action_horizon=0)
     with pytest.raises(ValueError, match="val_fraction"):
         WindowConfig(val_fraction=1.0)
+
+
+def _dataset_cli(capsys, root) -> tuple[int, str]:
+    from vla_rft.cli import main
+
+    rc = main(["-q", "dataset", str(root)])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_an_episode_without_its_mcap_is_skipped_and_counted(episode_dir, capsys):
+    (episode_dir / "ep1" / "ep1.mcap").unlink()
+    index = EpisodeIndex(episode_dir)
+    assert len(index) == 3 and "no .mcap file" in index.skipped["ep1"]
+    rc, out = _dataset_cli(capsys, episode_dir)
+    assert rc == 0 and "1 unreadable" in out and "skipped ep1: no .mcap file" in out, out
+
+
+def test_an_episode_with_flipped_image_bytes_is_skipped_and_counted(
+    episode_dir, episode_factory, capsys
+):
+    mcap = episode_dir / "ep2" / "ep2.mcap"
+    data = bytearray(mcap.read_bytes())
+    at = data.find(episode_factory(steps=7, size=16, seed=2).images[4].tobytes()[:32])
+    data[at + 5 : at + 8] = bytes(b ^ 0xFF for b in data[at + 5 : at + 8])
+    mcap.write_bytes(bytes(data))
+    index = EpisodeIndex(episode_dir)
+    assert [e.name for e in index.episodes] == ["ep0", "ep1", "ep3"]
+    assert "checksum" in index.skipped["ep2"]
+    rc, out = _dataset_cli(capsys, episode_dir)
+    assert rc == 0 and "1 unreadable" in out and "skipped ep2:" in out, out

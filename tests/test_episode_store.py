@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import yaml
+from mcap.records import Chunk
+from mcap.stream_reader import StreamReader
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -23,6 +26,8 @@ from vla_rft.data import messages
 from vla_rft.data.episode import EpisodeError
 from vla_rft.data.episode_store import (
     META_KEY,
+    QUARANTINE_PREFIX,
+    EpisodeChecksumError,
     EpisodeWriter,
     list_episodes,
     list_partial_episodes,
@@ -255,3 +260,207 @@ def test_bad_images_are_refused_with_the_reason():
     msg.data = msg.data[:-1]
     with pytest.raises(messages.MessageError, match="59 bytes but 5x4 rgb8"):
         messages.msg_to_image(msg)
+
+
+# --- Integrity: kills at any point, truncated finished files, flipped bytes (issue 15) ----------
+
+
+def _cli(capsys, *args) -> tuple[int, str]:
+    from vla_rft.cli import main
+
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+@pytest.mark.parametrize("state", ["no_bag_dir", "no_mcap", "0_bytes", "magic_only", "no_step"])
+def test_recover_quarantines_an_episode_killed_before_its_first_step(
+    tmp_path, episode_factory, capsys, state
+):
+    """A SIGKILL while the writer opens leaves nothing to salvage; recover keeps the files aside,
+    says where, exits 0, and the next start has nothing left to do."""
+    ep = episode_factory(steps=2)
+    EpisodeWriter(tmp_path, "ep", ep.meta)  # killed: no step, no close
+    partial = tmp_path / f"{PARTIAL_PREFIX}ep"
+    mcap = partial / "ep" / "ep.mcap"
+    if state == "no_bag_dir":
+        shutil.rmtree(partial / "ep")
+    elif state == "no_mcap":
+        mcap.unlink()
+    elif state in ("0_bytes", "magic_only"):
+        mcap.write_bytes(mcap.read_bytes()[: 0 if state == "0_bytes" else 8])
+    kept = sorted(p.relative_to(partial) for p in partial.rglob("*"))
+
+    rc, out = _cli(capsys, "episodes", "recover", str(tmp_path))
+    assert rc == 0, out
+    assert "quarantined" in out and "no complete step" in out
+    assert list_partial_episodes(tmp_path) == [] and list_episodes(tmp_path) == []
+    (aside,) = tmp_path.glob(f"{QUARANTINE_PREFIX}*")
+    assert aside.name in out
+    assert sorted(p.relative_to(aside) for p in aside.rglob("*")) == kept, "files kept as found"
+    rc, out = _cli(capsys, "episodes", "recover", str(tmp_path))
+    assert rc == 0 and "no interrupted episodes" in out
+
+
+def test_recover_salvages_every_step_before_a_cut_at_any_byte(tmp_path, episode_factory):
+    """A kill at any point of the writer's life (0 bytes, header only, mid-chunk, mid-summary):
+    recover never fails, and the steps it returns only grow with the bytes that reached disk."""
+    ep = episode_factory(steps=5, size=8)
+    mcap = write_episode(tmp_path / "src", "ep", ep) / "ep.mcap"
+    data = mcap.read_bytes()
+    with open(mcap, "rb") as f:  # where each chunk (start events, then one per step) ends
+        chunk_ends = [
+            f.tell() for r in StreamReader(f, emit_chunks=True).records if isinstance(r, Chunk)
+        ]
+    step_ends = chunk_ends[1 : 1 + len(ep)]
+    cuts = sorted({*range(0, len(data), len(data) // 20), len(data), *step_ends})
+    cuts = sorted({*cuts, *(e - 1 for e in step_ends)})
+    salvaged = []
+    for i, cut in enumerate(cuts):
+        root = tmp_path / f"cut{i}"
+        (root / f"{PARTIAL_PREFIX}ep" / "ep").mkdir(parents=True)
+        (root / f"{PARTIAL_PREFIX}ep" / "ep" / "ep.mcap").write_bytes(data[:cut])
+        _, report = recover_episode(root / f"{PARTIAL_PREFIX}ep")
+        expected = sum(end <= cut for end in step_ends)
+        assert report.steps == expected, f"cut at byte {cut}"
+        if expected:
+            np.testing.assert_array_equal(read_episode(root / "ep").images, ep.images[:expected])
+        else:
+            assert report.quarantined is not None and list_episodes(root) == []
+        salvaged.append(report.steps)
+    assert salvaged == sorted(salvaged) and salvaged[-1] == len(ep)
+
+
+def test_recover_salvages_a_truncated_finished_episode_and_keeps_the_original(
+    tmp_path, episode_factory, capsys
+):
+    ep = episode_factory(steps=6, size=16)
+    path = write_episode(tmp_path, "ep", ep)
+    mcap = path / "ep.mcap"
+    data = mcap.read_bytes()
+    torn = data[: data.find(ep.images[4].tobytes()) + 10]  # cut inside step 4's image
+    mcap.write_bytes(torn)
+    rc, out = _cli(capsys, "episodes", "check", str(tmp_path))
+    assert rc == 1 and "episodes recover" in out and "checksum" not in out
+
+    rc, out = _cli(capsys, "episodes", "recover", str(tmp_path))
+    assert rc == 0, out
+    back = read_episode(tmp_path / "ep")
+    assert len(back) == 4 and "recovered 4 steps" in out
+    np.testing.assert_array_equal(back.images, ep.images[:4])
+    assert back.meta.extra["recovered"]["steps"] == 4 and back.meta.success is False
+    (kept,) = [p for p in tmp_path.rglob("ep.mcap") if p.read_bytes() == torn]
+    assert kept.parent.parent.name in out, "the report says where the original bytes are"
+    rc, out = _cli(capsys, "episodes", "check", str(tmp_path))
+    assert rc == 0 and "1 episodes, 0 unreadable, 0 interrupted" in out, out
+    rc, out = _cli(capsys, "episodes", "recover", str(tmp_path))
+    assert rc == 0 and "no interrupted episodes" in out
+
+
+def _flip_image_bytes(path, ep, step: int = 3) -> None:
+    mcap = next(path.glob("*.mcap"))
+    data = bytearray(mcap.read_bytes())
+    at = data.find(ep.images[step].tobytes()[:32])
+    assert at > 0
+    for k in range(3):
+        data[at + 10 + k] ^= 0xFF
+    mcap.write_bytes(bytes(data))
+
+
+def test_writer_writes_chunk_crcs_that_the_mcap_library_validates(tmp_path, episode_factory):
+    from mcap.reader import make_reader
+
+    path = write_episode(tmp_path, "ep", episode_factory(steps=4))
+    with open(path / "ep.mcap", "rb") as f:
+        chunks = [r for r in StreamReader(f, emit_chunks=True).records if isinstance(r, Chunk)]
+    assert len(chunks) >= 5 and all(c.uncompressed_crc for c in chunks)
+    with open(path / "ep.mcap", "rb") as f:
+        assert sum(1 for _ in make_reader(f, validate_crcs=True).iter_messages()) == 3 * 4 + 3
+
+
+def test_flipped_bytes_in_image_data_are_refused_by_check(tmp_path, episode_factory, capsys):
+    ep = episode_factory(steps=6, size=16)
+    write_episode(tmp_path, "good", ep)
+    path = write_episode(tmp_path, "bad", ep)
+    _flip_image_bytes(path, ep)
+    with pytest.raises(EpisodeChecksumError, match=r"bad: .*checksum"):
+        read_episode(path)
+    rc, out = _cli(capsys, "episodes", "check", str(tmp_path))
+    assert rc == 1
+    assert "| bad | error:" in out and "checksum" in out and "| good | reach-v3 | 6 |" in out
+    assert "2 episodes, 1 unreadable (1 checksum mismatch)" in out
+
+
+def test_old_episodes_without_chunk_crcs_still_load(tmp_path, episode_factory, capsys):
+    ep = episode_factory(steps=3)
+    msgs = _step_msgs(ep)
+    msgs[EPISODE_EVENT_TOPIC] = [messages.json_to_msg({"event": "start", **ep.meta.to_dict()})]
+    msgs[INSTRUCTION_TOPIC] = [messages.string_to_msg(ep.meta.instruction)]
+    meta = _good_custom(ep, start_time_ns=1000)
+    path = _raw_bag(tmp_path / "old", EPISODE_TOPICS, msgs, meta)  # rosbags writes CRC 0
+    assert len(read_episode(path)) == 3
+    rc, out = _cli(capsys, "episodes", "check", str(tmp_path))
+    assert rc == 0, out
+    assert "1 episodes, 0 unreadable, 0 interrupted; 1 without chunk CRCs" in out
+
+
+def test_recover_names_an_undecodable_event_with_a_short_excerpt(tmp_path, episode_factory):
+    """A file written before chunk CRCs can hold damaged bytes: recovery refuses it with an
+    EpisodeError (the recorder node catches those) and leaves the partial files as they are."""
+    ep = episode_factory(steps=2)
+    msgs = dict(_step_msgs(ep), **{EPISODE_EVENT_TOPIC: [messages.string_to_msg("{" * 5000)]})
+    partial = tmp_path / f"{PARTIAL_PREFIX}ep"
+    partial.mkdir()
+    _raw_bag(partial / "ep", EPISODE_TOPICS, msgs)
+    with pytest.raises(EpisodeError, match=r"event 0 is not a JSON object: '\{{40}'$"):
+        recover_episode(partial)
+    assert list_partial_episodes(tmp_path) == [partial] and list_episodes(tmp_path) == []
+
+
+_KILLED_WRITER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from conftest import make_episode
+from vla_rft.data.episode_store import EpisodeWriter
+ep = make_episode(steps=2000, size=16)
+print(0, flush=True)
+writer = EpisodeWriter(sys.argv[1], "ep", ep.meta)
+for t in range(len(ep)):
+    writer.add_step(ep.images[t], ep.states[t], ep.actions[t])
+    print(t + 1, flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [0, 1, 25])
+def test_a_sigkilled_writer_loses_no_step_it_had_written(tmp_path, capsys, kill_after):
+    """SIGKILL a real writer process (while it opens the bag, or after n steps): `recover`
+    exits 0 and returns every step the writer had reported, at most one more."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    tests_dir = str(Path(__file__).parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path), tests_dir],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    written = -1
+    while written < kill_after:
+        written = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    written = max([written, *map(int, proc.stdout.read().split())])  # it ran on until killed
+    rc, out = _cli(capsys, "episodes", "recover", str(tmp_path))
+    assert rc == 0, out
+    if list_episodes(tmp_path):
+        recovered = len(read_episode(tmp_path / "ep"))
+    else:
+        recovered = 0
+        assert kill_after == 0 and list_partial_episodes(tmp_path) == []
+    assert written <= recovered <= written + 1, out

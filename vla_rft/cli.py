@@ -83,20 +83,21 @@ def cmd_episodes(args) -> int:
         print(f"error: {root} is not a directory", file=sys.stderr)
         return 2
     if args.action == "recover":
-        partial = store.list_partial_episodes(root)
-        if not partial:
+        todo = [(store.recover_episode, p) for p in store.list_partial_episodes(root)]
+        todo += [(store.salvage_truncated_episode, p) for p in store.list_truncated_episodes(root)]
+        if not todo:
             print(f"no interrupted episodes in {root}")
         failed = 0
-        for path in partial:
+        for recover, path in todo:
             try:
-                out, report = store.recover_episode(path)
-                print(f"{report.summary()} -> {out.name}")
+                out, report = recover(path)
+                print(report.summary() + ("" if report.quarantined else f" -> {out.name}"))
             except store.EpisodeError as err:
                 failed += 1
                 print(f"cannot recover: {err}", file=sys.stderr)
         return 1 if failed else 0
 
-    bad = 0
+    bad, corrupt, without_crcs = 0, 0, 0
     rows = [
         "| episode | task | steps | success | source | MB |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -104,12 +105,14 @@ def cmd_episodes(args) -> int:
     for path in store.list_episodes(root):
         try:
             if args.action == "check":
-                episode = store.read_episode(path)
+                episode, crcs = store.read_episode_verified(path)
                 meta, steps = episode.meta, len(episode)
+                without_crcs += crcs.verified == 0
             else:
                 meta, steps = store.read_episode_meta(path), store.episode_steps(path)
         except store.EpisodeError as err:
             bad += 1
+            corrupt += isinstance(err, store.EpisodeChecksumError)
             rows.append(f"| {path.name} | error: {err.reason} | | | | |")
             continue
         size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
@@ -119,8 +122,15 @@ def cmd_episodes(args) -> int:
     print("\n".join(rows))
     partial = store.list_partial_episodes(root)
     print(
-        f"\n{len(rows) - 2} episodes, {bad} unreadable, {len(partial)} interrupted"
+        f"\n{len(rows) - 2} episodes, {bad} unreadable"
+        + (f" ({corrupt} checksum mismatch)" if corrupt else "")
+        + f", {len(partial)} interrupted"
         + (" (run `vla-rft episodes recover DIR`)" if partial else "")
+        + (
+            f"; {without_crcs} without chunk CRCs (written before CRCs: read, not verified)"
+            if without_crcs
+            else ""
+        )
     )
     return 1 if bad else 0
 

@@ -10,6 +10,11 @@ SUPPORTED_EPISODE_SCHEMA_VERSIONS = (1,)
 
 PARTIAL_PREFIX = ".partial-"
 """An episode being written lives under this prefix and is renamed when complete."""
+TRUNCATED_MARK = ".truncated-"
+"""`.partial-<name>.truncated-<ns>` holds a finished episode whose file was cut short, set aside
+by recovery; the salvaged steps go back to `<name>`."""
+QUARANTINE_PREFIX = ".quarantine-"
+"""An interrupted episode with no complete step is moved here by recovery, files as found."""
 
 # --- Topics -----------------------------------------------------------------------------------
 IMAGE_TOPIC = "/camera/image_raw"

@@ -1,7 +1,7 @@
 """Episodes (rosbag2 MCAP), the training data set, and expert data collection."""
 
 from vla_rft.data.dataset import EpisodeIndex, WindowConfig, WindowDataset, build_datasets
-from vla_rft.data.episode import Episode, EpisodeError, EpisodeMeta
+from vla_rft.data.episode import Episode, EpisodeChecksumError, EpisodeError, EpisodeMeta
 from vla_rft.data.episode_store import (
     EpisodeWriter,
     list_episodes,
@@ -15,6 +15,7 @@ from vla_rft.data.normalization import NormStats
 
 __all__ = [
     "Episode",
+    "EpisodeChecksumError",
     "EpisodeError",
     "EpisodeIndex",
     "EpisodeMeta",

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_rft.data.episode import EpisodeError
-from vla_rft.data.episode_store import list_episodes, read_episode
+from vla_rft.data.episode_store import episode_mcap, list_episodes, read_episode
 from vla_rft.data.normalization import NormStats
 
 CACHE_DIRNAME = ".cache"
@@ -81,7 +81,7 @@ class CachedEpisode:
 
 
 def _source_key(path: Path) -> dict:
-    mcap = next(path.glob("*.mcap"))
+    mcap = episode_mcap(path)
     st = mcap.stat()
     return {"file": mcap.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 

@@ -23,6 +23,10 @@ class EpisodeError(ValueError):
         super().__init__(f"{path}: {reason}" if path is not None else reason)
 
 
+class EpisodeChecksumError(EpisodeError):
+    """An episode file whose bytes changed after they were written (an MCAP chunk CRC fails)."""
+
+
 @dataclass
 class EpisodeMeta:
     """Per-episode facts, where `ros2 bag info` (metadata.yaml) and Foxglove (events) find them."""

@@ -10,7 +10,11 @@ Layout of an episode directory `<root>/<name>/`:
 Crash safety: an episode is written as `<root>/.partial-<name>/<name>/`, flushed to the file
 after every step, and renamed to `<root>/<name>/` only once complete. Readers never see a
 half-written episode; `recover_episode` turns a partial one into a complete one, keeping the
-partial files. Nothing is overwritten: writing to an existing name is an error.
+partial files, or quarantines it when no step reached the file. Nothing is overwritten: writing
+to an existing name is an error.
+
+Integrity: every MCAP chunk carries the CRC32 of its data; readers verify it and refuse a changed
+file with `EpisodeChecksumError`. Files from before CRCs (CRC 0) are read unverified.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ import os
 import shutil
 import struct
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 from mcap.exceptions import McapError
-from mcap.records import Channel, Message
-from mcap.stream_reader import StreamReader
+from mcap.records import Channel, Chunk, Message
+from mcap.stream_reader import CRCValidationError, StreamReader, breakup_chunk
+from mcap.writer import MCAP0_MAGIC
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from vla_rft.constants import (
@@ -37,15 +43,22 @@ from vla_rft.constants import (
     IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
     PARTIAL_PREFIX,
+    QUARANTINE_PREFIX,
     STATE_TOPIC,
     SUPPORTED_EPISODE_SCHEMA_VERSIONS,
+    TRUNCATED_MARK,
 )
 from vla_rft.data import messages
-from vla_rft.data.episode import Episode, EpisodeError, EpisodeMeta
+from vla_rft.data.episode import Episode, EpisodeChecksumError, EpisodeError, EpisodeMeta
 
 META_KEY = "vla_rft.episode"
 """custom_data key in metadata.yaml holding the EpisodeMeta as JSON."""
 STEP_TOPICS = (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC)
+_CHUNK_CRC_OFFSET = 1 + 8 + 8 + 8 + 8
+"""Bytes from the start of an MCAP Chunk record to its uncompressed_crc field (opcode, length,
+start time, end time, uncompressed size)."""
+_TORN_RECORD_ERRORS = (McapError, EOFError, ValueError, OSError, IndexError, struct.error)
+"""What the `mcap` stream reader raises at a record cut short (or failing its CRC)."""
 
 
 def _meta_custom_data(meta: EpisodeMeta) -> dict[str, str]:
@@ -148,11 +161,19 @@ class EpisodeWriter:
         """Push every message written so far into the file (survives a crash of this process).
 
         rosbags buffers messages in an MCAP chunk of up to 1 MiB; closing the chunk early is the
-        only way to get them to disk (rosbags 0.11.x storage internals, pinned).
+        only way to get them to disk (rosbags 0.11.x storage internals, pinned). rosbags writes
+        the chunk's CRC as 0 (none); the CRC of its data is written into the chunk record once
+        the chunk is in the file, so a kill in between leaves a valid chunk without a CRC.
         """
         storage = self._bag.storage
         if storage is not None and storage.chunk.bio.tell():
+            with storage.chunk.bio.getbuffer() as data:
+                crc = zlib.crc32(data)
+            chunk_start = storage.bio.tell()
             storage.close_chunk()
+            storage.bio.seek(chunk_start + _CHUNK_CRC_OFFSET)
+            storage.bio.write(struct.pack("<I", crc))
+            storage.bio.seek(0, os.SEEK_END)
             storage.bio.flush()
 
     def finish(self, success: bool, extra: dict | None = None) -> Path:
@@ -163,6 +184,7 @@ class EpisodeWriter:
         self.meta.extra.update(extra or {})
         end = {"event": "end", "success": self.meta.success, "num_steps": self.num_steps}
         self._write(EPISODE_EVENT_TOPIC, messages.json_to_msg(end), self._step_stamp(None))
+        self.flush()  # the last chunk gets its CRC too; close() then writes only the summary
         for key, value in _meta_custom_data(self.meta).items():
             self._bag.set_custom_data(key, value)
         self._bag.close()
@@ -263,8 +285,61 @@ def _steps_to_episode(path: Path, meta: EpisodeMeta, step_msgs: dict[str, list])
     return episode.validate(path)
 
 
+def episode_mcap(path: Path) -> Path:
+    """The MCAP file of the episode directory `path`; EpisodeError when there is none."""
+    mcap = next(Path(path).glob("*.mcap"), None)
+    if mcap is None:
+        raise EpisodeError(path, "no .mcap file in the episode directory")
+    return mcap
+
+
+@dataclass(frozen=True)
+class ChunkCrcs:
+    """What `verify_chunk_crcs` found."""
+
+    chunks: int
+    """MCAP chunks in the file."""
+    verified: int
+    """Chunks that carry a CRC, all of which matched (0: a file written before CRCs)."""
+
+
+def verify_chunk_crcs(path: Path) -> ChunkCrcs:
+    """Check every MCAP chunk's CRC (the `mcap` library's check); EpisodeChecksumError on a
+    mismatch. Other damage (a truncated file) ends the check: the reader names that fault."""
+    chunks = verified = 0
+    failed: CRCValidationError | None = None
+    try:
+        with open(episode_mcap(path), "rb") as f:
+            for record in StreamReader(f, emit_chunks=True).records:
+                if not isinstance(record, Chunk):
+                    continue
+                chunks += 1
+                if record.uncompressed_crc:
+                    try:
+                        breakup_chunk(record, validate_crc=True)
+                    except CRCValidationError as err:
+                        failed = err
+                        break
+                    verified += 1
+    except _TORN_RECORD_ERRORS:
+        pass
+    if failed is not None:
+        raise EpisodeChecksumError(
+            path,
+            f"MCAP chunk {chunks} fails its checksum (CRC32 {failed.expected:08x}, its data "
+            f"gives {failed.actual:08x}): the file changed after it was written; restore it "
+            "from a copy",
+        )
+    return ChunkCrcs(chunks, verified)
+
+
 def read_episode(path: str | Path) -> Episode:
     """Read a complete episode directory, checking every contract; EpisodeError on any fault."""
+    return read_episode_verified(path)[0]
+
+
+def read_episode_verified(path: str | Path) -> tuple[Episode, ChunkCrcs]:
+    """`read_episode`, also saying how many chunks carried a CRC (for `vla-rft episodes check`)."""
     path = Path(path)
     if path.name.startswith(PARTIAL_PREFIX):
         raise EpisodeError(path, "this episode was interrupted; use `vla-rft episodes recover`")
@@ -272,6 +347,7 @@ def read_episode(path: str | Path) -> Episode:
         raise EpisodeError(path, "no metadata.yaml: not a rosbag2 episode directory")
     try:
         meta = read_episode_meta(path)
+        crcs = verify_chunk_crcs(path)
         with Reader(path) as reader:
             types = {c.topic: c.msgtype for c in reader.connections}
             for topic, msgtype in EPISODE_TOPICS.items():
@@ -296,7 +372,7 @@ def read_episode(path: str | Path) -> Episode:
     counts = {topic: len(msgs) for topic, msgs in step_msgs.items()}
     if len(set(counts.values())) != 1:
         raise EpisodeError(path, f"step topics have different message counts: {counts}")
-    return _steps_to_episode(path, meta, step_msgs)
+    return _steps_to_episode(path, meta, step_msgs), crcs
 
 
 def _bag_info(path: Path) -> dict:
@@ -356,7 +432,33 @@ def list_partial_episodes(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     partial = sorted(p for p in root.glob(f"{PARTIAL_PREFIX}*") if p.is_dir())
-    return [p for p in partial if not (root / p.name[len(PARTIAL_PREFIX) :]).exists()]
+    return [p for p in partial if not (root / _recovered_name(p)).exists()]
+
+
+def _recovered_name(partial: Path) -> str:
+    """The episode a partial directory becomes: its name without the prefix, and for a truncated
+    finished episode set aside by `salvage_truncated_episode`, the episode's own name."""
+    name = partial.name[len(PARTIAL_PREFIX) :]
+    episode, mark, stamp = name.rpartition(TRUNCATED_MARK)
+    return episode if mark and episode and stamp.isdigit() else name
+
+
+def is_truncated(path: Path) -> bool:
+    """Whether a finished episode's MCAP file was cut short (it does not end with the MCAP magic,
+    the last bytes a closed file gets). A missing file is not truncation: `check` reports it."""
+    mcap = next(Path(path).glob("*.mcap"), None)
+    if mcap is None:
+        return False
+    with open(mcap, "rb") as f:
+        if f.seek(0, os.SEEK_END) < 2 * len(MCAP0_MAGIC):
+            return True
+        f.seek(-len(MCAP0_MAGIC), os.SEEK_END)
+        return f.read() != MCAP0_MAGIC
+
+
+def list_truncated_episodes(root: str | Path) -> list[Path]:
+    """Finished episodes under `root` whose file was cut short (`salvage_truncated_episode`)."""
+    return [p for p in list_episodes(root) if is_truncated(p)]
 
 
 @dataclass
@@ -375,13 +477,21 @@ class RecoveryReport:
     """Whole steps (image, state and action) recovered."""
     ended: bool
     """Whether the episode's end event was written before the interruption."""
+    quarantined: Path | None = None
+    """Where the files went when no complete step could be recovered (None: recovered)."""
+    why: str = ""
+    """Why nothing could be recovered."""
 
     def summary(self) -> str:
         counts = ", ".join(f"{topic} {n}" for topic, n in sorted(self.messages.items()))
-        return (
-            f"{self.path.name}: recovered {self.steps} steps ({counts}); read "
-            f"{self.bytes_scanned}/{self.file_bytes} bytes; "
-            + ("the end event was present" if self.ended else "the episode had not ended")
+        scanned = f"read {self.bytes_scanned}/{self.file_bytes} bytes"
+        if self.quarantined is not None:
+            return (
+                f"{self.path.name}: no complete step to recover ({self.why}; {scanned}); "
+                f"its files are kept, quarantined in {self.quarantined.name}"
+            )
+        return f"{self.path.name}: recovered {self.steps} steps ({counts}); {scanned}; " + (
+            "the end event was present" if self.ended else "the episode had not ended"
         )
 
 
@@ -408,7 +518,7 @@ def scan_partial_mcap(mcap_path: Path) -> tuple[dict[str, list[bytes]], int]:
     good_bytes = 0
     with open(mcap_path, "rb") as f:
         counted = _CountingFile(f)
-        reader = StreamReader(counted, skip_magic=False, emit_chunks=False)
+        reader = StreamReader(counted, skip_magic=False, emit_chunks=False, validate_crcs=True)
         try:
             for record in reader.records:
                 if isinstance(record, Channel):
@@ -416,50 +526,74 @@ def scan_partial_mcap(mcap_path: Path) -> tuple[dict[str, list[bytes]], int]:
                 elif isinstance(record, Message) and record.channel_id in channels:
                     per_topic.setdefault(channels[record.channel_id], []).append(record.data)
                 good_bytes = counted.pos
-        except (McapError, EOFError, ValueError, OSError, IndexError, struct.error):
-            pass  # the first incomplete record marks the end of what was written
+        except _TORN_RECORD_ERRORS:
+            pass  # the first incomplete (or CRC-failing) record marks the end of what is good
     return per_topic, good_bytes
+
+
+def _decode_salvaged(partial: Path, raw: dict[str, list[bytes]], topic: str, count: int | None):
+    """The first `count` (None: all) salvaged messages of `topic`, decoded; a message that does
+    not decode (possible only in a file written before chunk CRCs) is an EpisodeError."""
+    out = []
+    for i, data in enumerate(raw.get(topic, [])[:count]):
+        try:
+            out.append(messages.deserialize(data, EPISODE_TOPICS[topic]))
+        except Exception as err:  # the CDR decoder raises many types for damaged bytes
+            raise EpisodeError(
+                partial, f"{topic} message {i} does not decode ({type(err).__name__})"
+            ) from None
+    return out
 
 
 def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
     """Make a complete episode from an interrupted one; the partial files are kept as they are.
 
     The recovered episode gets the partial's name without the prefix, `success=False` unless its
-    end event says otherwise, and the recovery report in `meta.extra['recovered']`.
+    end event says otherwise, and the recovery report in `meta.extra['recovered']`. A writer
+    killed before any step reached the file (no bag directory, a 0-byte file, only the header or
+    the start event) leaves nothing to recover: the partial directory is renamed, files as found,
+    to `.quarantine-<name>-<ns>` and that path is returned, with `report.quarantined` set. Run
+    it only while no writer is using `partial`.
     """
     partial = Path(partial)
     if not partial.name.startswith(PARTIAL_PREFIX):
         raise EpisodeError(partial, f"not a partial episode (expected a '{PARTIAL_PREFIX}' name)")
+    name = _recovered_name(partial)
     mcaps = sorted(partial.glob("*/*.mcap"))
-    if not mcaps:
-        raise EpisodeError(partial, "no .mcap file inside")
-    raw, good_bytes = scan_partial_mcap(mcaps[0])
-    events = [
-        json.loads(messages.deserialize(d, "std_msgs/msg/String").data)
-        for d in raw.get(EPISODE_EVENT_TOPIC, [])
-    ]
+    raw, good_bytes = scan_partial_mcap(mcaps[0]) if mcaps else ({}, 0)
+    events = []
+    for i, msg in enumerate(_decode_salvaged(partial, raw, EPISODE_EVENT_TOPIC, None)):
+        try:
+            events.append(dict(json.loads(msg.data)))
+        except (ValueError, TypeError):
+            raise EpisodeError(
+                partial, f"episode event {i} is not a JSON object: {msg.data[:40]!r}"
+            ) from None
     start = next((e for e in events if e.get("event") == "start"), None)
-    if start is None:
-        raise EpisodeError(partial, "the start event was never written: nothing to recover")
-    meta = _parse_meta(partial, json.dumps({k: v for k, v in start.items() if k != "event"}))
     end = next((e for e in events if e.get("event") == "end"), None)
-    meta.success = bool(end and end.get("success"))
-
     steps = min(len(raw.get(topic, [])) for topic in STEP_TOPICS)
     report = RecoveryReport(
         path=partial,
         bytes_scanned=good_bytes,
-        file_bytes=mcaps[0].stat().st_size,
+        file_bytes=mcaps[0].stat().st_size if mcaps else 0,
         messages={topic: len(v) for topic, v in raw.items()},
-        steps=steps,
+        steps=steps if start else 0,
         ended=end is not None,
     )
-    if steps == 0:
-        raise EpisodeError(partial, f"no complete step to recover ({report.summary()})")
-    step_msgs = {
-        topic: [messages.deserialize(d, EPISODE_TOPICS[topic]) for d in raw[topic][:steps]]
-        for topic in STEP_TOPICS
-    }
+    if not mcaps or start is None or steps == 0:
+        report.why = (
+            "no .mcap file"
+            if not mcaps
+            else "the start event was never written"
+            if start is None
+            else "the episode started but no step was written"
+        )
+        report.quarantined = partial.parent / f"{QUARANTINE_PREFIX}{name}-{time.time_ns()}"
+        os.rename(partial, report.quarantined)
+        return report.quarantined, report
+    meta = _parse_meta(partial, json.dumps({k: v for k, v in start.items() if k != "event"}))
+    meta.success = bool(end and end.get("success"))
+    step_msgs = {topic: _decode_salvaged(partial, raw, topic, steps) for topic in STEP_TOPICS}
     episode = _steps_to_episode(partial, meta, step_msgs)
     meta.extra["recovered"] = {
         "from": partial.name,
@@ -468,7 +602,6 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
         "file_bytes": report.file_bytes,
         "ended": report.ended,
     }
-    name = partial.name[len(PARTIAL_PREFIX) :]
     staging = partial.parent / f".recovering-{name}"
     if staging.exists():
         shutil.rmtree(staging)  # our own scratch space from an earlier, interrupted recovery
@@ -476,3 +609,17 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
     os.rename(written, partial.parent / name)
     shutil.rmtree(staging)
     return partial.parent / name, report
+
+
+def salvage_truncated_episode(path: str | Path) -> tuple[Path, RecoveryReport]:
+    """Recover the complete steps of a finished episode whose file was cut short.
+
+    The original directory is moved, bytes untouched, to `.partial-<name>.truncated-<ns>/<name>`
+    and kept there; `recover_episode` then writes the salvaged steps back to `<name>`. Killed in
+    between, the next `recover` finds that partial and finishes the job under the same name.
+    """
+    path = Path(path)
+    aside = path.parent / f"{PARTIAL_PREFIX}{path.name}{TRUNCATED_MARK}{time.time_ns()}"
+    aside.mkdir()
+    os.rename(path, aside / path.name)
+    return recover_episode(aside)
