@@ -74,8 +74,9 @@ class RecorderNode(NodeBase):
         for partial in list_partial_episodes(self.out_dir):
             try:
                 _, report = recover_episode(partial)
-                self.counters.add("episodes_recovered")
-                self.log.warning(f"recovered an interrupted episode: {report.summary()}")
+                kept = "quarantined" if report.quarantined else "recovered"
+                self.counters.add(f"episodes_{kept}")
+                self.log.warning(f"{kept} an interrupted episode: {report.summary()}")
             except EpisodeError as err:
                 self.counters.add("recovery_failures")
                 self.log.error(f"cannot recover {partial.name}: {err}")
