@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -713,3 +714,68 @@ def test_import_goes_on_after_an_interrupted_write(tmp_path):
     assert summary.written == [("ds-ep000000", 4), ("ds-ep000001", 5)]
     assert len(read_episode(tmp_path / "out" / "ds-ep000001")) == 5
     assert len(list((tmp_path / "out").glob(".partial-ds-ep000001.interrupted-*"))) == 1
+
+
+# --- Hostile LeRobot metadata -----------------------------------------------------------------
+
+
+def _edit_info(root: Path, **changes) -> None:
+    info = json.loads((root / "meta/info.json").read_text())
+    info.update(changes)
+    (root / "meta/info.json").write_text(json.dumps(info))
+
+
+def _escape_data_path(root: Path) -> str:
+    """data_path leads, by '..', to a copy of the data files beside the data set."""
+    shutil.copytree(root / "data", root.parent / "elsewhere")
+    data = "../elsewhere/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+    _edit_info(root, data_path=data)
+    return "data_path"
+
+
+def _escape_video_path(root: Path) -> str:
+    shutil.copytree(root / "videos", root.parent / "vids")
+    video = "../vids/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+    _edit_info(root, video_path=video)
+    return "video_path"
+
+
+def _absolute_image_cell(root: Path) -> str:
+    """Every image cell of episode 0 names an (otherwise valid) PNG outside the data set."""
+    outside = root.parent / "secret.png"
+    outside.write_bytes(cv2.imencode(".png", frame(0, 0))[1].tobytes())
+    path = root / "data/chunk-000/episode_000000.parquet"
+    table = pq.read_table(path)
+    cell = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    cells = pa.array([{"bytes": None, "path": str(outside)}] * table.num_rows, type=cell)
+    pq.write_table(table.set_column(table.column_names.index(CAM), CAM, cells), path)
+    return f"column {CAM!r} row 0"
+
+
+@pytest.mark.parametrize("escape", [_escape_data_path, _escape_video_path, _absolute_image_cell])
+def test_lerobot_paths_outside_the_data_set_are_refused(tmp_path, escape):
+    dtype = "image" if escape is _absolute_image_cell else "video"
+    src = make_lerobot_v21(tmp_path / "ds", lengths=(4, 3), camera_dtype=dtype)
+    what = escape(src)
+    with pytest.raises(DataImportError, match=f"{re.escape(what)}: .* outside the data set"):
+        import_lerobot(src, tmp_path / "out", LeRobotImportConfig(), progress=False)
+    assert list_episodes(tmp_path / "out") == []
+
+
+def test_lerobot_in_the_hub_cache_follows_its_links_to_blobs(tmp_path):
+    """The Hugging Face cache keeps files in <repo>/blobs and links to them from
+    <repo>/snapshots/<revision>: those links stay allowed, a link elsewhere does not."""
+    src = make_lerobot_v21(tmp_path / "repo/snapshots/abc123", lengths=(4,))
+    (tmp_path / "repo/blobs").mkdir()
+    for name in ("meta/info.json", "data/chunk-000/episode_000000.parquet"):
+        blob = tmp_path / "repo/blobs" / name.replace("/", "_")
+        (src / name).rename(blob)
+        (src / name).symlink_to(blob)
+    summary = import_lerobot(src, tmp_path / "out", LeRobotImportConfig(), progress=False)
+    assert summary.written == [("abc123-ep000000", 4)]
+
+    video = src / f"videos/chunk-000/{CAM}/episode_000000.mp4"
+    video.rename(tmp_path / "elsewhere.mp4")
+    video.symlink_to(tmp_path / "elsewhere.mp4")
+    with pytest.raises(DataImportError, match="outside the data set"):
+        import_lerobot(src, tmp_path / "out2", LeRobotImportConfig(), progress=False)

@@ -55,6 +55,7 @@ from vla_rft.data.importers.common import (
     ImportSummary,
     already_imported,
     check_finite,
+    path_inside,
     resize_frames,
     safe_name,
     valid_names,
@@ -185,7 +186,7 @@ class LeRobotSource:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataImportError(self.root, "not a directory")
-        self.info_path = self.root / "meta" / "info.json"
+        self.info_path = self.file("meta/info.json", "metadata", self.root)
         self.info = _read_json(self.info_path)
         self.version = str(self.info.get("codebase_version"))
         if self.version not in SUPPORTED_VERSIONS:
@@ -208,7 +209,7 @@ class LeRobotSource:
                 self.tasks = self._v3_tasks()
                 self.episodes = self._v3_episodes()
             else:
-                rows = _read_json(self.root / "meta" / "tasks.jsonl", lines=True)
+                rows = _read_json(self.file("meta/tasks.jsonl", "metadata"), lines=True)
                 self.tasks = {int(t["task_index"]): t["task"] for t in rows}
                 self.episodes = self._v2_episodes()
         except (KeyError, TypeError, ValueError) as err:
@@ -240,7 +241,7 @@ class LeRobotSource:
     def _v2_episodes(self) -> list[EpisodeRef]:
         chunks = int(self.info.get("chunks_size", 1000))
         refs = []
-        for row in _read_json(self.root / "meta" / "episodes.jsonl", lines=True):
+        for row in _read_json(self.file("meta/episodes.jsonl", "metadata"), lines=True):
             i = int(row["episode_index"])
             fields = {
                 "episode_chunk": i // chunks,
@@ -250,20 +251,20 @@ class LeRobotSource:
             video = None
             if self.is_video:
                 template = self.info["video_path"]
-                video = self.root / template.format(video_key=self.image_key, **fields)
+                video = self.file(template.format(video_key=self.image_key, **fields), "video_path")
             refs.append(
                 EpisodeRef(
                     index=i,
                     tasks=tuple(row.get("tasks") or ()),
                     length=row.get("length"),
-                    data_file=self.root / self.info["data_path"].format(**fields),
+                    data_file=self.file(self.info["data_path"].format(**fields), "data_path"),
                     video_file=video,
                 )
             )
         return sorted(refs, key=lambda r: r.index)
 
     def _v3_tasks(self) -> dict[int, str]:
-        path = self.root / "meta" / "tasks.parquet"
+        path = self.file("meta/tasks.parquet", "metadata")
         table = _read_parquet(path)
         names = table.column_names
         text = next((c for c in ("task", "__index_level_0__") if c in names), None)
@@ -280,6 +281,7 @@ class LeRobotSource:
         video = f"videos/{self.image_key}/"
         refs = []
         for path in files:
+            path = self.file(path.relative_to(self.root), "metadata")
             columns = [c for c in pq.read_schema(path).names if not c.startswith("stats/")]
             if self.is_video and video + "from_timestamp" not in columns:
                 raise DataImportError(path, f"no video columns for {self.image_key!r}")
@@ -291,7 +293,7 @@ class LeRobotSource:
                     index=int(row["episode_index"]),
                     tasks=tuple(row.get("tasks") or ()),
                     length=row.get("length"),
-                    data_file=self.root / data,
+                    data_file=self.file(data, "data_path"),
                     video_file=None,
                 )
                 if self.is_video:
@@ -302,12 +304,16 @@ class LeRobotSource:
                     )
                     ref = replace(
                         ref,
-                        video_file=self.root / file,
+                        video_file=self.file(file, "video_path"),
                         video_from_s=float(row[video + "from_timestamp"]),
                         video_to_s=float(row[video + "to_timestamp"]),
                     )
                 refs.append(ref)
         return sorted(refs, key=lambda r: r.index)
+
+    def file(self, path: str | Path, what: str, where=None) -> Path:
+        """A file of the data set named by its metadata (`what`); refused if it leads outside."""
+        return path_inside(self.root, path, where or self.info_path, what)
 
     def check_feature(self, key: str, what: str) -> None:
         if key not in self.features:
@@ -387,7 +393,7 @@ class VideoCursor:
         self._cap.release()
 
 
-def _decode_image_column(table, key: str, root: Path, where: Path) -> np.ndarray:
+def _decode_image_column(table, key: str, source: LeRobotSource, where: Path) -> np.ndarray:
     """An image column ({bytes, path} per row, PNG or JPEG) -> RGB uint8 [rows, H, W, 3]."""
     import cv2
 
@@ -395,8 +401,7 @@ def _decode_image_column(table, key: str, root: Path, where: Path) -> np.ndarray
     for row, cell in enumerate(table.column(key).to_pylist()):
         data = cell.get("bytes") if isinstance(cell, dict) else cell
         if data is None and isinstance(cell, dict) and cell.get("path"):
-            file = Path(cell["path"])
-            file = file if file.is_absolute() else root / file
+            file = source.file(cell["path"], f"column {key!r} row {row}", where)
             data = file.read_bytes() if file.is_file() else None
         bgr = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), 1)
         if bgr is None:
@@ -474,7 +479,7 @@ class EpisodeLoader:
     def _frames(self, ref: EpisodeRef, table, timestamps: np.ndarray) -> np.ndarray:
         key, source = self.source.image_key, self.source
         if not source.is_video:
-            return _decode_image_column(table, key, source.root, ref.data_file)
+            return _decode_image_column(table, key, source, ref.data_file)
         if self._video is None or self._video.path != ref.video_file:
             if self._video is not None:
                 self._video.close()
