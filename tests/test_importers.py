@@ -779,3 +779,45 @@ def test_lerobot_in_the_hub_cache_follows_its_links_to_blobs(tmp_path):
     video.symlink_to(tmp_path / "elsewhere.mp4")
     with pytest.raises(DataImportError, match="outside the data set"):
         import_lerobot(src, tmp_path / "out2", LeRobotImportConfig(), progress=False)
+
+
+def _huge_task(root: Path) -> None:
+    lines = [
+        {"task_index": i, "task": "x" * 5_000_000 if i == 0 else t} for i, t in enumerate(TASKS)
+    ]
+    (root / "meta/tasks.jsonl").write_text("\n".join(json.dumps(t) for t in lines))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda root: _edit_info(root, chunks_size=0), "chunks_size: 0 is not an integer in 1.."),
+        (
+            lambda root: _edit_info(root, data_path="data/{episode_index:099999d}.parquet"),
+            "data_path: format '099999d' of {episode_index} is not a width below 100",
+        ),
+        (lambda root: _edit_info(root, fps=1e308), "fps: 1e+308 is not a number in "),
+        (lambda root: _edit_info(root, fps="ten"), "fps: 'ten' is not a number in "),
+        (
+            lambda root: _edit_info(root, data_path="{episode_index.__class__}"),
+            "data_path: field 'episode_index.__class__' is not one of",
+        ),
+        (_huge_task, "task 0: 'xxxxxxxx"),
+    ],
+)
+def test_lerobot_metadata_out_of_bounds_is_refused(tmp_path, tamper, message):
+    src = make_lerobot_v21(tmp_path / "ds", lengths=(4, 3), camera_dtype="image")
+    tamper(src)
+    with pytest.raises(DataImportError, match=re.escape(message)) as err:
+        import_lerobot(src, tmp_path / "out", LeRobotImportConfig(), progress=False)
+    assert len(str(err.value)) < 300
+    assert list_episodes(tmp_path / "out") == []
+
+
+def test_import_command_quotes_hostile_metadata_briefly(tmp_path, capsys):
+    src = make_lerobot_v21(tmp_path / "ds", lengths=(4,))
+    _huge_task(src)
+    assert import_command.main(["lerobot", str(src), "--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "tasks.jsonl: task 0: 'xxx" in err and "(5000002 characters)" in err
+    assert len(err) < 300

@@ -41,6 +41,8 @@ decoder (the pip wheel among them) cannot read those videos, and the error says 
 from __future__ import annotations
 
 import json
+import re
+import string
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,6 +57,7 @@ from vla_rft.data.importers.common import (
     ImportSummary,
     already_imported,
     check_finite,
+    excerpt,
     path_inside,
     resize_frames,
     safe_name,
@@ -64,6 +67,22 @@ from vla_rft.data.importers.common import (
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
 CAMERA_DTYPES = ("video", "image")
+
+# Bounds on metadata values, so that a hostile data set is refused before its values divide,
+# allocate or become file names. Real data sets lie far inside them.
+MIN_FPS, MAX_FPS = 0.1, 1000.0
+MAX_INDEX = 10**9
+"""Episode, chunk and file indices, lengths and chunks_size stay below this."""
+MAX_TEXT = 1000
+"""Longest task text or robot type, in characters."""
+MAX_TEMPLATE = 200
+"""Longest path template, in characters."""
+TEMPLATE_SPEC = re.compile(r"0?\d{0,2}d?")
+"""Format of a template field: at most a width below 100 ('03d', '06d', '')."""
+TEMPLATE_FIELDS = {
+    "v2": ("episode_chunk", "episode_index", "total_episodes", "video_key"),
+    "v3": ("chunk_index", "file_index", "video_key"),
+}
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,107 @@ class EpisodeRef:
     video_file: Path | None
     video_from_s: float = 0.0
     video_to_s: float | None = None
+
+
+def bounded(value, kind: type, low, high, what: str, where):
+    """`value` if it is a `kind` (int, float or str) within low..high (a str: its length), else
+    a DataImportError naming `where` and `what` with an excerpt of the value. Every metadata
+    value the importer computes with passes here."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        ok = isinstance(value, str) and low <= len(value) <= high
+        expected = f"a text of {low}..{high} characters"
+    elif kind is int:
+        ok = number and isinstance(value, int) and low <= value <= high
+        expected = f"an integer in {low}..{high}"
+    else:
+        ok = number and low <= value <= high
+        expected = f"a number in {low}..{high}"
+    if not ok:
+        raise DataImportError(where, f"{what}: {excerpt(value)} is not {expected}")
+    return kind(value)
+
+
+def _template(value, fields: tuple[str, ...], what: str, where) -> str:
+    """A path template whose fields are among `fields`, each formatted at most to a width
+    below 100 (`{episode_index:06d}`), so that formatting it stays a short file name."""
+    text = bounded(value, str, 1, MAX_TEMPLATE, what, where)
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as err:
+        raise DataImportError(where, f"{what}: {excerpt(text)} is not a template ({err})") from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in fields:
+            raise DataImportError(
+                where, f"{what}: field {excerpt(name)} is not one of {', '.join(fields)}"
+            )
+        if conversion or not TEMPLATE_SPEC.fullmatch(spec):
+            raise DataImportError(
+                where,
+                f"{what}: format {excerpt(spec)} of {{{name}}} is not a width below 100",
+            )
+    return text
+
+
+@dataclass(frozen=True)
+class LeRobotInfo:
+    """The parts of meta/info.json the importer uses, each checked by type and bounds."""
+
+    version: str
+    fps: float
+    features: dict
+    data_path: str
+    video_path: str | None
+    chunks_size: int
+    total_episodes: int
+    robot_type: str | None
+
+    @classmethod
+    def parse(cls, info, path: Path) -> LeRobotInfo:
+        if not isinstance(info, dict):
+            raise DataImportError(path, f"holds {type(info).__name__}, not an object")
+        version = info.get("codebase_version")
+        if version not in SUPPORTED_VERSIONS:
+            raise DataImportError(
+                path,
+                f"unknown LeRobot codebase_version {excerpt(version)} "
+                f"(this importer reads {', '.join(SUPPORTED_VERSIONS)})",
+            )
+        for key in ("fps", "features", "data_path"):
+            if key not in info:
+                raise DataImportError(path, f"has no {key!r}")
+        features = info["features"]
+        if not (isinstance(features, dict) and all(isinstance(f, dict) for f in features.values())):
+            raise DataImportError(path, "features: not an object of objects")
+        fields = TEMPLATE_FIELDS[version[:2]]
+        video = info.get("video_path")
+        robot = info.get("robot_type")
+        return cls(
+            version=version,
+            fps=bounded(info["fps"], float, MIN_FPS, MAX_FPS, "fps", path),
+            features=features,
+            data_path=_template(info["data_path"], fields, "data_path", path),
+            video_path=None if not video else _template(video, fields, "video_path", path),
+            chunks_size=bounded(
+                info.get("chunks_size", 1000), int, 1, MAX_INDEX, "chunks_size", path
+            ),
+            total_episodes=bounded(
+                info.get("total_episodes", 0), int, 0, MAX_INDEX, "total_episodes", path
+            ),
+            robot_type=None
+            if robot is None
+            else bounded(robot, str, 0, MAX_TEXT, "robot_type", path),
+        )
+
+
+def _task_text(value, what: str, where) -> str:
+    return bounded(value, str, 1, MAX_TEXT, what, where)
+
+
+def _index(value, what: str, where) -> int:
+    return bounded(value, int, 0, MAX_INDEX, what, where)
 
 
 def _pyarrow():
@@ -187,30 +307,24 @@ class LeRobotSource:
         if not self.root.is_dir():
             raise DataImportError(self.root, "not a directory")
         self.info_path = self.file("meta/info.json", "metadata", self.root)
-        self.info = _read_json(self.info_path)
-        self.version = str(self.info.get("codebase_version"))
-        if self.version not in SUPPORTED_VERSIONS:
-            raise DataImportError(
-                self.info_path,
-                f"unknown LeRobot codebase_version {self.version!r} "
-                f"(this importer reads {', '.join(SUPPORTED_VERSIONS)})",
-            )
-        for key in ("fps", "features", "data_path"):
-            if key not in self.info:
-                raise DataImportError(self.info_path, f"has no {key!r}")
-        self.fps = float(self.info["fps"])
-        self.features: dict = self.info["features"]
+        self.info = LeRobotInfo.parse(_read_json(self.info_path), self.info_path)
+        self.version, self.fps, self.features = self.info.version, self.info.fps, self.info.features
         self.image_key = self._choose_camera(image_key)
         self.is_video = self.features[self.image_key]["dtype"] == "video"
-        if self.is_video and not self.info.get("video_path"):
+        if self.is_video and not self.info.video_path:
             raise DataImportError(self.info_path, "has no 'video_path'")
         try:
             if self.version == "v3.0":
                 self.tasks = self._v3_tasks()
                 self.episodes = self._v3_episodes()
             else:
-                rows = _read_json(self.file("meta/tasks.jsonl", "metadata"), lines=True)
-                self.tasks = {int(t["task_index"]): t["task"] for t in rows}
+                path = self.file("meta/tasks.jsonl", "metadata")
+                self.tasks = {
+                    _index(t["task_index"], "task_index", path): _task_text(
+                        t["task"], f"task {t['task_index']}", path
+                    )
+                    for t in _read_json(path, lines=True)
+                }
                 self.episodes = self._v2_episodes()
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, DataImportError):
@@ -238,29 +352,36 @@ class LeRobotSource:
             )
         return cameras[0]
 
+    def _episode_ref(self, row: dict, where: Path, data_file: str) -> EpisodeRef:
+        """An episode's row of metadata, checked, with the data file it names."""
+        index = _index(row["episode_index"], "episode_index", where)
+        tasks = row.get("tasks") or ()
+        if not isinstance(tasks, (list, tuple)):
+            raise DataImportError(where, f"episode {index}: tasks {excerpt(tasks)} is not a list")
+        length = row.get("length")
+        return EpisodeRef(
+            index=index,
+            tasks=tuple(_task_text(t, f"episode {index} task", where) for t in tasks),
+            length=None if length is None else _index(length, f"episode {index} length", where),
+            data_file=self.file(data_file, "data_path"),
+            video_file=None,
+        )
+
     def _v2_episodes(self) -> list[EpisodeRef]:
-        chunks = int(self.info.get("chunks_size", 1000))
+        path = self.file("meta/episodes.jsonl", "metadata")
         refs = []
-        for row in _read_json(self.file("meta/episodes.jsonl", "metadata"), lines=True):
-            i = int(row["episode_index"])
+        for row in _read_json(path, lines=True):
+            i = _index(row["episode_index"], "episode_index", path)
             fields = {
-                "episode_chunk": i // chunks,
+                "episode_chunk": i // self.info.chunks_size,
                 "episode_index": i,
-                "total_episodes": self.info.get("total_episodes", 0),
+                "total_episodes": self.info.total_episodes,
             }
-            video = None
+            ref = self._episode_ref(row, path, self.info.data_path.format(**fields))
             if self.is_video:
-                template = self.info["video_path"]
-                video = self.file(template.format(video_key=self.image_key, **fields), "video_path")
-            refs.append(
-                EpisodeRef(
-                    index=i,
-                    tasks=tuple(row.get("tasks") or ()),
-                    length=row.get("length"),
-                    data_file=self.file(self.info["data_path"].format(**fields), "data_path"),
-                    video_file=video,
-                )
-            )
+                video = self.info.video_path.format(video_key=self.image_key, **fields)
+                ref = replace(ref, video_file=self.file(video, "video_path"))
+            refs.append(ref)
         return sorted(refs, key=lambda r: r.index)
 
     def _v3_tasks(self) -> dict[int, str]:
@@ -270,8 +391,9 @@ class LeRobotSource:
         text = next((c for c in ("task", "__index_level_0__") if c in names), None)
         if "task_index" not in names or text is None:
             raise DataImportError(path, f"expected columns task_index and task, found {names}")
-        indices = (int(i) for i in table.column("task_index").to_pylist())
-        return dict(zip(indices, table.column(text).to_pylist(), strict=True))
+        indices = [_index(i, "task_index", path) for i in table.column("task_index").to_pylist()]
+        texts = table.column(text).to_pylist()
+        return {i: _task_text(t, f"task {i}", path) for i, t in zip(indices, texts, strict=True)}
 
     def _v3_episodes(self) -> list[EpisodeRef]:
         _, _, pq = _pyarrow()
@@ -286,21 +408,16 @@ class LeRobotSource:
             if self.is_video and video + "from_timestamp" not in columns:
                 raise DataImportError(path, f"no video columns for {self.image_key!r}")
             for row in _read_parquet(path, columns).to_pylist():
-                data = self.info["data_path"].format(
-                    chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
+                data = self.info.data_path.format(
+                    chunk_index=_index(row["data/chunk_index"], "data/chunk_index", path),
+                    file_index=_index(row["data/file_index"], "data/file_index", path),
                 )
-                ref = EpisodeRef(
-                    index=int(row["episode_index"]),
-                    tasks=tuple(row.get("tasks") or ()),
-                    length=row.get("length"),
-                    data_file=self.file(data, "data_path"),
-                    video_file=None,
-                )
+                ref = self._episode_ref(row, path, data)
                 if self.is_video:
-                    file = self.info["video_path"].format(
+                    file = self.info.video_path.format(
                         video_key=self.image_key,
-                        chunk_index=row[video + "chunk_index"],
-                        file_index=row[video + "file_index"],
+                        chunk_index=_index(row[video + "chunk_index"], video + "chunk_index", path),
+                        file_index=_index(row[video + "file_index"], video + "file_index", path),
                     )
                     ref = replace(
                         ref,
@@ -592,7 +709,7 @@ def _episode_meta(source, config, ref: EpisodeRef, loaded: LoadedEpisode, prefix
     return EpisodeMeta(
         task=task,
         instruction=loaded.task,
-        robot=config.robot or str(source.info.get("robot_type") or "unknown"),
+        robot=config.robot or source.info.robot_type or "unknown",
         fps=source.fps,
         source="import",
         success=loaded.success,
