@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -14,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_episode
+from mcap.reader import make_reader as mcap_reader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from vla_rft.constants import (
@@ -821,3 +824,76 @@ def test_import_command_quotes_hostile_metadata_briefly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "tasks.jsonl: task 0: 'xxx" in err and "(5000002 characters)" in err
     assert len(err) < 300
+
+
+# --- Hostile rosbag2 records ------------------------------------------------------------------
+
+
+def _cdr(msg, msgtype: str) -> bytes:
+    return bytes(typestore().serialize_cdr(msg, msgtype))
+
+
+def _patch(path: Path, old: bytes, at: int, new: bytes) -> None:
+    """Overwrite bytes `at` bytes into the (only) occurrence of `old` in the file with `new`."""
+    data = bytearray(path.read_bytes())
+    start = data.find(old)
+    assert start >= 0 and data.find(old, start + 1) < 0
+    data[start + at : start + at + len(new)] = new
+    path.write_bytes(bytes(data))
+
+
+def _hostile_bag(path: Path, kind: str, storage=StoragePlugin.MCAP) -> Path:
+    """A valid bag (raw images, two Float64MultiArray topics, 5 messages each) whose bytes are
+    then overwritten so that one length field claims far more than the file holds."""
+    records = []
+    for k in range(5):
+        t = SEC + k * SEC // 10
+        records.append(("/img", "sensor_msgs/msg/Image", t, raw_image(k, t)))
+        records.append(("/state", "std_msgs/msg/Float64MultiArray", t + 1, multi_array([k, -k])))
+        records.append(("/act", "std_msgs/msg/Float64MultiArray", t + 2, multi_array([k + 0.5])))
+    write_bag(path, records, storage)
+    file = next(f for f in path.iterdir() if f.suffix in (".mcap", ".db3"))
+    if kind == "4 GB image":  # the uint32 length of Image.data, just before the pixels
+        t = SEC + 2 * SEC // 10
+        cdr = _cdr(raw_image(2, t), "sensor_msgs/msg/Image")
+        _patch(file, cdr, len(cdr) - SIZE * SIZE * 3 - 4, struct.pack("<I", 0xFFFFFFF0))
+    elif kind == "1 G floats":  # the length of data (then 4 bytes padding and one float64)
+        cdr = _cdr(multi_array([3.5]), "std_msgs/msg/Float64MultiArray")
+        _patch(file, cdr, len(cdr) - 16, struct.pack("<I", 2**30))
+    elif kind == "1 TB chunk":  # compressed_size in the summary's chunk index
+        with open(file, "rb") as f:
+            index = mcap_reader(f).get_summary().chunk_indexes[0]
+        old = struct.pack("<QQ", index.compressed_size, index.uncompressed_size)
+        _patch(file, old, 0, struct.pack("<Q", 2**40))
+    elif kind == "2^62 record":  # opcode 0x05 and the uint64 length of /act's message record
+        cdr = _cdr(multi_array([1.5]), "std_msgs/msg/Float64MultiArray")
+        _patch(file, cdr, -31, b"\x05" + struct.pack("<Q", 2**62))
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "storage", "message"),
+    [
+        ("4 GB image", StoragePlugin.MCAP, "/img message 2: undecodable sensor_msgs/msg/Image "),
+        ("1 G floats", StoragePlugin.MCAP, "/act message 3: undecodable std_msgs/msg/Float64"),
+        ("1 G floats", StoragePlugin.SQLITE3, "/act message 3: undecodable std_msgs/msg/Float64"),
+        ("1 TB chunk", StoragePlugin.MCAP, "unreadable record of /act, /img or /state after "),
+        ("2^62 record", StoragePlugin.MCAP, "unreadable record of /act, /img or /state after "),
+    ],
+)
+def test_rosbag_hostile_lengths_are_a_usage_error(tmp_path, capsys, kind, storage, message):
+    bag = _hostile_bag(tmp_path / "bag", kind, storage)
+    argv = ["rosbag", str(bag), "--out", str(tmp_path / "out"), "--image-topic", "/img"]
+    argv += ["--state-topic", "/state", "--action-topic", "/act", "--instruction", "go", "-q"]
+    tracemalloc.start()
+    try:
+        code = import_command.main(argv)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: {bag}: {message}" in err and len(err) < 400, err
+    assert peak < 64 * 2**20  # the claimed length is never allocated
+    assert list_episodes(tmp_path / "out") == []
