@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from mcap.reader import SeekingReader
 from rosbags.highlevel import AnyReader
 from tqdm import tqdm
 
@@ -189,6 +190,29 @@ def _messages(reader, conns, bag: Path):
             ) from None
         yield item
         count += 1
+
+
+def _check_chunks(bag: Path) -> None:
+    """Refuse an MCAP file whose summary claims records or chunks beyond the file's end, before
+    rosbags reads them: it reserves a chunk's claimed size before finding the bytes missing."""
+    for file in [bag] if bag.is_file() else sorted(bag.iterdir()):
+        if file.suffix != ".mcap":
+            continue
+        size = file.stat().st_size
+        try:
+            with open(file, "rb") as f:
+                summary = SeekingReader(f, record_size_limit=size).get_summary()
+        except Exception as err:  # the mcap library raises several types, as rosbags does
+            raise DataImportError(file, f"unreadable summary ({_failure(err)})") from None
+        for k, chunk in enumerate(summary.chunk_indexes if summary else ()):
+            end = chunk.chunk_start_offset + chunk.chunk_length
+            if end > size or chunk.compressed_size > chunk.chunk_length:
+                raise DataImportError(
+                    file,
+                    f"chunk {k} claims {chunk.compressed_size} bytes at offset "
+                    f"{chunk.chunk_start_offset} in a chunk of {chunk.chunk_length} bytes, "
+                    f"in a file of {size}",
+                )
 
 
 def _deserialize(reader, raw, conn, k: int, bag: Path):
@@ -521,6 +545,7 @@ def import_rosbag(
     except Exception as err:  # rosbags raises several types for what is not a readable bag
         raise DataImportError(bag, f"cannot open as a rosbag2 bag ({err})") from None
     try:
+        _check_chunks(bag)
         streams = _read_small_topics(reader, bag, config, progress)
         plan = plan_steps(streams, config, bag)
         for reason, count in plan.dropped.items():
