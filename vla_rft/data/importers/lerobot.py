@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vla_rft.constants import MAX_INSTRUCTION_CHARS
 from vla_rft.data.episode import Episode, EpisodeMeta
 from vla_rft.data.importers.common import (
     SUCCESS_FALSE,
@@ -72,9 +73,9 @@ CAMERA_DTYPES = ("video", "image")
 # allocate or become file names. Real data sets lie far inside them.
 MIN_FPS, MAX_FPS = 0.1, 1000.0
 MAX_INDEX = 10**9
-"""Episode, chunk and file indices, lengths and chunks_size stay below this."""
-MAX_TEXT = 1000
-"""Longest task text or robot type, in characters."""
+"""Largest episode, chunk or file index, episode length and chunks_size."""
+MAX_NAME = 200
+"""Longest robot_type, in characters (a task text is an instruction: MAX_INSTRUCTION_CHARS)."""
 MAX_TEMPLATE = 200
 """Longest path template, in characters."""
 TEMPLATE_SPEC = re.compile(r"0?\d{0,2}d?")
@@ -230,12 +231,12 @@ class LeRobotInfo:
             ),
             robot_type=None
             if robot is None
-            else bounded(robot, str, 0, MAX_TEXT, "robot_type", path),
+            else bounded(robot, str, 0, MAX_NAME, "robot_type", path),
         )
 
 
 def _task_text(value, what: str, where) -> str:
-    return bounded(value, str, 1, MAX_TEXT, what, where)
+    return bounded(value, str, 1, MAX_INSTRUCTION_CHARS, what, where)
 
 
 def _index(value, what: str, where) -> int:
