@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import struct
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -13,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_episode
+from mcap.reader import make_reader as mcap_reader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from vla_rft.constants import (
@@ -713,3 +717,184 @@ def test_import_goes_on_after_an_interrupted_write(tmp_path):
     assert summary.written == [("ds-ep000000", 4), ("ds-ep000001", 5)]
     assert len(read_episode(tmp_path / "out" / "ds-ep000001")) == 5
     assert len(list((tmp_path / "out").glob(".partial-ds-ep000001.interrupted-*"))) == 1
+
+
+# --- Hostile LeRobot metadata -----------------------------------------------------------------
+
+
+def _edit_info(root: Path, **changes) -> None:
+    info = json.loads((root / "meta/info.json").read_text())
+    info.update(changes)
+    (root / "meta/info.json").write_text(json.dumps(info))
+
+
+def _escape_data_path(root: Path) -> str:
+    """data_path leads, by '..', to a copy of the data files beside the data set."""
+    shutil.copytree(root / "data", root.parent / "elsewhere")
+    data = "../elsewhere/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+    _edit_info(root, data_path=data)
+    return "data_path"
+
+
+def _escape_video_path(root: Path) -> str:
+    shutil.copytree(root / "videos", root.parent / "vids")
+    video = "../vids/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+    _edit_info(root, video_path=video)
+    return "video_path"
+
+
+def _absolute_image_cell(root: Path) -> str:
+    """Every image cell of episode 0 names an (otherwise valid) PNG outside the data set."""
+    outside = root.parent / "secret.png"
+    outside.write_bytes(cv2.imencode(".png", frame(0, 0))[1].tobytes())
+    path = root / "data/chunk-000/episode_000000.parquet"
+    table = pq.read_table(path)
+    cell = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    cells = pa.array([{"bytes": None, "path": str(outside)}] * table.num_rows, type=cell)
+    pq.write_table(table.set_column(table.column_names.index(CAM), CAM, cells), path)
+    return f"column {CAM!r} row 0"
+
+
+@pytest.mark.parametrize("escape", [_escape_data_path, _escape_video_path, _absolute_image_cell])
+def test_lerobot_paths_outside_the_data_set_are_refused(tmp_path, escape):
+    dtype = "image" if escape is _absolute_image_cell else "video"
+    src = make_lerobot_v21(tmp_path / "ds", lengths=(4, 3), camera_dtype=dtype)
+    what = escape(src)
+    with pytest.raises(DataImportError, match=f"{re.escape(what)}: .* outside the data set"):
+        import_lerobot(src, tmp_path / "out", LeRobotImportConfig(), progress=False)
+    assert list_episodes(tmp_path / "out") == []
+
+
+def test_lerobot_in_the_hub_cache_follows_its_links_to_blobs(tmp_path):
+    """The Hugging Face cache keeps files in <repo>/blobs and links to them from
+    <repo>/snapshots/<revision>: those links stay allowed, a link elsewhere does not."""
+    src = make_lerobot_v21(tmp_path / "repo/snapshots/abc123", lengths=(4,))
+    (tmp_path / "repo/blobs").mkdir()
+    for name in ("meta/info.json", "data/chunk-000/episode_000000.parquet"):
+        blob = tmp_path / "repo/blobs" / name.replace("/", "_")
+        (src / name).rename(blob)
+        (src / name).symlink_to(blob)
+    summary = import_lerobot(src, tmp_path / "out", LeRobotImportConfig(), progress=False)
+    assert summary.written == [("abc123-ep000000", 4)]
+
+    video = src / f"videos/chunk-000/{CAM}/episode_000000.mp4"
+    video.rename(tmp_path / "elsewhere.mp4")
+    video.symlink_to(tmp_path / "elsewhere.mp4")
+    with pytest.raises(DataImportError, match="outside the data set"):
+        import_lerobot(src, tmp_path / "out2", LeRobotImportConfig(), progress=False)
+
+
+def _huge_task(root: Path) -> None:
+    lines = [
+        {"task_index": i, "task": "x" * 5_000_000 if i == 0 else t} for i, t in enumerate(TASKS)
+    ]
+    (root / "meta/tasks.jsonl").write_text("\n".join(json.dumps(t) for t in lines))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda root: _edit_info(root, chunks_size=0), "chunks_size: 0 is not an integer in 1.."),
+        (
+            lambda root: _edit_info(root, data_path="data/{episode_index:099999d}.parquet"),
+            "data_path: format '099999d' of {episode_index} is not a width below 100",
+        ),
+        (lambda root: _edit_info(root, fps=1e308), "fps: 1e+308 is not a number in "),
+        (lambda root: _edit_info(root, fps="ten"), "fps: 'ten' is not a number in "),
+        (
+            lambda root: _edit_info(root, data_path="{episode_index.__class__}"),
+            "data_path: field 'episode_index.__class__' is not one of",
+        ),
+        (_huge_task, "task 0: 'xxxxxxxx"),
+    ],
+)
+def test_lerobot_metadata_out_of_bounds_is_refused(tmp_path, tamper, message):
+    src = make_lerobot_v21(tmp_path / "ds", lengths=(4, 3), camera_dtype="image")
+    tamper(src)
+    with pytest.raises(DataImportError, match=re.escape(message)) as err:
+        import_lerobot(src, tmp_path / "out", LeRobotImportConfig(), progress=False)
+    assert len(str(err.value)) < 300
+    assert list_episodes(tmp_path / "out") == []
+
+
+def test_import_command_quotes_hostile_metadata_briefly(tmp_path, capsys):
+    src = make_lerobot_v21(tmp_path / "ds", lengths=(4,))
+    _huge_task(src)
+    assert import_command.main(["lerobot", str(src), "--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "tasks.jsonl: task 0: 'xxx" in err and "(5000002 characters)" in err
+    assert len(err) < 300
+
+
+# --- Hostile rosbag2 records ------------------------------------------------------------------
+
+
+def _cdr(msg, msgtype: str) -> bytes:
+    return bytes(typestore().serialize_cdr(msg, msgtype))
+
+
+def _patch(path: Path, old: bytes, at: int, new: bytes) -> None:
+    """Overwrite bytes `at` bytes into the (only) occurrence of `old` in the file with `new`."""
+    data = bytearray(path.read_bytes())
+    start = data.find(old)
+    assert start >= 0 and data.find(old, start + 1) < 0
+    data[start + at : start + at + len(new)] = new
+    path.write_bytes(bytes(data))
+
+
+def _hostile_bag(path: Path, kind: str, storage=StoragePlugin.MCAP) -> Path:
+    """A valid bag (raw images, two Float64MultiArray topics, 5 messages each) whose bytes are
+    then overwritten so that one length field claims far more than the file holds."""
+    records = []
+    for k in range(5):
+        t = SEC + k * SEC // 10
+        records.append(("/img", "sensor_msgs/msg/Image", t, raw_image(k, t)))
+        records.append(("/state", "std_msgs/msg/Float64MultiArray", t + 1, multi_array([k, -k])))
+        records.append(("/act", "std_msgs/msg/Float64MultiArray", t + 2, multi_array([k + 0.5])))
+    write_bag(path, records, storage)
+    file = next(f for f in path.iterdir() if f.suffix in (".mcap", ".db3"))
+    if kind == "4 GB image":  # the uint32 length of Image.data, just before the pixels
+        t = SEC + 2 * SEC // 10
+        cdr = _cdr(raw_image(2, t), "sensor_msgs/msg/Image")
+        _patch(file, cdr, len(cdr) - SIZE * SIZE * 3 - 4, struct.pack("<I", 0xFFFFFFF0))
+    elif kind == "1 G floats":  # the length of data (then 4 bytes padding and one float64)
+        cdr = _cdr(multi_array([3.5]), "std_msgs/msg/Float64MultiArray")
+        _patch(file, cdr, len(cdr) - 16, struct.pack("<I", 2**30))
+    elif kind in ("1 TB chunk", "4 GB chunk"):  # compressed_size in the summary's chunk index
+        with open(file, "rb") as f:
+            index = mcap_reader(f).get_summary().chunk_indexes[0]
+        old = struct.pack("<QQ", index.compressed_size, index.uncompressed_size)
+        _patch(file, old, 0, struct.pack("<Q", 2**40 if kind == "1 TB chunk" else 2**32))
+    elif kind == "2^62 record":  # opcode 0x05 and the uint64 length of /act's message record
+        cdr = _cdr(multi_array([1.5]), "std_msgs/msg/Float64MultiArray")
+        _patch(file, cdr, -31, b"\x05" + struct.pack("<Q", 2**62))
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "storage", "message"),
+    [
+        ("4 GB image", StoragePlugin.MCAP, ": /img message 2: undecodable sensor_msgs/msg/Image "),
+        ("1 G floats", StoragePlugin.MCAP, ": /act message 3: undecodable std_msgs/msg/Float64"),
+        ("1 G floats", StoragePlugin.SQLITE3, ": /act message 3: undecodable std_msgs/msg/Float64"),
+        ("1 TB chunk", StoragePlugin.MCAP, "/bag.mcap: chunk 0 claims 1099511627776 bytes at "),
+        ("4 GB chunk", StoragePlugin.MCAP, "/bag.mcap: chunk 0 claims 4294967296 bytes at "),
+        ("2^62 record", StoragePlugin.MCAP, ": unreadable record of /act, /img or /state after "),
+    ],
+)
+def test_rosbag_hostile_lengths_are_a_usage_error(tmp_path, capsys, kind, storage, message):
+    bag = _hostile_bag(tmp_path / "bag", kind, storage)
+    argv = ["rosbag", str(bag), "--out", str(tmp_path / "out"), "--image-topic", "/img"]
+    argv += ["--state-topic", "/state", "--action-topic", "/act", "--instruction", "go", "-q"]
+    tracemalloc.start()
+    try:
+        code = import_command.main(argv)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak  # the claimed length is never allocated
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: {bag}{message}" in err and len(err) < 400, err
+    assert list_episodes(tmp_path / "out") == []

@@ -26,6 +26,31 @@ class DataImportError(ValueError):
         super().__init__(f"{path}: {reason}" if path is not None else reason)
 
 
+def excerpt(value, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters (with the full length) so that an error quoting
+    hostile content stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def path_inside(root: Path, path: str | Path, where, what: str) -> Path:
+    """`root / path`, once its resolved form (symlinks followed) is known to lie under `root`;
+    else a DataImportError naming `where` and `what`. An import reads only its source, whatever
+    '..', absolute paths or links the source's metadata holds. In the Hugging Face cache, where
+    `root` is `<repo>/snapshots/<revision>` and its files link to `<repo>/blobs`, those blobs
+    count as inside."""
+    base = Path(root).resolve()
+    allowed = [base]
+    if base.parent.name == "snapshots":
+        allowed.append(base.parent.parent / "blobs")
+    joined = Path(root) / path
+    if not any(joined.resolve().is_relative_to(a) for a in allowed):
+        raise DataImportError(
+            where, f"{what}: {excerpt(str(path))} leads outside the data set {Path(root)}"
+        )
+    return joined
+
+
 def resize_frames(frames: np.ndarray, size: int | None) -> np.ndarray:
     """uint8 [T, H, W, 3] -> [T, size, size, 3] (area interpolation; the aspect ratio is not
     kept). `size=None` returns the frames unchanged."""

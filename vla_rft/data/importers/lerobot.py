@@ -41,12 +41,15 @@ decoder (the pip wheel among them) cannot read those videos, and the error says 
 from __future__ import annotations
 
 import json
+import re
+import string
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from vla_rft.constants import MAX_INSTRUCTION_CHARS
 from vla_rft.data.episode import Episode, EpisodeMeta
 from vla_rft.data.importers.common import (
     SUCCESS_FALSE,
@@ -55,6 +58,8 @@ from vla_rft.data.importers.common import (
     ImportSummary,
     already_imported,
     check_finite,
+    excerpt,
+    path_inside,
     resize_frames,
     safe_name,
     valid_names,
@@ -63,6 +68,22 @@ from vla_rft.data.importers.common import (
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
 CAMERA_DTYPES = ("video", "image")
+
+# Bounds on metadata values, so that a hostile data set is refused before its values divide,
+# allocate or become file names. Real data sets lie far inside them.
+MIN_FPS, MAX_FPS = 0.1, 1000.0
+MAX_INDEX = 10**9
+"""Largest episode, chunk or file index, episode length and chunks_size."""
+MAX_NAME = 200
+"""Longest robot_type, in characters (a task text is an instruction: MAX_INSTRUCTION_CHARS)."""
+MAX_TEMPLATE = 200
+"""Longest path template, in characters."""
+TEMPLATE_SPEC = re.compile(r"0?\d{0,2}d?")
+"""Format of a template field: at most a width below 100 ('03d', '06d', '')."""
+TEMPLATE_FIELDS = {
+    "v2": ("episode_chunk", "episode_index", "total_episodes", "video_key"),
+    "v3": ("chunk_index", "file_index", "video_key"),
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +140,107 @@ class EpisodeRef:
     video_file: Path | None
     video_from_s: float = 0.0
     video_to_s: float | None = None
+
+
+def bounded(value, kind: type, low, high, what: str, where):
+    """`value` if it is a `kind` (int, float or str) within low..high (a str: its length), else
+    a DataImportError naming `where` and `what` with an excerpt of the value. Every metadata
+    value the importer computes with passes here."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        ok = isinstance(value, str) and low <= len(value) <= high
+        expected = f"a text of {low}..{high} characters"
+    elif kind is int:
+        ok = number and isinstance(value, int) and low <= value <= high
+        expected = f"an integer in {low}..{high}"
+    else:
+        ok = number and low <= value <= high
+        expected = f"a number in {low}..{high}"
+    if not ok:
+        raise DataImportError(where, f"{what}: {excerpt(value)} is not {expected}")
+    return kind(value)
+
+
+def _template(value, fields: tuple[str, ...], what: str, where) -> str:
+    """A path template whose fields are among `fields`, each formatted at most to a width
+    below 100 (`{episode_index:06d}`), so that formatting it stays a short file name."""
+    text = bounded(value, str, 1, MAX_TEMPLATE, what, where)
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as err:
+        raise DataImportError(where, f"{what}: {excerpt(text)} is not a template ({err})") from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in fields:
+            raise DataImportError(
+                where, f"{what}: field {excerpt(name)} is not one of {', '.join(fields)}"
+            )
+        if conversion or not TEMPLATE_SPEC.fullmatch(spec):
+            raise DataImportError(
+                where,
+                f"{what}: format {excerpt(spec)} of {{{name}}} is not a width below 100",
+            )
+    return text
+
+
+@dataclass(frozen=True)
+class LeRobotInfo:
+    """The parts of meta/info.json the importer uses, each checked by type and bounds."""
+
+    version: str
+    fps: float
+    features: dict
+    data_path: str
+    video_path: str | None
+    chunks_size: int
+    total_episodes: int
+    robot_type: str | None
+
+    @classmethod
+    def parse(cls, info, path: Path) -> LeRobotInfo:
+        if not isinstance(info, dict):
+            raise DataImportError(path, f"holds {type(info).__name__}, not an object")
+        version = info.get("codebase_version")
+        if version not in SUPPORTED_VERSIONS:
+            raise DataImportError(
+                path,
+                f"unknown LeRobot codebase_version {excerpt(version)} "
+                f"(this importer reads {', '.join(SUPPORTED_VERSIONS)})",
+            )
+        for key in ("fps", "features", "data_path"):
+            if key not in info:
+                raise DataImportError(path, f"has no {key!r}")
+        features = info["features"]
+        if not (isinstance(features, dict) and all(isinstance(f, dict) for f in features.values())):
+            raise DataImportError(path, "features: not an object of objects")
+        fields = TEMPLATE_FIELDS[version[:2]]
+        video = info.get("video_path")
+        robot = info.get("robot_type")
+        return cls(
+            version=version,
+            fps=bounded(info["fps"], float, MIN_FPS, MAX_FPS, "fps", path),
+            features=features,
+            data_path=_template(info["data_path"], fields, "data_path", path),
+            video_path=None if not video else _template(video, fields, "video_path", path),
+            chunks_size=bounded(
+                info.get("chunks_size", 1000), int, 1, MAX_INDEX, "chunks_size", path
+            ),
+            total_episodes=bounded(
+                info.get("total_episodes", 0), int, 0, MAX_INDEX, "total_episodes", path
+            ),
+            robot_type=None
+            if robot is None
+            else bounded(robot, str, 0, MAX_NAME, "robot_type", path),
+        )
+
+
+def _task_text(value, what: str, where) -> str:
+    return bounded(value, str, 1, MAX_INSTRUCTION_CHARS, what, where)
+
+
+def _index(value, what: str, where) -> int:
+    return bounded(value, int, 0, MAX_INDEX, what, where)
 
 
 def _pyarrow():
@@ -185,31 +307,25 @@ class LeRobotSource:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataImportError(self.root, "not a directory")
-        self.info_path = self.root / "meta" / "info.json"
-        self.info = _read_json(self.info_path)
-        self.version = str(self.info.get("codebase_version"))
-        if self.version not in SUPPORTED_VERSIONS:
-            raise DataImportError(
-                self.info_path,
-                f"unknown LeRobot codebase_version {self.version!r} "
-                f"(this importer reads {', '.join(SUPPORTED_VERSIONS)})",
-            )
-        for key in ("fps", "features", "data_path"):
-            if key not in self.info:
-                raise DataImportError(self.info_path, f"has no {key!r}")
-        self.fps = float(self.info["fps"])
-        self.features: dict = self.info["features"]
+        self.info_path = self.file("meta/info.json", "metadata", self.root)
+        self.info = LeRobotInfo.parse(_read_json(self.info_path), self.info_path)
+        self.version, self.fps, self.features = self.info.version, self.info.fps, self.info.features
         self.image_key = self._choose_camera(image_key)
         self.is_video = self.features[self.image_key]["dtype"] == "video"
-        if self.is_video and not self.info.get("video_path"):
+        if self.is_video and not self.info.video_path:
             raise DataImportError(self.info_path, "has no 'video_path'")
         try:
             if self.version == "v3.0":
                 self.tasks = self._v3_tasks()
                 self.episodes = self._v3_episodes()
             else:
-                rows = _read_json(self.root / "meta" / "tasks.jsonl", lines=True)
-                self.tasks = {int(t["task_index"]): t["task"] for t in rows}
+                path = self.file("meta/tasks.jsonl", "metadata")
+                self.tasks = {
+                    _index(t["task_index"], "task_index", path): _task_text(
+                        t["task"], f"task {t['task_index']}", path
+                    )
+                    for t in _read_json(path, lines=True)
+                }
                 self.episodes = self._v2_episodes()
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, DataImportError):
@@ -237,40 +353,48 @@ class LeRobotSource:
             )
         return cameras[0]
 
+    def _episode_ref(self, row: dict, where: Path, data_file: str) -> EpisodeRef:
+        """An episode's row of metadata, checked, with the data file it names."""
+        index = _index(row["episode_index"], "episode_index", where)
+        tasks = row.get("tasks") or ()
+        if not isinstance(tasks, (list, tuple)):
+            raise DataImportError(where, f"episode {index}: tasks {excerpt(tasks)} is not a list")
+        length = row.get("length")
+        return EpisodeRef(
+            index=index,
+            tasks=tuple(_task_text(t, f"episode {index} task", where) for t in tasks),
+            length=None if length is None else _index(length, f"episode {index} length", where),
+            data_file=self.file(data_file, "data_path"),
+            video_file=None,
+        )
+
     def _v2_episodes(self) -> list[EpisodeRef]:
-        chunks = int(self.info.get("chunks_size", 1000))
+        path = self.file("meta/episodes.jsonl", "metadata")
         refs = []
-        for row in _read_json(self.root / "meta" / "episodes.jsonl", lines=True):
-            i = int(row["episode_index"])
+        for row in _read_json(path, lines=True):
+            i = _index(row["episode_index"], "episode_index", path)
             fields = {
-                "episode_chunk": i // chunks,
+                "episode_chunk": i // self.info.chunks_size,
                 "episode_index": i,
-                "total_episodes": self.info.get("total_episodes", 0),
+                "total_episodes": self.info.total_episodes,
             }
-            video = None
+            ref = self._episode_ref(row, path, self.info.data_path.format(**fields))
             if self.is_video:
-                template = self.info["video_path"]
-                video = self.root / template.format(video_key=self.image_key, **fields)
-            refs.append(
-                EpisodeRef(
-                    index=i,
-                    tasks=tuple(row.get("tasks") or ()),
-                    length=row.get("length"),
-                    data_file=self.root / self.info["data_path"].format(**fields),
-                    video_file=video,
-                )
-            )
+                video = self.info.video_path.format(video_key=self.image_key, **fields)
+                ref = replace(ref, video_file=self.file(video, "video_path"))
+            refs.append(ref)
         return sorted(refs, key=lambda r: r.index)
 
     def _v3_tasks(self) -> dict[int, str]:
-        path = self.root / "meta" / "tasks.parquet"
+        path = self.file("meta/tasks.parquet", "metadata")
         table = _read_parquet(path)
         names = table.column_names
         text = next((c for c in ("task", "__index_level_0__") if c in names), None)
         if "task_index" not in names or text is None:
             raise DataImportError(path, f"expected columns task_index and task, found {names}")
-        indices = (int(i) for i in table.column("task_index").to_pylist())
-        return dict(zip(indices, table.column(text).to_pylist(), strict=True))
+        indices = [_index(i, "task_index", path) for i in table.column("task_index").to_pylist()]
+        texts = table.column(text).to_pylist()
+        return {i: _task_text(t, f"task {i}", path) for i, t in zip(indices, texts, strict=True)}
 
     def _v3_episodes(self) -> list[EpisodeRef]:
         _, _, pq = _pyarrow()
@@ -280,34 +404,34 @@ class LeRobotSource:
         video = f"videos/{self.image_key}/"
         refs = []
         for path in files:
+            path = self.file(path.relative_to(self.root), "metadata")
             columns = [c for c in pq.read_schema(path).names if not c.startswith("stats/")]
             if self.is_video and video + "from_timestamp" not in columns:
                 raise DataImportError(path, f"no video columns for {self.image_key!r}")
             for row in _read_parquet(path, columns).to_pylist():
-                data = self.info["data_path"].format(
-                    chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
+                data = self.info.data_path.format(
+                    chunk_index=_index(row["data/chunk_index"], "data/chunk_index", path),
+                    file_index=_index(row["data/file_index"], "data/file_index", path),
                 )
-                ref = EpisodeRef(
-                    index=int(row["episode_index"]),
-                    tasks=tuple(row.get("tasks") or ()),
-                    length=row.get("length"),
-                    data_file=self.root / data,
-                    video_file=None,
-                )
+                ref = self._episode_ref(row, path, data)
                 if self.is_video:
-                    file = self.info["video_path"].format(
+                    file = self.info.video_path.format(
                         video_key=self.image_key,
-                        chunk_index=row[video + "chunk_index"],
-                        file_index=row[video + "file_index"],
+                        chunk_index=_index(row[video + "chunk_index"], video + "chunk_index", path),
+                        file_index=_index(row[video + "file_index"], video + "file_index", path),
                     )
                     ref = replace(
                         ref,
-                        video_file=self.root / file,
+                        video_file=self.file(file, "video_path"),
                         video_from_s=float(row[video + "from_timestamp"]),
                         video_to_s=float(row[video + "to_timestamp"]),
                     )
                 refs.append(ref)
         return sorted(refs, key=lambda r: r.index)
+
+    def file(self, path: str | Path, what: str, where=None) -> Path:
+        """A file of the data set named by its metadata (`what`); refused if it leads outside."""
+        return path_inside(self.root, path, where or self.info_path, what)
 
     def check_feature(self, key: str, what: str) -> None:
         if key not in self.features:
@@ -387,7 +511,7 @@ class VideoCursor:
         self._cap.release()
 
 
-def _decode_image_column(table, key: str, root: Path, where: Path) -> np.ndarray:
+def _decode_image_column(table, key: str, source: LeRobotSource, where: Path) -> np.ndarray:
     """An image column ({bytes, path} per row, PNG or JPEG) -> RGB uint8 [rows, H, W, 3]."""
     import cv2
 
@@ -395,8 +519,7 @@ def _decode_image_column(table, key: str, root: Path, where: Path) -> np.ndarray
     for row, cell in enumerate(table.column(key).to_pylist()):
         data = cell.get("bytes") if isinstance(cell, dict) else cell
         if data is None and isinstance(cell, dict) and cell.get("path"):
-            file = Path(cell["path"])
-            file = file if file.is_absolute() else root / file
+            file = source.file(cell["path"], f"column {key!r} row {row}", where)
             data = file.read_bytes() if file.is_file() else None
         bgr = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), 1)
         if bgr is None:
@@ -474,7 +597,7 @@ class EpisodeLoader:
     def _frames(self, ref: EpisodeRef, table, timestamps: np.ndarray) -> np.ndarray:
         key, source = self.source.image_key, self.source
         if not source.is_video:
-            return _decode_image_column(table, key, source.root, ref.data_file)
+            return _decode_image_column(table, key, source, ref.data_file)
         if self._video is None or self._video.path != ref.video_file:
             if self._video is not None:
                 self._video.close()
@@ -587,7 +710,7 @@ def _episode_meta(source, config, ref: EpisodeRef, loaded: LoadedEpisode, prefix
     return EpisodeMeta(
         task=task,
         instruction=loaded.task,
-        robot=config.robot or str(source.info.get("robot_type") or "unknown"),
+        robot=config.robot or source.info.robot_type or "unknown",
         fps=source.fps,
         source="import",
         success=loaded.success,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from mcap.reader import SeekingReader
 from rosbags.highlevel import AnyReader
 from tqdm import tqdm
 
@@ -47,6 +48,7 @@ from vla_rft.data.importers.common import (
     DataImportError,
     ImportSummary,
     already_imported,
+    excerpt,
     resize_frames,
     safe_name,
     valid_names,
@@ -160,6 +162,70 @@ class Stream:
         return np.searchsorted(np.asarray(self.times, dtype=np.int64), at, side="right") - 1
 
 
+# --- Reading records -------------------------------------------------------------------------
+# rosbags checks lengths against the bytes at hand but raises its own exceptions (ReaderError,
+# AnyReaderError, MemoryError for a chunk claiming a terabyte, ...): each becomes a
+# DataImportError naming the bag and the record, which the command reports as bad input.
+
+
+def _failure(err: Exception) -> str:
+    """What rosbags said, short (its messages may quote the bag's content)."""
+    return f"{type(err).__name__}: {excerpt(str(err), 160)}" if str(err) else type(err).__name__
+
+
+def _messages(reader, conns, bag: Path):
+    """(connection, time, raw) of the messages on `conns`, as reader.messages yields them; an
+    unreadable record stops the import with an error naming the topics and the last message."""
+    topics = sorted({c.topic for c in conns})
+    what = ", ".join(topics[:-1]) + f" or {topics[-1]}" if len(topics) > 1 else topics[0]
+    messages_in, count = reader.messages(connections=conns), 0
+    while True:
+        try:
+            item = next(messages_in)
+        except StopIteration:
+            return
+        except Exception as err:  # any failure here is the bag's, see above
+            raise DataImportError(
+                bag, f"unreadable record of {what} after {count} messages ({_failure(err)})"
+            ) from None
+        yield item
+        count += 1
+
+
+def _check_chunks(bag: Path) -> None:
+    """Refuse an MCAP file whose summary claims records or chunks beyond the file's end, before
+    rosbags reads them: it reserves a chunk's claimed size before finding the bytes missing."""
+    for file in [bag] if bag.is_file() else sorted(bag.iterdir()):
+        if file.suffix != ".mcap":
+            continue
+        size = file.stat().st_size
+        try:
+            with open(file, "rb") as f:
+                summary = SeekingReader(f, record_size_limit=size).get_summary()
+        except Exception as err:  # the mcap library raises several types, as rosbags does
+            raise DataImportError(file, f"unreadable summary ({_failure(err)})") from None
+        for k, chunk in enumerate(summary.chunk_indexes if summary else ()):
+            end = chunk.chunk_start_offset + chunk.chunk_length
+            if end > size or chunk.compressed_size > chunk.chunk_length:
+                raise DataImportError(
+                    file,
+                    f"chunk {k} claims {chunk.compressed_size} bytes at offset "
+                    f"{chunk.chunk_start_offset} in a chunk of {chunk.chunk_length} bytes, "
+                    f"in a file of {size}",
+                )
+
+
+def _deserialize(reader, raw, conn, k: int, bag: Path):
+    """Message `k` of `conn` decoded from CDR; a DataImportError if its bytes do not hold one
+    (a sequence that claims 4 GB in a record of a few kB)."""
+    try:
+        return reader.deserialize(raw, conn.msgtype)
+    except Exception as err:  # rosbags' serde raises several types
+        raise DataImportError(
+            bag, f"{conn.topic} message {k}: undecodable {conn.msgtype} ({_failure(err)})"
+        ) from None
+
+
 # --- Pass 1: everything but the images --------------------------------------------------------
 
 
@@ -200,12 +266,12 @@ def _read_small_topics(reader, bag: Path, config: RosbagImportConfig, progress: 
     role_of = {topic: role for topic, (role, _) in roles.items()}
     total = sum(c.msgcount for c in conns)
     for conn, stamp, raw in tqdm(
-        reader.messages(connections=conns), total=total, desc="indexing", disable=not progress
+        _messages(reader, conns, bag), total=total, desc="indexing", disable=not progress
     ):
         role = role_of[conn.topic]
         stream = streams[role]
         if role != "image":
-            msg = reader.deserialize(raw, conn.msgtype)
+            msg = _deserialize(reader, raw, conn, len(stream.times), bag)
             try:
                 stream.values.append(_convert(role, msg, conn.msgtype, stream))
             except (messages.MessageError, json.JSONDecodeError) as err:
@@ -429,12 +495,12 @@ def _write_with_frames(reader, bag, config, episodes, out, summary, progress) ->
     frames: dict[int, np.ndarray] = {}
     pending = list(episodes)
     bar = tqdm(total=len(pending), desc="importing", unit="ep", disable=not progress)
-    for k, (conn, _, raw) in enumerate(reader.messages(connections=conns)):
+    for k, (conn, _, raw) in enumerate(_messages(reader, conns, bag)):
         if not pending:
             break
         if k in needed:
             try:
-                image = image_of(reader.deserialize(raw, conn.msgtype), conn.msgtype)
+                image = image_of(_deserialize(reader, raw, conn, k, bag), conn.msgtype)
             except messages.MessageError as err:
                 raise DataImportError(bag, f"{config.image_topic} message {k}: {err}") from None
             frames[k] = resize_frames(image[None], config.image_size)[0]
@@ -479,6 +545,7 @@ def import_rosbag(
     except Exception as err:  # rosbags raises several types for what is not a readable bag
         raise DataImportError(bag, f"cannot open as a rosbag2 bag ({err})") from None
     try:
+        _check_chunks(bag)
         streams = _read_small_topics(reader, bag, config, progress)
         plan = plan_steps(streams, config, bag)
         for reason, count in plan.dropped.items():
