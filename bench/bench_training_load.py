@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.recipe, args.threads, args.steps)))
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` kills the spinners
     cpus = os.cpu_count() or 1
     fair = max(1.0, (args.threads + args.competitors) / cpus)
     rows = []
