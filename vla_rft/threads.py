@@ -4,11 +4,11 @@ torch runs its intra-op work on an OpenMP team (libgomp in the pip wheels). By d
 member that finishes its share spins, waiting for the next parallel region; when other jobs
 share the cores, the spinning threads take the CPU from the ones still working and every
 region waits for its slowest member (the quickstart reported 0.5 s per world-model step
-alone, 13-14 s beside other jobs). With
-`OMP_WAIT_POLICY=PASSIVE` (libgomp) and `KMP_BLOCKTIME=0` (Intel's OpenMP) waiting threads
-sleep instead. OpenMP reads both once, when torch loads it (`import torch`), so
-`passive_openmp()` must run before the process's first `import torch`: `vla-rft` calls it
-first thing. `bench/bench_training_load.py` measures the difference.
+alone, 13-14 s beside other jobs). With `OMP_WAIT_POLICY=PASSIVE` (libgomp) and
+`KMP_BLOCKTIME=0` (Intel's OpenMP) waiting threads sleep instead. OpenMP reads both once, when
+torch loads it (`import torch`), so `passive_openmp()` must run before the process's first
+`import torch`: `vla-rft` calls it first thing. `bench/bench_training_load.py` measures the
+difference.
 """
 
 from __future__ import annotations
