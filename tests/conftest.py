@@ -96,3 +96,16 @@ def nodes(dds, tmp_path):
     procs = Nodes(dds, tmp_path)
     yield procs
     procs.stop_all()
+
+
+def write_eval_report(path, outcomes: dict[tuple[str, str, int], bool]):
+    """report.json as `vla-rft eval` and the evaluation manager write it (`build_report`), from
+    {(task, perturbation, seed): success}; returns the path."""
+    import json
+
+    from vla_rft.evaluation.report import EpisodeResult, build_report
+
+    episodes = [EpisodeResult(t, p, s, ok, 25) for (t, p, s), ok in outcomes.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(build_report(episodes, {"policy": str(path.parent)}), indent=1))
+    return path

@@ -28,3 +28,22 @@ def test_inference_benchmark_writes_its_table_and_json(tmp_path):
     assert all(r["image"] == 32 and 0 < r["p50_ms"] <= r["p99_ms"] for r in rows)
     ort_row = next(r for r in rows if r["backend"].startswith("onnxruntime"))
     assert ort_row["speed-up vs torch (p50)"] > 0
+
+
+@pytest.mark.slow
+def test_training_load_benchmark_writes_its_table_and_json(tmp_path):
+    out = tmp_path / "load.json"
+    cmd = [sys.executable, str(REPO / "bench" / "bench_training_load.py"), "--recipe",
+           "training/debug/world_model.yaml", "--steps", "1", "--threads", "2",
+           "--competitors", "1", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| settings | threads | competitors | alone s/step |" in done.stdout
+    rows = json.loads(out.read_text())["rows"]
+    old, new = rows
+    assert old["settings"].startswith("torch.set_num_threads")
+    assert new["settings"].startswith("vla_rft.threads")
+    for r in rows:
+        assert r["alone s/step"] > 0 and r["loaded s/step"] > 0
+        assert r["slow-down"] == pytest.approx(r["loaded s/step"] / r["alone s/step"])
+        assert r["fair-share slow-down"] >= 1

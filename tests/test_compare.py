@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write_eval_report
 
-from vla_rft.evaluation.compare import compare, main, mcnemar_exact
+from vla_rft.evaluation.compare import bar_chart, compare, main, mcnemar_exact
 
 
 def _report(outcomes: dict[tuple[str, str, int], bool]) -> dict:
@@ -50,3 +51,36 @@ def test_reports_on_different_seeds_are_refused():
     b = _report({("reach-v3", "none", 1): True})
     with pytest.raises(ValueError, match="do not cover the same episodes"):
         compare(a, b)
+
+
+QUICKSTART_TASKS = ("door-open-v3", "window-open-v3", "button-press-topdown-v3")
+
+
+@pytest.mark.parametrize(
+    ("tasks", "episodes", "success"),
+    [(QUICKSTART_TASKS, 2, False), (("reach-v3",), 10, True)],
+    ids=["0%-of-6", "100%-of-10"],
+)
+def test_compare_charts_rows_at_0_and_100_percent(tmp_path, tasks, episodes, success):
+    """Wilson bounds at 0% and 100% came out of floating point a hair inside the interval
+    (5.6e-17 above 0, 1 - 1.1e-16 below 1), which matplotlib refused as negative error bars."""
+    outcomes = {(t, "none", 1000 + i): success for t in tasks for i in range(episodes)}
+    paths = [write_eval_report(tmp_path / n / "report.json", outcomes) for n in ("a", "b")]
+    out = tmp_path / "cmp"
+    assert main([*map(str, paths), "--out", str(out)]) == 0
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    for row in json.loads((out / "comparison.json").read_text()):
+        for key in ("base", "tuned"):
+            lo, hi = row[f"{key}_ci95"]
+            assert lo <= row[key] <= hi
+
+
+def test_bar_chart_accepts_rows_stored_before_the_bounds_were_clipped(tmp_path):
+    """A quickstart resumed at its report stage charts the rows its registry stored earlier."""
+    outcomes = {(t, "none", 1000 + i): False for t in QUICKSTART_TASKS for i in range(2)}
+    report = json.loads(write_eval_report(tmp_path / "report.json", outcomes).read_text())
+    rows = json.loads(json.dumps(compare(report, report)))  # as version.json holds them
+    for row in rows:  # as wilson_interval used to round them at 0 of 6
+        row["base_ci95"][0] = row["tuned_ci95"][0] = 2.7755575615628914e-17
+    chart = bar_chart(rows, ("base", "VLA-RFT"), tmp_path / "comparison.png")
+    assert chart.read_bytes()[:4] == b"\x89PNG"

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import write_eval_report
 
 from vla_rft.data.episode_store import list_episodes, read_episode
 from vla_rft.pipeline import flywheel, quickstart
@@ -85,9 +86,39 @@ def test_gate_refuses_a_regression_and_says_why():
     # within the allowed drop on each perturbation, but worse on average: refused too
     decision = gate(current, slightly_worse, max_drop=0.15)
     assert not decision.promote and any("average" in r for r in decision.reasons)
-    assert gate(current, current).promote  # a tie passes
+    # a tie with evidence passes: the two differ on some episodes, as often each way
+    swapped = _report({"none": [False] + [True] * 8 + [False], "object": [True] * 5 + [False] * 5})
+    decision = gate(current, swapped)
+    assert decision.promote and decision.rows[0]["only_base"] == 1
     with pytest.raises(ValueError, match="same episodes"):
         gate(current, _report({"none": [True] * 10}))
+
+
+@pytest.mark.parametrize(
+    ("tasks", "success"),
+    [(("door-open-v3", "window-open-v3", "button-press-topdown-v3"), [False, False]),
+     (("reach-v3",), [True, False, True])],
+    ids=["0%-vs-0%", "identical-episodes"],
+)  # fmt: skip
+def test_gate_refuses_a_comparison_without_evidence(tmp_path, tasks, success):
+    """Same outcome in every paired episode (no discordant pair): the suite cannot tell the
+    candidate from the current model, so nothing shows that it is not worse."""
+    outcomes = {
+        (t, p, 1000 + i): ok
+        for t in tasks
+        for p in ("none", "object")
+        for i, ok in enumerate(success)
+    }
+    current, candidate = (
+        json.loads(write_eval_report(tmp_path / n / "report.json", outcomes).read_text())
+        for n in ("base", "rft")
+    )
+    decision = gate(current, candidate)
+    assert not decision.promote
+    (reason,) = decision.reasons
+    n = 2 * len(tasks) * len(success)
+    assert f"no evidence: the same outcome in all {n} paired episodes" in reason
+    assert json.loads(json.dumps(decision.to_dict()))["reasons"] == [reason]  # as registered
 
 
 # --- the whole loop --------------------------------------------------------------------------
@@ -126,6 +157,7 @@ def test_quickstart_runs_to_a_report_with_registered_versions(loop, capsys):
     assert [v.version for v in versions] == ["v001", "v002"]
     assert versions[0].status == "promoted" and versions[1].parent == "v001"
     assert versions[1].gate["reasons"] and versions[1].status in ("promoted", "rejected")
+    assert all(reason in html for reason in versions[1].gate["reasons"])
     assert current_version(dirs["models"]) == ("v002" if versions[1].gate["promote"] else "v001")
     assert (dirs["models"] / "current" / "policy.onnx").is_file()
     assert verify(dirs["models"], "v002") == []

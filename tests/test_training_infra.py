@@ -127,3 +127,52 @@ def test_run_logger_writes_metrics_and_plot(tmp_path):
     assert any((tmp_path / "tensorboard").iterdir())
     png = plot_metrics(tmp_path, ["loss"], tmp_path / "curves.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _python(code: str, env_drop=("OMP_WAIT_POLICY", "KMP_BLOCKTIME")) -> str:
+    """Run `code` in a fresh interpreter (OpenMP and torch's thread pools are set up once per
+    process) without the OpenMP variables of this one; returns its stdout."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_cli_sets_passive_openmp_before_torch_is_imported():
+    """OpenMP reads its wait policy when torch loads it: setting it any later does nothing."""
+    code = """
+import os, sys
+seen = []
+class Probe:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append((os.environ.get("OMP_WAIT_POLICY"), os.environ.get("KMP_BLOCKTIME")))
+sys.meta_path.insert(0, Probe())
+from vla_rft.cli import main
+main(["train-world-model", "--recipe", "no-such-recipe.yaml", "-q"])
+print("torch" in sys.modules, seen)
+"""
+    imported, seen = _python(code).split(" ", 1)
+    assert imported == "True"  # the command got as far as importing torch
+    assert seen.strip() == "[('PASSIVE', '0')]"
+
+
+def test_torch_threads_can_be_set_by_every_stage_of_one_process():
+    """The quickstart runs its trainers and evaluations in one process, each setting threads."""
+    code = """
+import torch
+from vla_rft.threads import set_torch_threads
+set_torch_threads(2)
+torch.ones(64, 64) @ torch.ones(64, 64)
+set_torch_threads(1)
+print(torch.get_num_threads(), torch.get_num_interop_threads())
+"""
+    assert _python(code).split() == ["1", "1"]

@@ -276,12 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        import torch
-
         from vla_rft.runtime.torch_policy import TorchPolicy
+        from vla_rft.threads import set_torch_threads
         from vla_rft.training.checkpoint import resolve_checkpoint
 
-        torch.set_num_threads(args.threads)
+        set_torch_threads(args.threads)
         checkpoint = resolve_checkpoint(args.policy)
         policy = TorchPolicy.from_checkpoint(checkpoint)
         config = CorrectionConfig(

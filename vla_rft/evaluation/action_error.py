@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.runtime.torch_policy import TorchPolicy
+from vla_rft.threads import set_torch_threads
 from vla_rft.training.imagination import full_chunk_windows
 
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.windows < 1:
         parser.error("--windows must be >= 1")
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     try:
         rows = action_error(args.policy, args.data, args.windows, args.seed)
     except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError

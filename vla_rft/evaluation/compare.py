@@ -94,7 +94,11 @@ def markdown(rows: list[dict], names: tuple[str, str]) -> str:
 
 
 def bar_chart(rows: list[dict], names: tuple[str, str], out: Path) -> Path:
-    """Success per perturbation (all tasks) for both policies, with 95% Wilson intervals."""
+    """Success per perturbation (all tasks) for both policies, with 95% Wilson intervals.
+
+    Error bars are clipped at zero length: rows stored by versions before the Wilson bounds
+    were clipped at the estimate (a registry's version.json) can hold a bound a rounding error
+    past the rate, which matplotlib refuses."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,8 +110,8 @@ def bar_chart(rows: list[dict], names: tuple[str, str], out: Path) -> Path:
     for offset, key, name in ((-0.2, "base", names[0]), (0.2, "tuned", names[1])):
         rates = [100 * r[key] for r in overall]
         errors = [
-            [100 * (r[key] - r[f"{key}_ci95"][0]) for r in overall],
-            [100 * (r[f"{key}_ci95"][1] - r[key]) for r in overall],
+            [100 * max(0.0, r[key] - r[f"{key}_ci95"][0]) for r in overall],
+            [100 * max(0.0, r[f"{key}_ci95"][1] - r[key]) for r in overall],
         ]
         ax.bar([i + offset for i in x], rates, 0.4, yerr=errors, capsize=4, label=name)
     ax.set_xticks(list(x), [r["perturbation"] for r in overall])

@@ -30,6 +30,7 @@ from vla_rft.evaluation.report import EpisodeResult, build_report, markdown_tabl
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft.runtime.policy_interface import Policy
 from vla_rft.sim.perturbations import PERTURBATION_KINDS
+from vla_rft.threads import set_torch_threads
 
 EXPERT = "expert"
 
@@ -148,12 +149,10 @@ def _policy_factory(args):
     """(make_policy(robot), image size, what the report says about the policy)."""
     if args.policy == EXPERT:
         return ExpertPolicy, 64, {"policy": EXPERT}
-    import torch
-
     from vla_rft.runtime.torch_policy import TorchPolicy
     from vla_rft.training.checkpoint import resolve_checkpoint
 
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     policy = TorchPolicy.from_checkpoint(args.policy, device=args.device)
     size = policy.transforms.image.size
     about = {"policy": str(resolve_checkpoint(args.policy)), "image_size": size}

@@ -32,6 +32,7 @@ from vla_rft.data import EpisodeIndex, WindowConfig, WindowDataset
 from vla_rft.data.normalization import NormStats
 from vla_rft.evaluation.image_metrics import psnr, ssim
 from vla_rft.models.world_model import WorldModel, load_world_model
+from vla_rft.threads import set_torch_threads
 from vla_rft.training.checkpoint import CheckpointError
 
 VARIANTS = ("model", "repeat_last", "other_actions")
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.horizon < 1 or args.stride < 1 or args.batch < 1:
         p.error("--horizon, --stride and --batch must be >= 1")
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     try:
         model, ckpt = load_world_model(args.checkpoint)
     except (CheckpointError, ValueError) as err:

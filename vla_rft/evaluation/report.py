@@ -16,7 +16,11 @@ Z_95 = 1.959963984540054
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate (sound at 0% and 100%, unlike p +- z*se)."""
+    """95% Wilson score interval of a success rate (sound at 0% and 100%, unlike p +- z*se).
+
+    The bounds always contain successes / n: at 0% and 100% `centre -+ half` is exactly 0 or 1
+    in real arithmetic but lands a rounding error inside (5.6e-17 at 0/3, 1 - 1.1e-16 at
+    10/10), which would put the point estimate outside its own interval."""
     if n <= 0:
         raise ValueError("a success rate needs at least one episode")
     if not 0 <= successes <= n:
@@ -25,7 +29,7 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 @dataclass

@@ -37,6 +37,7 @@ from vla_rft.models.world_model.modeling_world_model import load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft.runtime.torch_policy import TorchPolicy
+from vla_rft.threads import set_torch_threads
 from vla_rft.training.imagination import (
     full_chunk_windows,
     imagine,
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/reward_check"))
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    set_torch_threads(2)
     try:
         summary = reward_check(
             args.policy,

@@ -27,6 +27,7 @@ from vla_rft.runtime.exported_policy import (
     TEXT_ENCODER_ONNX,
     TOKENIZER_JSON,
 )
+from vla_rft.threads import set_torch_threads
 
 SAMPLE_INSTRUCTIONS = ["push the puck to the goal", "open the drawer", "reach"]
 """Sentences of different lengths for the text encoder's parity check."""
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.policy is None and args.world_model is None:
         parser.error("give --policy, --world-model or both")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    set_torch_threads(torch.get_num_threads())
     manifests = {}
     try:
         if args.policy is not None:

@@ -14,8 +14,9 @@
  6. eval        the candidate, and the current version unless its report covers the same suite,
                 through the node graph; the candidate's episodes are recorded for the next round
  7. register    the candidate as the next version in models/, gated against the current one:
-                promoted to models/current only if it does not regress, otherwise kept and
-                marked rejected with the reasons
+                promoted to models/current only if it does not regress and the comparison
+                carries evidence (pipeline/gate.py), otherwise kept and marked rejected with
+                the reasons
  8. report      <round>/report/report.html and report.json
 
 Run the same command again after an interruption: it continues where it stopped.

@@ -3,7 +3,10 @@
 Both are evaluated on the same suite (same tasks, perturbations and seeds), so the episodes
 pair up (`vla_rft.evaluation.compare`). The candidate is refused when, on any perturbation over
 all tasks, its success rate is more than `max_drop` below the current model's, or when it is
-worse on average over the perturbations. A tie is promoted (the candidate has seen more data).
+worse on average over the perturbations. It is refused too when the comparison carries no
+evidence: both models had the same outcome in every paired episode (0% vs 0% everywhere, or
+identical episodes), so the suite cannot tell them apart. A tie with discordant pairs, as many
+each way, is promoted (the candidate has seen more data).
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def gate(current_report: dict, candidate_report: dict, max_drop: float = 0.05) -
     mean_diff = sum(r["difference"] for r in overall) / len(overall)
     if mean_diff < -1e-9:
         reasons.append(f"worse on average over the perturbations ({100 * mean_diff:+.1f} points)")
+    if not reasons and not any(r["only_base"] or r["only_tuned"] for r in overall):
+        n = sum(r["episodes"] for r in overall)
+        wins = sum(round(r["base"] * r["episodes"]) for r in overall)
+        reasons.append(
+            f"no evidence: the same outcome in all {n} paired episodes ({wins} successes each), "
+            "so this suite cannot tell the candidate from the current model"
+        )
     promote = not reasons
     if promote:
         reasons = [

@@ -34,6 +34,7 @@ from vla_rft.runtime.torch_policy import (
     POLICY_CONFIG_KEY,
 )
 from vla_rft.runtime.transforms import ImageTransform
+from vla_rft.threads import set_torch_threads
 from vla_rft.training import distributed as dist
 from vla_rft.training.checkpoint import (
     CheckpointError,
@@ -103,7 +104,7 @@ class TrainPolicyConfig:
     device: str = "auto"
     """"auto", "cpu" or "cuda"."""
     threads: int = 2
-    """CPU threads per process (torch.set_num_threads)."""
+    """CPU threads per process (`vla_rft.threads.set_torch_threads`)."""
     log_every: int = 25
     """Steps between training-loss logs."""
     eval_every: int = 250
@@ -212,7 +213,7 @@ def train(
     """Run behaviour cloning; returns the last checkpoint. `make_text_encoder()` returns an
     object with `encode(list[str]) -> [N, E]` (and optionally `fingerprint()`)."""
     info = dist.init_distributed(config.device)
-    torch.set_num_threads(config.threads)
+    set_torch_threads(config.threads)
     run_dir = Path(config.run_dir)
     if not resume and latest_checkpoint(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume or another run_dir")

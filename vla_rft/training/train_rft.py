@@ -36,6 +36,7 @@ from vla_rft.models.world_model.proprio import ProprioModel, previous_actions
 from vla_rft.rl import clipped_policy_loss, gaussian_entropy, group_advantages, kl_estimate
 from vla_rft.rl.rewards import PERCEPTUAL_TERMS, verified_reward
 from vla_rft.runtime.torch_policy import INSTRUCTIONS_KEY, TorchPolicy
+from vla_rft.threads import set_torch_threads
 from vla_rft.training import distributed as dist
 from vla_rft.training.checkpoint import (
     CheckpointError,
@@ -182,7 +183,7 @@ def train(
 ) -> Path:
     """Fine-tune the policy in the world model; returns the last checkpoint."""
     info = dist.init_distributed(config.device)
-    torch.set_num_threads(config.threads)
+    set_torch_threads(config.threads)
     g = config.grpo
     run_dir = Path(config.run_dir)
     if not resume and latest_checkpoint(run_dir) is not None:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
+from vla_rft.threads import set_torch_threads
 from vla_rft.training import checkpoint as ckpt_io
 from vla_rft.training import distributed as dist
 from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
@@ -219,7 +220,7 @@ def train(
 ) -> Path:
     """Train (or resume) a run; returns the final checkpoint's path (None on ranks other than 0)."""
     info = dist.init_distributed(cfg.device)
-    torch.set_num_threads(cfg.threads)
+    set_torch_threads(cfg.threads)
     if cfg.optim.batch_size % info.world_size:
         raise ConfigError(
             f"optim.batch_size {cfg.optim.batch_size} must divide by {info.world_size} processes"
