@@ -164,7 +164,7 @@ def test_loading_bad_checkpoints_names_the_problem(tmp_path):
     path = save_checkpoint(tmp_path / "wm", 1, _random_model(), {"model": to_dict(TINY)})
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="damaged or missing weights"):
+    with pytest.raises(CheckpointError, match="damaged"):
         load_world_model(path)
 
 
