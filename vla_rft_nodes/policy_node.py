@@ -415,8 +415,6 @@ class PolicyNode(NodeBase):
         self._collect()
         if self._ask(frame) and not c.async_inference:
             self._collect(deadline)  # synchronous: this tick's action comes from this frame
-            if self._halted():
-                raise Halted()
         while True:
             try:
                 action = self.broker.next_action()
@@ -428,8 +426,6 @@ class PolicyNode(NodeBase):
                     ) from None
                 self._ask(frame)
                 self._collect(deadline)
-            if self._halted():
-                raise Halted()
         previous = self._last_action  # nothing commanded yet: the robot is still (a hold)
         if previous is None:
             previous = hold_action(None, c.hold_keep_dims, c.action_dim)
@@ -452,9 +448,11 @@ class PolicyNode(NodeBase):
 
     def _collect(self, deadline: float | None = None) -> None:
         """Add a finished chunk to the queue, aligned to the current tick (waits until
-        `deadline` for a running request)."""
+        `deadline` for a running request; Halted if the e-stop or a deactivation ends it)."""
         timeout = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
         result = self.worker.take(timeout, self._halted)
+        if deadline is not None and self._halted():
+            raise Halted()  # the wait was cut short: this tick holds
         if result is not None:
             self._accept(result)
 
