@@ -20,6 +20,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
     ],
+    python_requires=">=3.10",
     zip_safe=True,
     entry_points={
         "console_scripts": [

@@ -30,6 +30,21 @@ from launch import LaunchDescription
 PACKAGE = "vla_rft"
 
 
+def _on_exit(name: str, ends_the_run: bool):
+    """What the launch does when node `name` exits: an error status (or a signal) is raised,
+    which makes `ros2 launch` shut the graph down and exit 1; a clean exit of the node that
+    ends the run (the evaluation manager) shuts the graph down."""
+
+    def on_exit(event, context):
+        if event.returncode != 0:
+            raise RuntimeError(f"{name} exited with status {event.returncode}")
+        if ends_the_run:
+            return [Shutdown(reason=f"{name} finished")]
+        return None
+
+    return on_exit
+
+
 def generate_launch_description():
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "bringup.yaml")
     use_sim = LaunchConfiguration("use_sim")
@@ -112,15 +127,18 @@ def generate_launch_description():
         )
     ]
 
-    # like `vla-rft bringup`: when the evaluation is over, the whole graph stops
-    stop_after_evaluation = [
+    # like `vla-rft bringup`: when the evaluation is over, the whole graph stops; a node that
+    # exits with an error ends the launch with a non-zero status
+    exit_handlers = [
         RegisterEventHandler(
-            OnProcessExit(
-                target_action=node,
-                on_exit=[Shutdown(reason="the evaluation manager finished")],
-            )
+            OnProcessExit(target_action=node, on_exit=_on_exit(name, name == "eval_manager_node"))
         )
-        for node in eval_managers
+        for name, node in (
+            ("policy_node", policy_node),
+            ("recorder_node", recorder_node),
+            ("sim_robot_node", sim_robot_node),
+            *(("eval_manager_node", manager) for manager in eval_managers),
+        )
     ]
 
     configure = EmitEvent(
@@ -149,7 +167,7 @@ def generate_launch_description():
         [
             *arguments,
             activate_when_inactive,
-            *stop_after_evaluation,
+            *exit_handlers,
             policy_node,
             recorder_node,
             sim_robot_node,

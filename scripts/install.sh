@@ -16,5 +16,5 @@ fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # Pinned first: a bare `torch` requirement would pull a multi-GB CUDA build.
 "${pip[@]}" torch==2.13.0
-"${pip[@]}" -c requirements/constraints.txt -e ".[sim,training,dds,import,dev]"
+"${pip[@]}" -c requirements/constraints.txt -e ".[sim,training,dds,import,dev,ros2]"
 echo "vla_rft installed in .venv ($(.venv/bin/python -c 'import vla_rft; print(vla_rft.__version__)'))"

@@ -257,3 +257,20 @@ def test_one_undecodable_sample_loses_nothing_else(dds):
         host.close()
     assert len(received) == 200 and len(bad) == 10
     assert [int(m.data[0]) for m in received] == [i for i in range(210) if i % 21 != 20]
+
+
+# --- the evaluation manager's exit status ------------------------------------------------------
+
+
+def test_an_evaluation_whose_episodes_ran_no_step_exits_non_zero(nodes, tmp_path):
+    """No robot answers: the episode times out with 0 steps, which is a failed run (the launch
+    and `vla-rft bringup` report the manager's status), not an honest 0% success rate."""
+    manager = nodes.start(
+        "vla_rft_nodes.eval_manager_node",
+        "--set", "wait_for_nodes=[]", "--set", "episodes=1", "--set", "episode_timeout_s=1.0",
+        "--set", "settle_s=0.0", "--set", "save_media=false", "--set", f"out_dir={tmp_path / 'r'}",
+    )  # fmt: skip
+    status = manager.wait(timeout=60)
+    text = output(manager)
+    assert status == 1 and "ran no step" in text, text
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["episodes"][0]["steps"] == 0

@@ -145,6 +145,10 @@ class EvalManagerNode(NodeBase):
             self.exit_code = 1
         if not self.results and not self._stop.is_set():
             self.exit_code = 1
+        stepless = [r for r in self.results if r.steps == 0]
+        if stepless:  # the graph did not run (no robot, no policy), which 0% success would hide
+            self.log.error(f"{len(stepless)} of {len(self.results)} episodes ran no step")
+            self.exit_code = 1
         if self.config.exit_when_done and not self._stop.is_set():
             self.host.request_shutdown()
 

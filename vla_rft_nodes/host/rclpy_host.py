@@ -12,6 +12,7 @@ This module imports rclpy at the top: it is only imported when rclpy is there
 from __future__ import annotations
 
 import array
+import signal
 from collections.abc import Callable
 
 import numpy as np
@@ -30,6 +31,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import (
     Bool,
@@ -244,8 +246,12 @@ def _start_plain_node(core: NodeBase) -> None:
 
 
 def run(node_cls, argv: list[str]) -> int:
-    """rclpy.init, the node, its parameters, the lifecycle, spin until Ctrl-C or shutdown."""
-    rclpy.init(args=argv)
+    """rclpy.init, the node, its parameters, the lifecycle, spin until Ctrl-C or shutdown.
+
+    SIGINT and SIGTERM are this function's, not rclpy's: they end the spin while the context is
+    still valid, so that the node is deactivated (the policy node publishes its hold) and shut
+    down before rclpy is. Returns the node's exit code (2 for bad parameters)."""
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     ros_node = _RosLifecycleNode(node_cls.NAME) if node_cls.LIFECYCLE else Node(node_cls.NAME)
     host = RclpyHost(ros_node)
     try:
@@ -256,6 +262,8 @@ def run(node_cls, argv: list[str]) -> int:
         rclpy.try_shutdown()
         return 2
     core = node_cls(host, config)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: _on_signal(host, signum))
     executor = SingleThreadedExecutor()
     executor.add_node(ros_node)
     try:
@@ -267,8 +275,8 @@ def run(node_cls, argv: list[str]) -> int:
         else:
             _start_plain_node(core)
         while rclpy.ok() and not host.shutdown_requested:
-            executor.spin_once(timeout_sec=0.5)
-    except (KeyboardInterrupt, ExternalShutdownException):
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
         if core.state == "active":
@@ -280,3 +288,8 @@ def run(node_cls, argv: list[str]) -> int:
         ros_node.destroy_node()
         rclpy.try_shutdown()
     return core.exit_code
+
+
+def _on_signal(host: RclpyHost, signum: int) -> None:
+    host.log.info(f"{signal.Signals(signum).name}: shutting down")
+    host.request_shutdown()

@@ -1,0 +1,272 @@
+"""The package under a real ROS 2 (marker `ros2`): colcon builds it, `ros2 launch` runs the
+graph to the end over rmw_cyclonedds_cpp, the command-line tools see what they should, and the
+rclpy host talks to the Cyclone DDS host.
+
+ROS 2 comes from scripts/install_ros2.sh (.ci/run runs it first); these tests skip only where
+no ROS 2 is installed. Each runs ROS 2 in child processes (tests/ros2_testing.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from graph_testing import (
+    LIFECYCLE,
+    POLICY_INPUTS,
+    STANDIN_FACTORY,
+    Feeder,
+    motion,
+    standin_args,
+)
+from ros2_testing import (
+    REPO,
+    colcon_build,
+    copy_package,
+    requires_ros2,
+    ros2_env,
+    tool_venv,
+)
+from rosbags.highlevel import AnyReader
+
+from vla_rft.constants import ACTION_TOPIC, ESTOP_TOPIC, INSTRUCTION_TOPIC
+from vla_rft.data.episode_store import list_episodes, read_episode
+from vla_rft_nodes.configs import PolicyNodeConfig, field_docs
+from vla_rft_nodes.standin_policy import build_standin_onnx
+
+pytestmark = [pytest.mark.ros2, pytest.mark.slow, requires_ros2]
+
+NODES = ("policy_node", "recorder_node", "sim_robot_node", "eval_manager_node")
+LAUNCH = "ros2 launch vla_rft bringup.launch.py use_sim:=true record:=true"
+"""The operators' command, as README.md and docs/OPERATOR_GUIDE.md give it (plus the package)."""
+
+
+# --- colcon build ------------------------------------------------------------------------------
+
+
+def _check_installed_layout(install: Path) -> None:
+    share = install / "vla_rft" / "share" / "vla_rft"
+    assert (share / "launch" / "bringup.launch.py").is_file()
+    assert (share / "config" / "bringup.yaml").is_file()
+    assert (share / "package.xml").is_file()
+    index = install / "vla_rft" / "share" / "ament_index" / "resource_index" / "packages"
+    assert (index / "vla_rft").is_file()
+    for node in NODES:
+        script = install / "vla_rft" / "lib" / "vla_rft" / node
+        # the first python3 on PATH runs the nodes (this project's environment), not colcon's
+        assert script.read_text().splitlines()[0] == "#!/usr/bin/env python3", node
+
+
+@pytest.mark.parametrize("setuptools_version", ["68.1.2", "59.6.0"], ids=["jazzy", "humble"])
+def test_colcon_builds_the_package_with_the_setuptools_ros2_ships(setuptools_version, tmp_path):
+    """Jazzy ships setuptools 68.1.2, Humble 59.6.0; colcon reads setup.py with either."""
+    python = tool_venv(f"colcon-setuptools-{setuptools_version}", (
+        "colcon-common-extensions==0.3.0", f"setuptools=={setuptools_version}",
+    ))  # fmt: skip
+    workspace = copy_package(tmp_path)
+    done = colcon_build(workspace, ros2_env(), python)
+    assert done.returncode == 0, done.stdout[-4000:]
+    _check_installed_layout(workspace / "install")
+
+
+# --- ros2 launch --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The package built with colcon (this environment's), as an operator would: the overlay's
+    setup.bash."""
+    workspace = copy_package(tmp_path_factory.mktemp("ws"))
+    done = colcon_build(workspace, ros2_env())
+    assert done.returncode == 0, done.stdout[-4000:]
+    return workspace / "install" / "setup.bash"
+
+
+def _params(tmp_path: Path, **overrides) -> Path:
+    """config/bringup.yaml with the stand-in policy, short episodes and tmp_path outputs;
+    `overrides` are {node: {parameter: value}}."""
+    params = yaml.safe_load((REPO / "config" / "bringup.yaml").read_text())
+    short = {
+        "policy_node": {"policy_factory": STANDIN_FACTORY},
+        "recorder_node": {"out_dir": str(tmp_path / "rec")},
+        "sim_robot_node": {"image_size": 32},
+        "eval_manager_node": {
+            "episodes": 2, "max_steps": 20, "out_dir": str(tmp_path / "report"),
+            "startup_timeout_s": 60.0, "episode_timeout_s": 30.0,
+        },
+    }  # fmt: skip
+    for node, values in [*short.items(), *overrides.items()]:
+        params[node]["ros__parameters"].update(values)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _launch(installed: Path, tmp_path: Path, params: Path, timeout: float = 240.0):
+    model = build_standin_onnx(tmp_path / "standin" / "policy.onnx")
+    cmd = f"{LAUNCH} policy_model:={model} backend:=onnxruntime params_file:={params}"
+    return subprocess.run(
+        cmd.split(), env=ros2_env(installed), cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_ros2_launch_runs_the_evaluation_to_the_end_and_exits_by_itself(installed, tmp_path):
+    done = _launch(installed, tmp_path, _params(tmp_path))
+    log = done.stdout
+    assert done.returncode == 0, log[-6000:]
+    for node in NODES:  # every node ended by itself or on SIGINT, without an error
+        assert f"[{node}-" in log and "process has finished cleanly" in log, node
+    assert "Traceback" not in log and "RCLError" not in log, log[-6000:]
+
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [e["steps"] for e in report["episodes"]] == [20, 20]
+    episodes = list_episodes(tmp_path / "rec")
+    assert len(episodes) == 2
+    for path in episodes:  # read back with rosbags, as Foxglove and `ros2 bag` would
+        with AnyReader([path]) as reader:
+            actions = [c for c in reader.connections if c.topic == ACTION_TOPIC]
+            assert sum(c.msgcount for c in actions) == len(read_episode(path)) == 20
+
+
+def test_ros2_launch_exits_non_zero_when_a_node_fails(installed, tmp_path):
+    """A simulated robot with a bad parameter exits 2 at once: the launch must say so."""
+    params = _params(tmp_path, sim_robot_node={"rate_hz": -1.0})
+    done = _launch(installed, tmp_path, params, timeout=120.0)
+    assert done.returncode != 0, done.stdout[-4000:]
+    assert "sim_robot_node exited with status 2" in done.stdout
+
+
+# --- the rclpy host ----------------------------------------------------------------------------
+
+
+def test_the_rclpy_host_contract_under_ros2():
+    """tests/test_rclpy_host.py (messages byte for byte, cv_bridge, QoS, parameters, lifecycle)
+    in a process with the real rclpy; nothing in it may skip."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         str(REPO / "tests" / "test_rclpy_host.py")],
+        env=ros2_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-6000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+
+
+# --- the command line and a mixed graph --------------------------------------------------------
+
+
+def _ros2(env, *args: str, timeout: float = 60.0) -> str:
+    """Run a `ros2` command (without the ros2 daemon, which would outlive the test); its output
+    (it must succeed)."""
+    no_daemon = ["--no-daemon"] if args[0] in ("param", "lifecycle") else []
+    done = subprocess.run(
+        ["ros2", *args, *no_daemon], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, f"ros2 {' '.join(args)}:\n{done.stdout[-3000:]}"
+    return done.stdout
+
+
+def _ctrl_c(proc: subprocess.Popen) -> str:
+    """SIGINT to the process group, as Ctrl-C in a terminal (`ros2 run` and its node); the
+    output. Killed after 20 s."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate()[0] + "\n[killed after 20 s]"
+
+
+def _motion_since(spy, t0: float) -> int:
+    return sum(motion(m) for t, m in list(spy.received[ACTION_TOPIC]) if t > t0)
+
+
+def test_lifecycle_parameters_and_estop_from_the_ros2_command_line(spy, installed, tmp_path):
+    """The policy node under rclpy; this test's Cyclone DDS host feeds it (a mixed graph) while
+    `ros2 lifecycle`, `ros2 param` and `ros2 topic pub` drive it as an operator would."""
+    env = ros2_env(installed)
+    model = build_standin_onnx(tmp_path / "standin.onnx")
+    params = [f"{k}:={v}" for k, v in (
+        ("policy_factory", STANDIN_FACTORY), ("model_path", model), ("trigger", "timer"),
+        ("status_period_s", 0.1),
+    )]  # fmt: skip
+    node = subprocess.Popen(
+        ["ros2", "run", "vla_rft", "policy_node", "--ros-args", *(
+            a for p in params for a in ("-p", p))],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    feeder = None
+    try:
+        spy.wait_active("policy_node", [t for t in POLICY_INPUTS if t != LIFECYCLE], timeout=60)
+        c = spy.host.codec
+        spy.publish(INSTRUCTION_TOPIC, c.string_to_msg("move the gripper to the target"))
+        feeder = Feeder(spy)
+        spy.wait_for(lambda: _motion_since(spy, 0) > 0, what="motion from the rclpy node")
+
+        described = _ros2(env, "param", "describe", "/policy_node", "replan_every")
+        assert field_docs(PolicyNodeConfig)["replan_every"].split()[0] in described
+        listed = _ros2(env, "param", "list", "/policy_node")
+        assert {f.name for f in dataclasses.fields(PolicyNodeConfig)} <= set(listed.split())
+        assert _ros2(env, "param", "get", "/policy_node", "trigger").strip().endswith("timer")
+
+        _ros2(env, "lifecycle", "set", "/policy_node", "deactivate")
+        held = time.monotonic()
+        time.sleep(1.0)
+        assert _motion_since(spy, held) == 0
+        assert spy.statuses["policy_node"]["state"] == "inactive"
+        _ros2(env, "lifecycle", "set", "/policy_node", "activate")
+        spy.wait_for(lambda: _motion_since(spy, held) > 0, what="motion after activate")
+
+        _ros2(env, "topic", "pub", "--once", "-w", "3", "--qos-reliability", "reliable",
+              "--qos-durability", "transient_local", ESTOP_TOPIC, "std_msgs/msg/Bool",
+              "{data: true}")  # fmt: skip
+        pressed = time.monotonic()
+        spy.wait_for(lambda: spy.statuses["policy_node"]["estop"], what="the e-stop")
+        time.sleep(1.0)
+        assert _motion_since(spy, pressed) == 0
+    finally:
+        if feeder is not None:
+            feeder.stop()
+        out = _ctrl_c(node)
+    assert node.returncode == 0, out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
+
+
+def test_cyclone_policy_node_closes_the_loop_with_rclpy_robot_and_manager(
+    dds, nodes, installed, tmp_path
+):
+    """The reverse mix: the policy node on the Cyclone DDS host, the simulated robot and the
+    evaluation manager under rclpy; one episode runs to its step limit."""
+    env = ros2_env(installed)
+    model = build_standin_onnx(tmp_path / "standin.onnx")
+    nodes.start("vla_rft_nodes.policy_node", *standin_args(model))
+    robot = subprocess.Popen(
+        ["ros2", "run", "vla_rft", "sim_robot_node", "--ros-args", "-p", "image_size:=32"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        manager = subprocess.run(
+            ["ros2", "run", "vla_rft", "eval_manager_node", "--ros-args",
+             "-p", "episodes:=1", "-p", "max_steps:=15", "-p", "save_media:=false",
+             "-p", f"out_dir:={tmp_path / 'report'}", "-p", "startup_timeout_s:=90.0",
+             "-p", "wait_for_nodes:=[sim_robot_node, policy_node]"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180,
+        )  # fmt: skip
+    finally:
+        robot_out = _ctrl_c(robot)
+    assert manager.returncode == 0, manager.stdout[-4000:] + robot_out[-2000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [e["steps"] for e in report["episodes"]] == [15]
+    assert robot.returncode == 0, robot_out[-3000:]
