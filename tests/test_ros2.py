@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from graph_testing import (
@@ -37,8 +39,8 @@ from ros2_testing import (
 )
 from rosbags.highlevel import AnyReader
 
-from vla_rft.constants import ACTION_TOPIC, ESTOP_TOPIC, INSTRUCTION_TOPIC
-from vla_rft.data.episode_store import list_episodes, read_episode
+from vla_rft.constants import ACTION_TOPIC, ESTOP_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC
+from vla_rft.data.episode_store import list_episodes, read_episode, write_episode
 from vla_rft_nodes.configs import PolicyNodeConfig, field_docs
 from vla_rft_nodes.standin_policy import build_standin_onnx
 
@@ -110,6 +112,14 @@ def _params(tmp_path: Path, **overrides) -> Path:
     return path
 
 
+def _bag_info_counts(info: str) -> dict[str, int]:
+    """{topic: count} from `ros2 bag info` output."""
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"Topic: (\S+) \| Type: \S+ \| Count: (\d+)", info)
+    }
+
+
 def _launch(installed: Path, tmp_path: Path, params: Path, timeout: float = 240.0):
     model = build_standin_onnx(tmp_path / "standin" / "policy.onnx")
     cmd = f"{LAUNCH} policy_model:={model} backend:=onnxruntime params_file:={params}"
@@ -131,10 +141,11 @@ def test_ros2_launch_runs_the_evaluation_to_the_end_and_exits_by_itself(installe
     assert [e["steps"] for e in report["episodes"]] == [20, 20]
     episodes = list_episodes(tmp_path / "rec")
     assert len(episodes) == 2
-    for path in episodes:  # read back with rosbags, as Foxglove and `ros2 bag` would
+    for path in episodes:  # read back with rosbags, and with `ros2 bag info`
         with AnyReader([path]) as reader:
-            actions = [c for c in reader.connections if c.topic == ACTION_TOPIC]
-            assert sum(c.msgcount for c in actions) == len(read_episode(path)) == 20
+            counts = {c.topic: c.msgcount for c in reader.connections}
+        assert counts[ACTION_TOPIC] == len(read_episode(path)) == 20
+        assert _bag_info_counts(_ros2(ros2_env(installed), "bag", "info", str(path))) == counts
 
 
 def test_ros2_launch_exits_non_zero_when_a_node_fails(installed, tmp_path):
@@ -270,3 +281,24 @@ def test_cyclone_policy_node_closes_the_loop_with_rclpy_robot_and_manager(
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [e["steps"] for e in report["episodes"]] == [15]
     assert robot.returncode == 0, robot_out[-3000:]
+
+
+# --- rosbag2 ------------------------------------------------------------------------------------
+
+
+def test_ros2_bag_play_puts_an_episode_back_on_the_wire(spy, episode_factory, tmp_path):
+    """An episode written by the episode store, played by `ros2 bag play` (rosbag2's MCAP
+    plugin), arrives at this test's Cyclone DDS reader frame for frame."""
+    env = ros2_env()
+    if "bag" not in _ros2(env, "--help"):
+        pytest.skip("this ROS 2 has no rosbag2 (scripts/install_ros2.sh builds it)")
+    episode = episode_factory(steps=12, size=16)
+    path = write_episode(tmp_path, "played", episode)
+    _ros2(env, "bag", "play", str(path), "--delay", "2", "--topics", IMAGE_TOPIC, ACTION_TOPIC)
+    spy.wait_for(lambda: len(spy.received[ACTION_TOPIC]) >= len(episode), 20, "the actions")
+    actions = [np.asarray(m.data, np.float32) for _, m in spy.received[ACTION_TOPIC]]
+    np.testing.assert_array_equal(np.stack(actions), episode.actions)
+    images = [spy.host.codec.image_from_msg(m) for _, m in spy.received[IMAGE_TOPIC]]
+    assert len(images) >= len(episode) - 1  # best effort, as the camera topic is
+    for image in images:
+        assert any(np.array_equal(image, sent) for sent in episode.images)
