@@ -3,6 +3,8 @@
 This process is the camera and the robot: it publishes frames and states at 30 Hz; the policy
 node runs as its own process (as on a robot) and answers each frame with an action. Latency is
 frame publish -> action arrival, both here (one DDS hop each way, inference, safety checks).
+The policy node runs on each host in turn: the Cyclone DDS host and, when a ROS 2 is installed,
+rclpy over rmw_cyclonedds_cpp (the camera stays on the Cyclone DDS host: the same wire).
 
     .venv/bin/python bench/bench_control_loop.py                       # stand-in ONNX policy
     .venv/bin/python bench/bench_control_loop.py --model models/policy --backend onnxruntime
@@ -42,6 +44,7 @@ from vla_rft.constants import (
 )
 from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
 from vla_rft_nodes.host.base import QoS, rss_mb
+from vla_rft_nodes.host.ros2_env import ros2_prefix, sourced_env
 from vla_rft_nodes.policy_node import IDLE_REASONS
 from vla_rft_nodes.standin_policy import build_standin_onnx
 
@@ -114,20 +117,29 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def measure(args, size: int, mode: str, model: Path, factory: str) -> dict:
+def start_policy_node(host: str, params: dict[str, str]) -> subprocess.Popen:
+    """The policy node as its own process on `host`: the Cyclone DDS host, or rclpy under the
+    installed ROS 2 (rmw_cyclonedds_cpp, the same domain and CYCLONEDDS_URI)."""
+    module = [sys.executable, "-m", "vla_rft_nodes.policy_node"]
+    if host == "cyclonedds":
+        sets = [a for k, v in params.items() for a in ("--set", f"{k}={v}")]
+        env = {**os.environ, "VLA_RFT_HOST": "cyclonedds"}
+        return subprocess.Popen([*module, *sets, "--log-level", "ERROR"], env=env)
+    ros_params = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
+    env = {**sourced_env(), "VLA_RFT_HOST": "rclpy"}
+    for key in ("CYCLONEDDS_URI", "ROS_DOMAIN_ID"):
+        env[key] = os.environ[key]
+    command = [*module, "--ros-args", *ros_params, "--log-level", "ERROR"]
+    return subprocess.Popen(command, env=env)
+
+
+def measure(args, host: str, size: int, mode: str, model: Path, factory: str) -> dict:
     replan_every, timing = mode.split(":")
-    env = {**os.environ, "VLA_RFT_HOST": "cyclonedds"}
-    node = subprocess.Popen(
-        [
-            sys.executable, "-m", "vla_rft_nodes.policy_node",
-            "--set", f"model_path={model}", "--set", f"backend={args.backend}",
-            "--set", f"policy_factory={factory}", "--set", f"replan_every={replan_every}",
-            "--set", f"control_rate_hz={RATE_HZ}", "--set", f"trigger={args.trigger}",
-            "--set", f"async_inference={'true' if timing == 'async' else 'false'}",
-            "--set", "status_period_s=0.5", "--log-level", "ERROR",
-        ],
-        env=env,
-    )  # fmt: skip
+    node = start_policy_node(host, {
+        "model_path": str(model), "backend": args.backend, "policy_factory": factory,
+        "replan_every": replan_every, "control_rate_hz": str(RATE_HZ), "trigger": args.trigger,
+        "async_inference": "true" if timing == "async" else "false", "status_period_s": "0.5",
+    })  # fmt: skip
     camera = Camera()
     try:
         camera.wait_until(lambda: camera.status.get("state") == "active", 120, "the policy node")
@@ -158,6 +170,7 @@ def measure(args, size: int, mode: str, model: Path, factory: str) -> dict:
     in_span = np.count_nonzero((arrivals >= sent[first]) & (arrivals <= sent[-1]))
     counters = status.get("counters", {})
     return {
+        "host": host,
         "image px": size,
         "mode": mode,
         **{k: round(v, 2) for k, v in percentiles(latencies).items()},
@@ -183,6 +196,11 @@ def main() -> int:
     p.add_argument(
         "--factory", default="vla_rft.runtime.loader:load_policy", help="policy_factory for --model"
     )
+    p.add_argument(
+        "--hosts", default="cyclonedds,rclpy",
+        help="policy node hosts, each a row group (rclpy: under the installed ROS 2; skipped "
+        "with a note when there is none)",
+    )  # fmt: skip
     p.add_argument("--sizes", default="64,224")
     p.add_argument("--modes", default="1:sync,4:async", help="replan_every:sync|async, ...")
     p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per row")
@@ -197,12 +215,17 @@ def main() -> int:
     else:
         model = build_standin_onnx(Path("/tmp/vla_rft_bench/standin.onnx"))
         factory, policy = "vla_rft_nodes.standin_policy:load_standin_policy", "stand-in ONNX"
+    hosts = args.hosts.split(",")
+    if "rclpy" in hosts and ros2_prefix() is None:
+        print("no ROS 2 installed (scripts/install_ros2.sh): no rclpy rows", flush=True)
+        hosts.remove("rclpy")
     rows = []
     for size in map(int, args.sizes.split(",")):
         for mode in args.modes.split(","):
-            row = measure(args, size, mode, model, factory)
-            rows.append({"policy": policy, "trigger": args.trigger, **row})
-            print(rows[-1], flush=True)
+            for host in hosts:  # side by side, so that both see the same machine
+                row = measure(args, host, size, mode, model, factory)
+                rows.append({"policy": policy, "trigger": args.trigger, **row})
+                print(rows[-1], flush=True)
     report(args.name, rows)
     return 0
 

@@ -45,7 +45,9 @@ def time_rollouts(model: WorldModel, b: int, g: int, horizon: int, repeats: int)
     }
 
 
-def time_training(model: WorldModel, cfg: TrainWorldModelConfig, repeats: int, bf16: bool) -> dict:
+def time_training(
+    model: WorldModel, cfg: TrainWorldModelConfig, repeats: int, bf16: bool, before_step=None
+) -> dict:
     m, o = cfg.model, cfg.optim
     n, t = o.batch_size, cfg.data.horizon
     keep = o.decoded_frames if 0 < o.decoded_frames < t else t
@@ -58,6 +60,8 @@ def time_training(model: WorldModel, cfg: TrainWorldModelConfig, repeats: int, b
     model.train()
     samples = []
     for i in range(repeats + 1):
+        if before_step is not None:  # e.g. vla_rft.threads.adapt_threads, as the trainer calls it
+            before_step()
         with Timer() as timer:
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 pred = model(context, actions, steps)

@@ -159,8 +159,9 @@ def start_episode(spy, name):
 class Feeder:
     """Camera and state at ~30 Hz from a thread, as a robot would send them."""
 
-    def __init__(self, spy, size=8):
+    def __init__(self, spy, size=8, send_state=True):
         self.spy, self.size, self._stop = spy, size, threading.Event()
+        self.send_state = send_state
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -169,9 +170,9 @@ class Feeder:
         while not self._stop.is_set():
             image = np.full((self.size, self.size, 3), 90, np.uint8)
             self.spy.publish(IMAGE_TOPIC, c.image_to_msg(image, time.time_ns()))
-            self.spy.publish(
-                STATE_TOPIC, c.floats_to_msg(np.array([0.1, 0.6, 0.2, 1.0], np.float32))
-            )
+            if self.send_state:
+                state = np.array([0.1, 0.6, 0.2, 1.0], np.float32)
+                self.spy.publish(STATE_TOPIC, c.floats_to_msg(state))
             time.sleep(0.033)
 
     def stop(self):

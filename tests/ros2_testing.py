@@ -1,14 +1,10 @@
 """Running things under a real ROS 2: the sourced environment, the colcon-built package, `ros2`
 commands. The test process itself stays unsourced (its nodes use the Cyclone DDS host); what
-needs ROS 2 runs in a child process with `ros2_env()`.
-
-ROS 2 is looked for at $VLA_RFT_ROS2_PREFIX, /opt/ros/jazzy, /opt/ros/humble
-(`scripts/install_ros2.sh` builds Jazzy into /opt/ros/jazzy).
+needs ROS 2 runs in a child process with `ros2_env()` (vla_rft_nodes/host/ros2_env.py finds it).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import shutil
@@ -19,23 +15,14 @@ from pathlib import Path
 import pytest
 
 from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+from vla_rft_nodes.host.ros2_env import ros2_prefix, sourced_env
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 PACKAGE_FILES = (
     "setup.py", "setup.cfg", "pyproject.toml", "package.xml", "README.md",
     "resource", "launch", "config", "vla_rft", "vla_rft_nodes",
 )  # fmt: skip
 """What colcon needs of the repository to build the package (no data, runs or models)."""
-
-
-def ros2_prefix() -> Path | None:
-    """Where ROS 2 is installed, or None."""
-    candidates = [os.environ.get("VLA_RFT_ROS2_PREFIX", ""), "/opt/ros/jazzy", "/opt/ros/humble"]
-    for candidate in filter(None, candidates):
-        if (Path(candidate) / "setup.bash").is_file():
-            return Path(candidate)
-    return None
 
 
 requires_ros2 = pytest.mark.skipif(
@@ -44,29 +31,13 @@ requires_ros2 = pytest.mark.skipif(
 )
 
 
-@functools.cache
-def _sourced(setup_bash: str) -> dict[str, str]:
-    """The environment after `source setup_bash`, starting from a clean one."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "COLCON_"))}
-    out = subprocess.run(
-        ["bash", "-c", f"source {setup_bash} && env -0"],
-        env=base, check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    return dict(line.split("=", 1) for line in out.decode().split("\0") if "=" in line)
-
-
 def ros2_env(*overlays: Path) -> dict[str, str]:
     """A child's environment: ROS 2 (and each overlay's setup.bash) sourced, this project's
     Python first on PATH, rmw_cyclonedds_cpp on loopback. The DDS domain and CYCLONEDDS_URI are
     this process's when set (the `dds` fixture's, so that its Cyclone DDS host and the ROS 2
     processes meet), else a random domain on loopback."""
-    prefix = ros2_prefix()
-    assert prefix is not None
-    scripts = " && source ".join(str(p) for p in (prefix / "setup.bash", *overlays))
-    env = dict(_sourced(scripts))
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
+    env = sourced_env(*overlays)
     env.update(
-        RMW_IMPLEMENTATION="rmw_cyclonedds_cpp",
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         CYCLONEDDS_URI=os.environ.get("CYCLONEDDS_URI", LOOPBACK_CYCLONEDDS),
         ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(random.randint(100, 230))),

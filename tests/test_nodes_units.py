@@ -79,6 +79,12 @@ def test_dds_messages_are_byte_identical_to_ros2_cdr():
             lambda c: c.trajectory_to_msg(chunk, names, 1 / 30, 5 * 10**9 + 7),
             "trajectory_msgs/msg/JointTrajectory",
         ),
+        (lambda c: c.joint_state_to_msg(names, chunk[0], 9), "sensor_msgs/msg/JointState"),
+        (
+            lambda c: c.twist_to_msg(chunk[0][:3], chunk[1][:3], 3, "tool0"),
+            "geometry_msgs/msg/TwistStamped",
+        ),
+        (lambda c: c.doubles_to_msg(chunk[2], names), "std_msgs/msg/Float64MultiArray"),
     ]
     for make, msgtype in cases:
         ours, theirs = make(dds).serialize(), messages.serialize(make(ros))

@@ -51,6 +51,9 @@ def _messages(codec: Codec) -> dict[str, object]:
         "trajectory_msgs/msg/JointTrajectory": codec.trajectory_to_msg(
             chunk, ("a", "b", "c", "d"), 0.1, 42
         ),
+        "sensor_msgs/msg/JointState": codec.joint_state_to_msg(("a", "b"), chunk[0, :2], 5),
+        "geometry_msgs/msg/TwistStamped": codec.twist_to_msg(chunk[0, :3], chunk[1, :3], 6, "f"),
+        "std_msgs/msg/Float64MultiArray": codec.doubles_to_msg(chunk[2], ("a", "b", "c", "d")),
     }
 
 

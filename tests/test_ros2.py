@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,9 +40,18 @@ from ros2_testing import (
 )
 from rosbags.highlevel import AnyReader
 
-from vla_rft.constants import ACTION_TOPIC, ESTOP_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC
+from vla_rft.constants import (
+    ACTION_TOPIC,
+    ESTOP_TOPIC,
+    IMAGE_TOPIC,
+    INSTRUCTION_TOPIC,
+    STATE_TOPIC,
+)
 from vla_rft.data.episode_store import list_episodes, read_episode, write_episode
 from vla_rft_nodes.configs import PolicyNodeConfig, field_docs
+from vla_rft_nodes.host.base import JOINT_STATE_TYPE, QoS
+from vla_rft_nodes.host.cyclonedds_host import CycloneHost
+from vla_rft_nodes.robot_interfaces import COMMAND_MSGS, COMMAND_TOPIC, command_msg
 from vla_rft_nodes.standin_policy import build_standin_onnx
 
 pytestmark = [pytest.mark.ros2, pytest.mark.slow, requires_ros2]
@@ -302,3 +312,99 @@ def test_ros2_bag_play_puts_an_episode_back_on_the_wire(spy, episode_factory, tm
     assert len(images) >= len(episode) - 1  # best effort, as the camera topic is
     for image in images:
         assert any(np.array_equal(image, sent) for sent in episode.images)
+
+
+# --- the interfaces a ROS 2 arm speaks ---------------------------------------------------------
+
+ARM_JOINTS = ("shoulder", "elbow", "wrist", "finger")
+ARM_COMMANDS = {
+    "twist_stamped": {"command_axes": ["linear.x", "linear.y", "linear.z", ""],
+                      "command_scale": [0.1, 0.1, 0.1, 0.0]},
+    "float64_array": {"command_scale": [2.0, 2.0, 2.0, 1.0]},
+    "joint_trajectory": {"command_joint_names": list(ARM_JOINTS), "command_time_s": 0.2},
+}  # fmt: skip
+
+
+def _command_vector(msg) -> np.ndarray:
+    """The numbers a command message carries (twist: linear then angular)."""
+    if hasattr(msg, "twist"):
+        t = msg.twist
+        return np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
+    if hasattr(msg, "points"):
+        return np.asarray(msg.points[0].positions, np.float64)
+    return np.asarray(msg.data, np.float64)
+
+
+class _Arm:
+    """A joint-space arm on the Cyclone DDS host: publishes sensor_msgs/JointState at 30 Hz
+    (joints in reverse order) and moves on every command it receives on /vla_rft/command."""
+
+    def __init__(self, command: str):
+        self.host = CycloneHost("arm")
+        self.positions = np.zeros(len(ARM_JOINTS))
+        self.commands: list = []
+        self._state = self.host.publisher(STATE_TOPIC, JOINT_STATE_TYPE, QoS.SENSOR_DATA)
+        self.host.subscribe(COMMAND_TOPIC, COMMAND_MSGS[command], self._on_command, QoS.RELIABLE)
+        self.host.timer(1 / 30, self._publish_state)
+        self._thread = threading.Thread(target=self.host.spin, daemon=True)
+        self._thread.start()
+
+    def _on_command(self, msg) -> None:
+        self.commands.append(msg)
+        self.positions = self.positions + 0.01
+
+    def _publish_state(self) -> None:
+        msg = self.host.codec.joint_state_to_msg(ARM_JOINTS[::-1], self.positions[::-1], 1)
+        self._state.publish(msg)
+
+    def close(self) -> None:
+        self.host.request_shutdown()
+        self._thread.join(timeout=5)
+        self.host.close()
+
+
+@pytest.mark.parametrize("command", sorted(ARM_COMMANDS))
+def test_an_arm_speaking_joint_state_and_a_ros2_command_type_closes_the_loop(
+    command, spy, installed, tmp_path
+):
+    """The policy node under rclpy reads sensor_msgs/JointState and sends `command` beside the
+    raw action: every command carries what the adapter makes of an action the node sent, and
+    the arm, moved by them, feeds new joint states back."""
+    env = ros2_env(installed)
+    params = {
+        "policy_factory": STANDIN_FACTORY,
+        "model_path": str(build_standin_onnx(tmp_path / "standin.onnx")),
+        "trigger": "timer", "status_period_s": 0.1,
+        "state_msg": "joint_state", "state_joint_names": list(ARM_JOINTS),
+        "command_msg": command, **ARM_COMMANDS[command],
+    }  # fmt: skip
+    cli = [a for k, v in params.items() for a in ("-p", f"{k}:={json.dumps(v)}")]
+    node = subprocess.Popen(
+        ["ros2", "run", "vla_rft", "policy_node", "--ros-args", *cli],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    arm, feeder = _Arm(command), None
+    try:
+        spy.wait_for(lambda: spy.statuses.get("policy_node", {}).get("state") == "active", 60)
+        spy.publish(INSTRUCTION_TOPIC, spy.host.codec.string_to_msg("reach the red goal"))
+        feeder = Feeder(spy, send_state=False)
+        spy.wait_for(lambda: len(arm.commands) >= 30, what=f"{command} commands")
+        config = PolicyNodeConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in params.items()})  # fmt: skip
+        sent = [np.asarray(m.data, np.float32) for _, m in list(spy.received[ACTION_TOPIC])]
+        expected = [_command_vector(command_msg(arm.host.codec, config, a, 0)) for a in sent]
+        for msg in arm.commands[5:30]:
+            got = _command_vector(msg)
+            assert any(np.allclose(got, e, atol=1e-6) for e in expected), got
+        assert any(np.abs(_command_vector(m)).max() > 0 for m in arm.commands), "only holds"
+        if command == "joint_trajectory":
+            assert list(arm.commands[-1].joint_names) == list(ARM_JOINTS)
+        counters = spy.statuses["policy_node"]["counters"]
+        assert not [k for k in counters if k.startswith("rejected.")], counters
+    finally:
+        if feeder is not None:
+            feeder.stop()
+        arm.close()
+        out = _ctrl_c(node)
+    assert node.returncode == 0, out[-4000:]

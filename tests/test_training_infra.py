@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+from vla_rft.threads import threads_for
 from vla_rft.training.checkpoint import (
     CheckpointError,
     CheckpointIntegrityError,
@@ -146,23 +147,33 @@ def _python(code: str, env_drop=("OMP_WAIT_POLICY", "KMP_BLOCKTIME")) -> str:
     return done.stdout
 
 
-def test_cli_sets_passive_openmp_before_torch_is_imported():
-    """OpenMP reads its wait policy when torch loads it: setting it any later does nothing."""
+@pytest.mark.parametrize(
+    "requested, cpus, others_busy, expected",
+    [(2, 2, 0.0, 2), (2, 2, 0.3, 2), (2, 2, 1.0, 1), (2, 2, 2.0, 1), (8, 16, 9.6, 6), (1, 2, 0, 1)],
+)
+def test_threads_are_what_the_other_processes_leave_free(requested, cpus, others_busy, expected):
+    assert threads_for(requested, cpus, others_busy) == expected
+
+
+def test_training_threads_drop_while_other_processes_keep_the_cpus_busy():
+    """The fix for trainers that collapsed beside other jobs: with every CPU kept busy by
+    another process, the next look sets one thread; once they stop, the requested threads."""
     code = """
-import os, sys
-seen = []
-class Probe:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" and not seen:
-            seen.append((os.environ.get("OMP_WAIT_POLICY"), os.environ.get("KMP_BLOCKTIME")))
-sys.meta_path.insert(0, Probe())
-from vla_rft.cli import main
-main(["train-world-model", "--recipe", "no-such-recipe.yaml", "-q"])
-print("torch" in sys.modules, seen)
+import os, subprocess, sys, time
+import torch
+from vla_rft.threads import adapt_threads, set_torch_threads
+set_torch_threads(2)
+cpus = len(os.sched_getaffinity(0))
+spinners = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(cpus)]
+time.sleep(1.0)
+busy = adapt_threads(period_s=0.5), torch.get_num_threads()
+for p in spinners:
+    p.kill()
+    p.wait()
+time.sleep(1.0)
+print(busy, (adapt_threads(period_s=0.5), torch.get_num_threads()))
 """
-    imported, seen = _python(code).split(" ", 1)
-    assert imported == "True"  # the command got as far as importing torch
-    assert seen.strip() == "[('PASSIVE', '0')]"
+    assert _python(code).strip() == "(1, 1) (2, 2)"
 
 
 def test_torch_threads_can_be_set_by_every_stage_of_one_process():

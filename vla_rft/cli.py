@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from vla_rft.threads import passive_openmp
-
 
 def comma_list(text: str) -> tuple[str, ...]:
     """argparse type of a comma-separated list; an empty one is a usage error."""
@@ -266,7 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    passive_openmp()  # before any subcommand imports torch (vla_rft/threads.py says why)
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = build_parser().parse_known_args(argv)
     try:

@@ -30,6 +30,7 @@ from vla_rft.constants import (
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS
 from vla_rft.sim.perturbations import PERTURBATION_KINDS
 from vla_rft.training.config import ConfigError, from_dict, parse_overrides
+from vla_rft_nodes.robot_interfaces import check_interfaces
 
 T = TypeVar("T")
 
@@ -92,6 +93,26 @@ class PolicyNodeConfig:
     """One name per action dimension (the message's dimension label, the trajectory joints)."""
     publish_trajectory: bool = False
     """Also publish every new chunk as trajectory_msgs/JointTrajectory."""
+    state_msg: str = "float32_array"
+    """Type on /vla_rft/state: float32_array (the state vector) or joint_state
+    (sensor_msgs/JointState, positions of state_joint_names); see robot_interfaces.py."""
+    state_joint_names: tuple[str, ...] = ()
+    """state_msg joint_state: the joints whose positions make the state vector, in its order."""
+    command_msg: str = "none"
+    """Also publish each action on /vla_rft/command as: none, twist_stamped (MoveIt Servo),
+    float64_array (forward command controller) or joint_trajectory (joint trajectory
+    controller)."""
+    command_scale: tuple[float, ...] = ()
+    """Per action dimension: command = action * scale (e.g. m/s per unit); empty = 1."""
+    command_axes: tuple[str, ...] = ()
+    """command_msg twist_stamped: per action dimension, the twist component it drives
+    ('linear.x' ... 'angular.z') or '' (none, e.g. the gripper)."""
+    command_frame_id: str = "base_link"
+    """command_msg twist_stamped: the frame of the twist."""
+    command_joint_names: tuple[str, ...] = ()
+    """command_msg joint_trajectory: one joint name per action dimension."""
+    command_time_s: float = 0.1
+    """command_msg joint_trajectory: time_from_start of the commanded point."""
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS
     """Longer instructions are refused (counted, logged as an excerpt)."""
     estop_wait_s: float = 1.0
@@ -139,6 +160,10 @@ class PolicyNodeConfig:
             all(0 <= d < self.action_dim for d in self.hold_keep_dims),
             f"hold_keep_dims {self.hold_keep_dims} must index [0, {self.action_dim})",
         )
+        try:
+            check_interfaces(self)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 @dataclass(frozen=True)

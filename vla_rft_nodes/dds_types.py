@@ -104,6 +104,40 @@ class JointTrajectory_(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTra
     points: sequence[JointTrajectoryPoint_] = field(default_factory=list)
 
 
+@dataclass
+class JointState_(IdlStruct, typename="sensor_msgs::msg::dds_::JointState_"):
+    header: Header_ = field(default_factory=Header_)
+    name: sequence[str] = field(default_factory=list)
+    position: sequence[float64] = field(default_factory=list)
+    velocity: sequence[float64] = field(default_factory=list)
+    effort: sequence[float64] = field(default_factory=list)
+
+
+@dataclass
+class Vector3_(IdlStruct, typename="geometry_msgs::msg::dds_::Vector3_"):
+    x: float64 = 0.0
+    y: float64 = 0.0
+    z: float64 = 0.0
+
+
+@dataclass
+class Twist_(IdlStruct, typename="geometry_msgs::msg::dds_::Twist_"):
+    linear: Vector3_ = field(default_factory=Vector3_)
+    angular: Vector3_ = field(default_factory=Vector3_)
+
+
+@dataclass
+class TwistStamped_(IdlStruct, typename="geometry_msgs::msg::dds_::TwistStamped_"):
+    header: Header_ = field(default_factory=Header_)
+    twist: Twist_ = field(default_factory=Twist_)
+
+
+@dataclass
+class Float64MultiArray_(IdlStruct, typename="std_msgs::msg::dds_::Float64MultiArray_"):
+    layout: MultiArrayLayout_ = field(default_factory=MultiArrayLayout_)
+    data: sequence[float64] = field(default_factory=list)
+
+
 class _RawBytesMachine(BytesMachine):
     """sequence<uint8> as one copy of any contiguous buffer (bytes, numpy) in, bytes out.
 
@@ -135,5 +169,10 @@ DDS_TYPES: dict[str, type[IdlStruct]] = {
     "std_msgs/msg/Float32MultiArray": Float32MultiArray_,
     "trajectory_msgs/msg/JointTrajectoryPoint": JointTrajectoryPoint_,
     "trajectory_msgs/msg/JointTrajectory": JointTrajectory_,
+    "sensor_msgs/msg/JointState": JointState_,
+    "geometry_msgs/msg/Vector3": Vector3_,
+    "geometry_msgs/msg/Twist": Twist_,
+    "geometry_msgs/msg/TwistStamped": TwistStamped_,
+    "std_msgs/msg/Float64MultiArray": Float64MultiArray_,
 }
 """ROS 2 type name -> IdlStruct class."""

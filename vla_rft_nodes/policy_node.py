@@ -1,9 +1,11 @@
 """The policy node: camera, robot state and instruction in; one action per control tick out.
 
     in:  /camera/image_raw (sensor_msgs/Image, sensor data), /vla_rft/state
-         (std_msgs/Float32MultiArray, sensor data), /vla_rft/instruction (std_msgs/String,
-         latched), /vla_rft/estop (std_msgs/Bool), /vla_rft/episode_event (std_msgs/String)
-    out: /vla_rft/action (std_msgs/Float32MultiArray), optionally /vla_rft/action_trajectory
+         (std_msgs/Float32MultiArray or sensor_msgs/JointState, sensor data),
+         /vla_rft/instruction (std_msgs/String, latched), /vla_rft/estop (std_msgs/Bool),
+         /vla_rft/episode_event (std_msgs/String)
+    out: /vla_rft/action (std_msgs/Float32MultiArray), optionally /vla_rft/command (a ROS 2
+         arm's command type, robot_interfaces.py) and /vla_rft/action_trajectory
          (trajectory_msgs/JointTrajectory, each new chunk), /vla_rft/status
 
 A ROS 2 lifecycle node: configure loads the policy (engine and instruction encoder) through
@@ -47,7 +49,6 @@ from vla_rft.constants import (
     OBS_IMAGE,
     OBS_INSTRUCTION,
     OBS_STATE,
-    STATE_MSGTYPE,
     STATE_TOPIC,
 )
 from vla_rft.data.messages import MessageError
@@ -59,6 +60,13 @@ from vla_rft_nodes.host import NodeBase, QoS, run_node
 from vla_rft_nodes.host.base import latency_summary, rss_mb
 from vla_rft_nodes.inference import InferenceWorker, Request, Result
 from vla_rft_nodes.policy_factories import import_factory
+from vla_rft_nodes.robot_interfaces import (
+    COMMAND_MSGS,
+    COMMAND_TOPIC,
+    STATE_MSGS,
+    command_msg,
+    read_state,
+)
 from vla_rft_nodes.safety import (
     ActionLimiter,
     EStopLatch,
@@ -155,8 +163,12 @@ class PolicyNode(NodeBase):
             if c.publish_trajectory
             else None
         )
+        command_type = COMMAND_MSGS[c.command_msg]
+        self._command_pub = (
+            host.publisher(COMMAND_TOPIC, command_type, QoS.RELIABLE) if command_type else None
+        )
         self.subscribe(IMAGE_TOPIC, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA)
-        self.subscribe(STATE_TOPIC, STATE_MSGTYPE, self.on_state, QoS.SENSOR_DATA)
+        self.subscribe(STATE_TOPIC, STATE_MSGS[c.state_msg], self.on_state, QoS.SENSOR_DATA)
         self.subscribe(INSTRUCTION_TOPIC, INSTRUCTION_MSGTYPE, self.on_instruction, QoS.LATCHED)
         # latched: a restarted node hears a held e-stop; volatile: a writer without
         # transient-local durability (`ros2 topic pub` by default) still reaches the node
@@ -187,7 +199,7 @@ class PolicyNode(NodeBase):
 
     def on_state(self, msg) -> None:
         try:
-            self._state = self.codec.floats_from_msg(msg, self.config.state_dim)
+            self._state = read_state(self.codec, self.config, msg)
         except MessageError as err:
             self.reject("state", err)
             return
@@ -502,11 +514,14 @@ class PolicyNode(NodeBase):
         """Publish an action; a motion command only if the node is not halted, checked under
         the lock on_estop engages the latch under. False: refused (nothing published)."""
         msg = self.codec.floats_to_msg(action, self.config.action_names)
+        command = command_msg(self.codec, self.config, action, self.host.now_ns())
         with self._publish_lock:
             if motion and self._halted():
                 self.counters.add("motion_refused")
                 return False
             self._action_pub.publish(msg)
+            if command is not None:
+                self._command_pub.publish(command)
             self._last_action = action
             return True
 

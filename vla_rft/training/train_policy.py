@@ -34,7 +34,7 @@ from vla_rft.runtime.torch_policy import (
     POLICY_CONFIG_KEY,
 )
 from vla_rft.runtime.transforms import ImageTransform
-from vla_rft.threads import set_torch_threads
+from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import distributed as dist
 from vla_rft.training.checkpoint import (
     CheckpointError,
@@ -296,6 +296,7 @@ def train(
         total=config.optim.steps,
     )
     for step in bar:
+        adapt_threads()
         torch.manual_seed(config.seed + step * info.world_size + info.rank)
         idx = window_order(len(train_set), config.optim.batch_size, step, config.seed, info)
         batch = to_tensors(train_set.get_batch(idx), embeddings, images, info.device)

@@ -36,7 +36,7 @@ from vla_rft.models.world_model.proprio import ProprioModel, previous_actions
 from vla_rft.rl import clipped_policy_loss, gaussian_entropy, group_advantages, kl_estimate
 from vla_rft.rl.rewards import PERCEPTUAL_TERMS, verified_reward
 from vla_rft.runtime.torch_policy import INSTRUCTIONS_KEY, TorchPolicy
-from vla_rft.threads import set_torch_threads
+from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import distributed as dist
 from vla_rft.training.checkpoint import (
     CheckpointError,
@@ -275,6 +275,7 @@ def train(
         range(start, g.steps), disable=not (progress and info.is_main), initial=start, total=g.steps
     )
     for step in bar:
+        adapt_threads()
         rng = np.random.default_rng((config.seed, step, info.rank))
         noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
         picks = np.sort(rng.choice(candidates, g.start_states, replace=False))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
-from vla_rft.threads import set_torch_threads
+from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import checkpoint as ckpt_io
 from vla_rft.training import distributed as dist
 from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
@@ -293,6 +293,7 @@ def train(
     model.train()
     tic = time.perf_counter()
     while step < cfg.optim.steps:
+        adapt_threads()
         # batch [per_rank windows] drawn by (seed, step, rank)
         rng = np.random.default_rng([cfg.seed, step, info.rank])
         batch = train_ds.get_batch(np.sort(rng.choice(starts, per_rank)))

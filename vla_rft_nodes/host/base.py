@@ -33,6 +33,9 @@ FLOATS_TYPE = "std_msgs/msg/Float32MultiArray"
 STRING_TYPE = "std_msgs/msg/String"
 BOOL_TYPE = "std_msgs/msg/Bool"
 TRAJECTORY_TYPE = "trajectory_msgs/msg/JointTrajectory"
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+TWIST_STAMPED_TYPE = "geometry_msgs/msg/TwistStamped"
+DOUBLES_TYPE = "std_msgs/msg/Float64MultiArray"
 
 
 class QoS(enum.Enum):
@@ -95,12 +98,19 @@ class Codec:
     def floats_to_msg(self, values: np.ndarray, labels: tuple[str, ...] = ()):
         """float32 [N] -> std_msgs/Float32MultiArray (dimension label: the names)."""
         values = np.asarray(values, np.float32).reshape(-1)
+        return self._multi_array(FLOATS_TYPE, self._floats(values), values.size, labels)
+
+    def doubles_to_msg(self, values: np.ndarray, labels: tuple[str, ...] = ()):
+        """float64 [N] -> std_msgs/Float64MultiArray (ros2_control's forward command
+        controllers take one of these per command)."""
+        values = np.asarray(values, np.float64).reshape(-1)
+        return self._multi_array(DOUBLES_TYPE, self._doubles(values), values.size, labels)
+
+    def _multi_array(self, msgtype: str, data, size: int, labels: tuple[str, ...]):
         t = self.types
-        dim = t["std_msgs/msg/MultiArrayDimension"](
-            label=",".join(labels), size=values.size, stride=values.size
-        )
+        dim = t["std_msgs/msg/MultiArrayDimension"](label=",".join(labels), size=size, stride=size)
         layout = t["std_msgs/msg/MultiArrayLayout"](dim=[dim], data_offset=0)
-        return t[FLOATS_TYPE](layout=layout, data=self._floats(values))
+        return t[msgtype](layout=layout, data=data)
 
     def floats_from_msg(self, msg, size: int | None = None) -> np.ndarray:
         """std_msgs/Float32MultiArray -> float32 [N]; MessageError on a wrong size or NaN."""
@@ -118,14 +128,19 @@ class Codec:
         return self.types[BOOL_TYPE](data=bool(value))
 
     def trajectory_to_msg(
-        self, chunk: np.ndarray, joint_names: tuple[str, ...], dt_s: float, stamp_ns: int
+        self,
+        chunk: np.ndarray,
+        joint_names: tuple[str, ...],
+        dt_s: float,
+        stamp_ns: int,
+        start_s: float = 0.0,
     ):
-        """Action chunk [K, A] -> trajectory_msgs/JointTrajectory, point k at k * dt_s."""
+        """Action chunk [K, A] -> trajectory_msgs/JointTrajectory, point k at start_s + k * dt_s."""
         t = self.types
         empty = self._doubles(np.zeros(0))
         points = []
         for k, action in enumerate(np.asarray(chunk, np.float64)):
-            ns = round(k * dt_s * 1e9)
+            ns = round((start_s + k * dt_s) * 1e9)
             at = t["builtin_interfaces/msg/Duration"](sec=ns // 10**9, nanosec=ns % 10**9)
             points.append(
                 t["trajectory_msgs/msg/JointTrajectoryPoint"](
@@ -139,6 +154,41 @@ class Codec:
         return t[TRAJECTORY_TYPE](
             header=self.header(stamp_ns), joint_names=list(joint_names), points=points
         )
+
+    def joint_state_to_msg(self, names: tuple[str, ...], positions: np.ndarray, stamp_ns: int):
+        """Joint positions -> sensor_msgs/JointState (no velocities or efforts)."""
+        empty = self._doubles(np.zeros(0))
+        return self.types[JOINT_STATE_TYPE](
+            header=self.header(stamp_ns), name=list(names),
+            position=self._doubles(np.asarray(positions, np.float64)), velocity=empty, effort=empty,
+        )  # fmt: skip
+
+    def joint_positions_from_msg(self, msg, names: tuple[str, ...]) -> np.ndarray:
+        """sensor_msgs/JointState -> float32 positions of `names`, in that order (the message
+        may list more joints, in any order); MessageError when one is missing or not finite."""
+        listed = list(msg.name)
+        if len(msg.position) != len(listed):
+            raise MessageError(f"{len(listed)} joint names but {len(msg.position)} positions")
+        index = {name: i for i, name in enumerate(listed)}
+        missing = [name for name in names if name not in index]
+        if missing:
+            raise MessageError(f"no position for joints {missing} (the message has {listed[:20]})")
+        values = np.asarray([msg.position[index[name]] for name in names], np.float32)
+        if not np.all(np.isfinite(values)):
+            raise MessageError(f"non-finite joint positions {values.tolist()}")
+        return values
+
+    def twist_to_msg(self, linear: np.ndarray, angular: np.ndarray, stamp_ns: int, frame_id: str):
+        """Linear [3] and angular [3] velocities -> geometry_msgs/TwistStamped (what MoveIt
+        Servo takes)."""
+        t = self.types
+        vector = t["geometry_msgs/msg/Vector3"]
+        linear, angular = (np.asarray(v, np.float64) for v in (linear, angular))
+        twist = t["geometry_msgs/msg/Twist"](
+            linear=vector(x=float(linear[0]), y=float(linear[1]), z=float(linear[2])),
+            angular=vector(x=float(angular[0]), y=float(angular[1]), z=float(angular[2])),
+        )
+        return t[TWIST_STAMPED_TYPE](header=self.header(stamp_ns, frame_id), twist=twist)
 
 
 # --- Host --------------------------------------------------------------------------------------

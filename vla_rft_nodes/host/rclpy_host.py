@@ -19,6 +19,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration, Time
 from cv_bridge import CvBridge
+from geometry_msgs.msg import Twist, TwistStamped, Vector3
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
@@ -32,10 +33,11 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import (
     Bool,
     Float32MultiArray,
+    Float64MultiArray,
     Header,
     MultiArrayDimension,
     MultiArrayLayout,
@@ -60,6 +62,11 @@ ROS_TYPES = {
     "std_msgs/msg/Float32MultiArray": Float32MultiArray,
     "trajectory_msgs/msg/JointTrajectoryPoint": JointTrajectoryPoint,
     "trajectory_msgs/msg/JointTrajectory": JointTrajectory,
+    "sensor_msgs/msg/JointState": JointState,
+    "geometry_msgs/msg/Vector3": Vector3,
+    "geometry_msgs/msg/Twist": Twist,
+    "geometry_msgs/msg/TwistStamped": TwistStamped,
+    "std_msgs/msg/Float64MultiArray": Float64MultiArray,
 }
 
 _RELIABLE = {"reliability": ReliabilityPolicy.RELIABLE, "history": HistoryPolicy.KEEP_LAST}
