@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -274,3 +275,38 @@ def test_an_evaluation_whose_episodes_ran_no_step_exits_non_zero(nodes, tmp_path
     text = output(manager)
     assert status == 1 and "ran no step" in text, text
     assert json.loads((tmp_path / "r" / "report.json").read_text())["episodes"][0]["steps"] == 0
+
+
+def test_subscriber_count_survives_readers_matching_while_it_counts(dds):
+    """cyclonedds-python sizes its array of matched readers, then fills it: a reader matching in
+    between raised IndexError('invalid index'), which failed a quickstart evaluation at start-up
+    (the manager counts its listeners while the nodes discover each other)."""
+    writer = CycloneHost("counter")
+    pub = writer.publisher("/matching", "std_msgs/msg/String", QoS.RELIABLE)
+    stop, errors, counts = threading.Event(), [], []
+
+    def count():
+        while not stop.is_set():
+            try:
+                counts.append(pub.subscriber_count())
+            except Exception as err:
+                errors.append(err)
+                stop.set()
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and not stop.is_set():
+            readers = [CycloneHost(f"reader{i}") for i in range(4)]
+            for host in readers:
+                host.subscribe("/matching", "std_msgs/msg/String", lambda _: None, QoS.RELIABLE)
+            time.sleep(0.01)
+            for host in readers:
+                host.close()
+    finally:
+        stop.set()
+        counter.join()
+        writer.close()
+    assert not errors, errors[0]
+    assert max(counts) >= 1

@@ -83,6 +83,13 @@ class _DdsPublisher(Publisher):
         self._writer.write(msg)
 
     def subscriber_count(self) -> int:
+        """Matched readers. cyclonedds-python sizes an array, then fills it: a reader that
+        matches in between makes it index past the end (IndexError), so count again."""
+        for _ in range(100):
+            try:
+                return len(self._writer.get_matched_subscriptions())
+            except IndexError:
+                continue
         return len(self._writer.get_matched_subscriptions())
 
 
