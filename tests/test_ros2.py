@@ -304,14 +304,16 @@ def test_ros2_bag_play_puts_an_episode_back_on_the_wire(spy, episode_factory, tm
         pytest.skip("this ROS 2 has no rosbag2 (scripts/install_ros2.sh builds it)")
     episode = episode_factory(steps=12, size=16)
     path = write_episode(tmp_path, "played", episode)
-    _ros2(env, "bag", "play", str(path), "--delay", "2", "--topics", IMAGE_TOPIC, ACTION_TOPIC)
+    _ros2(env, "bag", "play", str(path), "--delay", "2", "--rate", "0.25",
+          "--topics", IMAGE_TOPIC, ACTION_TOPIC)  # fmt: skip
     spy.wait_for(lambda: len(spy.received[ACTION_TOPIC]) >= len(episode), 20, "the actions")
+    time.sleep(0.5)
     actions = [np.asarray(m.data, np.float32) for _, m in spy.received[ACTION_TOPIC]]
     np.testing.assert_array_equal(np.stack(actions), episode.actions)
     images = [spy.host.codec.image_from_msg(m) for _, m in spy.received[IMAGE_TOPIC]]
-    assert len(images) >= len(episode) - 1  # best effort, as the camera topic is
-    for image in images:
-        assert any(np.array_equal(image, sent) for sent in episode.images)
+    assert len(images) >= len(episode) // 2  # best effort, as the camera topic is
+    sent = [next(i for i, x in enumerate(episode.images) if np.array_equal(x, im)) for im in images]
+    assert sent == sorted(sent)  # frames the episode has, in its order
 
 
 # --- the interfaces a ROS 2 arm speaks ---------------------------------------------------------

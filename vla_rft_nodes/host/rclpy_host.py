@@ -199,7 +199,9 @@ def declare_config(node: Node, cls: type):
             dynamic_typing=isinstance(default, list) and not default,
         )
         node.declare_parameter(name, default, descriptor)
-        values[name] = node.get_parameter(name).value
+        value = node.get_parameter(name).value
+        # a parameter file's empty list (`[]`) has no type for rcl: it arrives unset
+        values[name] = default if value is None else value
     return config_from_params(cls, values)
 
 
