@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import signal
 import threading
 import time
 import traceback
@@ -247,6 +248,18 @@ class Host(ABC):
 
 
 # --- Nodes -------------------------------------------------------------------------------------
+
+
+def stop_on_signals(host: Host) -> None:
+    """SIGINT and SIGTERM, logged, end `host`'s spin; the host's run loop then deactivates and
+    shuts the node down (both hosts install this instead of their middleware's handlers)."""
+
+    def on_signal(signum: int, _frame) -> None:
+        host.log.info(f"{signal.Signals(signum).name}: shutting down")
+        host.request_shutdown()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
 
 
 def latency_summary(samples_ms) -> dict[str, float]:

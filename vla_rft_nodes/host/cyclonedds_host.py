@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +38,16 @@ from cyclonedds.util import duration
 from vla_rft.training.config import ConfigError
 from vla_rft_nodes.configs import load_node_config
 from vla_rft_nodes.dds_types import DDS_TYPES, dds_topic_name
-from vla_rft_nodes.host.base import STRING_TYPE, Codec, Host, Lifecycle, Publisher, QoS, Timer
+from vla_rft_nodes.host.base import (
+    STRING_TYPE,
+    Codec,
+    Host,
+    Lifecycle,
+    Publisher,
+    QoS,
+    Timer,
+    stop_on_signals,
+)
 
 _PROFILES = {  # reliability, durability, history depth: as rclpy's presets
     QoS.SENSOR_DATA: (Policy.Reliability.BestEffort, Policy.Durability.Volatile, 5),
@@ -309,8 +317,7 @@ def run(node_cls, argv: list[str]) -> int:
     except (ConfigError, ValueError) as err:
         log.error(f"bad parameters: {err}")
         return 2
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: _on_signal(host, log, signum))
+    stop_on_signals(host)
     node = node_cls(host, config)
     lifecycle = Lifecycle(node)
     host.subscribe(
@@ -329,8 +336,3 @@ def run(node_cls, argv: list[str]) -> int:
         lifecycle.shutdown()
         host.close()
     return node.exit_code
-
-
-def _on_signal(host: CycloneHost, log: logging.Logger, signum: int) -> None:
-    log.info(f"{signal.Signals(signum).name}: shutting down")
-    host.request_shutdown()

@@ -12,7 +12,6 @@ This module imports rclpy at the top: it is only imported when rclpy is there
 from __future__ import annotations
 
 import array
-import signal
 from collections.abc import Callable
 
 import numpy as np
@@ -48,7 +47,15 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_rft.data import messages
 from vla_rft.training.config import ConfigError
 from vla_rft_nodes.configs import config_from_params, default_params, field_docs
-from vla_rft_nodes.host.base import Codec, Host, NodeBase, Publisher, QoS, Timer
+from vla_rft_nodes.host.base import (
+    Codec,
+    Host,
+    NodeBase,
+    Publisher,
+    QoS,
+    Timer,
+    stop_on_signals,
+)
 
 ROS_TYPES = {
     "builtin_interfaces/msg/Time": Time,
@@ -271,8 +278,7 @@ def run(node_cls, argv: list[str]) -> int:
         rclpy.try_shutdown()
         return 2
     core = node_cls(host, config)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: _on_signal(host, signum))
+    stop_on_signals(host)
     executor = SingleThreadedExecutor()
     executor.add_node(ros_node)
     try:
@@ -297,8 +303,3 @@ def run(node_cls, argv: list[str]) -> int:
         ros_node.destroy_node()
         rclpy.try_shutdown()
     return core.exit_code
-
-
-def _on_signal(host: RclpyHost, signum: int) -> None:
-    host.log.info(f"{signal.Signals(signum).name}: shutting down")
-    host.request_shutdown()
