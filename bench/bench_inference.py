@@ -22,17 +22,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import percentiles, report
 
+from vla_rft.contract.config import to_dict
+from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
 from vla_rft.data.normalization import NormStats
 from vla_rft.export.export_policy import export_policy
+from vla_rft.models.checkpoint import save_checkpoint
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.runtime.loader import load_policy
-from vla_rft.runtime.torch_policy import (
-    ACTION_RANGE_KEY,
-    INSTRUCTIONS_KEY,
-    POLICY_CONFIG_KEY,
-)
-from vla_rft.training.checkpoint import save_checkpoint
-from vla_rft.training.config import to_dict
 
 INSTRUCTION = "push the puck to the goal"
 

@@ -20,11 +20,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, percentiles, report
 
+from vla_rft.contract.config import load_config
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.models.policy.text_encoder import SentenceEncoder
 from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms
-from vla_rft.training.config import load_config
 from vla_rft.training.train_policy import TrainPolicyConfig
 
 INSTRUCTION = "push the puck to the target"

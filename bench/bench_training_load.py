@@ -48,9 +48,9 @@ def worker(recipe: Path, threads: int, steps: int, adapt_period_s: float | None)
     import torch
     from bench_world_model import time_training
 
+    from vla_rft.contract.config import load_config
     from vla_rft.models.world_model import WorldModel
     from vla_rft.threads import adapt_threads, set_torch_threads
-    from vla_rft.training.config import load_config
     from vla_rft.training.train_world_model import TrainWorldModelConfig
 
     set_torch_threads(threads)

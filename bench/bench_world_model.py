@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, percentiles, report
 
+from vla_rft.contract.config import load_config
 from vla_rft.models.world_model import WorldModel, load_world_model
-from vla_rft.training.config import load_config
 from vla_rft.training.train_world_model import TrainWorldModelConfig, pixel_loss
 
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_TOPIC,
     EPISODE_EVENT_TOPIC,
     ESTOP_TOPIC,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from conftest import make_episode
 
+from vla_rft.contract.config import load_config
 from vla_rft.data.episode_store import write_episode
-from vla_rft.training.config import load_config
 from vla_rft.training.train_policy import TrainPolicyConfig, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from vla_rft.contract.config import to_dict
+from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.episode_store import write_episode
 from vla_rft.evaluation.action_error import action_error, main
+from vla_rft.models.checkpoint import save_checkpoint
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
-from vla_rft.runtime.torch_policy import (
-    ACTION_RANGE_KEY,
-    INSTRUCTIONS_KEY,
-    POLICY_CONFIG_KEY,
-    TorchPolicy,
-)
-from vla_rft.training.checkpoint import save_checkpoint
-from vla_rft.training.config import to_dict
+from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.training.imagination import policy_inputs
 
 INSTRUCTION = "reach the red goal"

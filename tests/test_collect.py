@@ -7,7 +7,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 
 from vla_rft.cli import main
-from vla_rft.constants import IMAGE_TOPIC, PARTIAL_PREFIX
+from vla_rft.contract.constants import IMAGE_TOPIC, PARTIAL_PREFIX
 from vla_rft.data.episode_store import EpisodeWriter, list_episodes, read_episode
 from vla_rft.sim import instruction_for
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from policy_testing import train_tiny, write_instruction_episodes
 
-from vla_rft.constants import ACTION
+from vla_rft.contract.constants import ACTION
 from vla_rft.data.corrections import CorrectionConfig, collect_corrections, drive, main
 from vla_rft.data.dataset import WindowConfig, build_datasets
 from vla_rft.data.episode_store import list_episodes, read_episode

@@ -13,7 +13,7 @@ from mcap.stream_reader import StreamReader
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_TOPIC,
     EPISODE_EVENT_TOPIC,
     EPISODE_TOPICS,

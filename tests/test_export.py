@@ -12,41 +12,40 @@ import onnx
 import pytest
 import torch
 
-from vla_rft.data.normalization import NormStats
-from vla_rft.export.export_policy import export_policy
-from vla_rft.export.export_policy import main as export_main
-from vla_rft.export.export_world_model import export_world_model
-from vla_rft.export.manifest import (
+from vla_rft.contract.config import to_dict
+from vla_rft.contract.manifest import (
+    ACTION_RANGE_KEY,
+    INSTRUCTIONS_KEY,
     ONNX_METADATA_KEY,
+    POLICY_CONFIG_KEY,
+    POLICY_ENGINE,
+    POLICY_ONNX,
     Manifest,
     ManifestError,
     read_manifest,
     sha256_file,
     write_manifest,
 )
+from vla_rft.data.normalization import NormStats
+from vla_rft.export.export_policy import export_policy
+from vla_rft.export.export_policy import main as export_main
+from vla_rft.export.export_world_model import export_world_model
 from vla_rft.export.onnx_export import PARITY_ATOL
-from vla_rft.models.policy import PolicyConfig, VLAPolicy
-from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
-from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
-from vla_rft.runtime.exported_policy import POLICY_ENGINE, POLICY_ONNX
-from vla_rft.runtime.loader import load_policy
-from vla_rft.runtime.onnx_session import ModelFileError, ModelIntegrityError, OnnxModel
-from vla_rft.runtime.tensorrt_session import EngineMismatchError, check_engine_manifest
-from vla_rft.runtime.torch_policy import (
-    ACTION_RANGE_KEY,
-    INSTRUCTIONS_KEY,
-    POLICY_CONFIG_KEY,
-    TorchPolicy,
-)
-from vla_rft.runtime.world_model_session import OnnxWorldModel
-from vla_rft.training.checkpoint import (
+from vla_rft.models.checkpoint import (
     CheckpointError,
     CheckpointIntegrityError,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from vla_rft.training.config import to_dict
+from vla_rft.models.policy import PolicyConfig, VLAPolicy
+from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
+from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
+from vla_rft.runtime.loader import load_policy
+from vla_rft.runtime.onnx_session import ModelFileError, ModelIntegrityError, OnnxModel
+from vla_rft.runtime.tensorrt_session import EngineMismatchError, check_engine_manifest
+from vla_rft.runtime.torch_policy import TorchPolicy
+from vla_rft.runtime.world_model_session import OnnxWorldModel
 
 INSTRUCTIONS = ("push the puck to the goal", "reach the goal")
 

@@ -28,7 +28,7 @@ from graph_testing import (
     start_episode,
 )
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_TOPIC,
     EPISODE_EVENT_TOPIC,
     ESTOP_TOPIC,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from vla_rft.evaluation.image_metrics import psnr, ssim
+from vla_rft.rl.image_metrics import psnr, ssim
 
 
 def _ssim_reference(x: np.ndarray, y: np.ndarray) -> float:

@@ -19,7 +19,7 @@ from conftest import make_episode
 from mcap.reader import make_reader as mcap_reader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_TOPIC,
     EPISODE_EVENT_TOPIC,
     IMAGE_TOPIC,

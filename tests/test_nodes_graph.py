@@ -30,7 +30,7 @@ from graph_testing import (
 )
 from rosbags.highlevel import AnyReader
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_TOPIC,
     EPISODE_EVENT_TOPIC,
     ESTOP_TOPIC,

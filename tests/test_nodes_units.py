@@ -12,7 +12,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from vla_rft.constants import (
+from vla_rft.contract.config import ConfigError
+from vla_rft.contract.constants import (
     ACTION_TOPIC,
     EPISODE_EVENT_TOPIC,
     ESTOP_TOPIC,
@@ -24,7 +25,6 @@ from vla_rft.constants import (
 from vla_rft.data import messages
 from vla_rft.data.episode_store import list_episodes, read_episode
 from vla_rft.data.messages import MessageError
-from vla_rft.training.config import ConfigError
 from vla_rft_nodes import events
 from vla_rft_nodes.configs import (
     NODE_CONFIGS,

@@ -218,8 +218,8 @@ def test_registry_refuses_unknown_versions(tmp_path):
 
 @pytest.mark.parametrize("preset", ["debug", "cpu", "gpu", "quickstart"])
 def test_every_recipe_loads_into_its_config(preset):
+    from vla_rft.contract.config import load_config
     from vla_rft.pipeline.config import PipelineConfig
-    from vla_rft.training.config import load_config
     from vla_rft.training.train_policy import TrainPolicyConfig
     from vla_rft.training.train_rft import TrainRFTConfig
     from vla_rft.training.train_world_model import TrainWorldModelConfig
@@ -243,9 +243,9 @@ def test_every_recipe_loads_into_its_config(preset):
 def test_registry_versions_statuses_rollback_and_tampering(tmp_path, capsys):
     import torch
 
+    from vla_rft.models.checkpoint import save_checkpoint
     from vla_rft.pipeline import models_command
     from vla_rft.pipeline.registry import register
-    from vla_rft.training.checkpoint import save_checkpoint
 
     package = tmp_path / "package"
     package.mkdir()

@@ -13,10 +13,10 @@ import pytest
 import torch
 from policy_testing import INSTRUCTIONS, REPO, tiny_config, train_tiny, write_instruction_episodes
 
+from vla_rft.contract.policy import Policy
+from vla_rft.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vla_rft.models.policy import VLAPolicy
-from vla_rft.runtime.policy_interface import Policy
 from vla_rft.runtime.torch_policy import TorchPolicy
-from vla_rft.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vla_rft.training.train_policy import main, train
 
 

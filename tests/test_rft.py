@@ -13,28 +13,25 @@ import numpy as np
 import pytest
 import torch
 
+from vla_rft.contract.config import to_dict
+from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.episode_store import write_episode
 from vla_rft.data.normalization import NormStats
+from vla_rft.models.checkpoint import load_checkpoint, save_checkpoint
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
 from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel
-from vla_rft.runtime.torch_policy import (
-    ACTION_RANGE_KEY,
-    INSTRUCTIONS_KEY,
-    POLICY_CONFIG_KEY,
-    TorchPolicy,
-)
-from vla_rft.training.checkpoint import load_checkpoint, save_checkpoint
-from vla_rft.training.config import to_dict
+from vla_rft.rl.rewards import RewardConfig
+from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.training.imagination import (
     imagine,
     policy_inputs,
     score_chunks,
     to_world_model_actions,
 )
-from vla_rft.training.train_rft import GRPOConfig, RewardConfig, TrainRFTConfig, train
+from vla_rft.training.train_rft import GRPOConfig, TrainRFTConfig, train
 
 INSTRUCTION = "reach the red goal"
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from vla_rft.contract.config import ConfigError
 from vla_rft.data.messages import MessageError
-from vla_rft.training.config import ConfigError
 from vla_rft_nodes.configs import PolicyNodeConfig
 from vla_rft_nodes.dds_types import DDS_TYPES
 from vla_rft_nodes.host.base import Codec

@@ -40,7 +40,7 @@ from ros2_testing import (
 )
 from rosbags.highlevel import AnyReader
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_TOPIC,
     ESTOP_TOPIC,
     IMAGE_TOPIC,

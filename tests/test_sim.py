@@ -7,7 +7,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
 import numpy as np
 import pytest
 
-from vla_rft.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.contract.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
 from vla_rft.sim import (
     PERTURBATIONS,
     TASK_INSTRUCTIONS,

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from vla_rft.threads import threads_for
-from vla_rft.training.checkpoint import (
+from vla_rft.contract.config import ConfigError, load_config, to_dict
+from vla_rft.models.checkpoint import (
     CheckpointError,
     CheckpointIntegrityError,
     list_checkpoints,
@@ -17,7 +17,7 @@ from vla_rft.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from vla_rft.training.config import ConfigError, load_config, to_dict
+from vla_rft.threads import threads_for
 from vla_rft.training.tracking import RunLogger, plot_metrics, read_metrics
 
 

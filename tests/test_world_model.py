@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from vla_rft.contract.config import ConfigError, load_config, to_dict
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.collect import CollectConfig, collect
 from vla_rft.evaluation import eval_world_model
+from vla_rft.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vla_rft.models.world_model import WorldModel, WorldModelConfig, load_world_model
 from vla_rft.training import train_world_model as twm
-from vla_rft.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from vla_rft.training.config import ConfigError, load_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "training/debug/world_model.yaml"

@@ -8,14 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def comma_list(text: str) -> tuple[str, ...]:
-    """argparse type of a comma-separated list; an empty one is a usage error."""
-    items = tuple(t.strip() for t in text.split(",") if t.strip())
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
-
+from vla_rft.contract.config import comma_list
 
 # --- collect ---------------------------------------------------------------------------------
 

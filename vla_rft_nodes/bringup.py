@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from vla_rft.training.config import ConfigError
+from vla_rft.contract.config import ConfigError
 from vla_rft_nodes.configs import NODE_CONFIGS, load_node_config
 
 NODE_MODULES = {

@@ -21,21 +21,21 @@ from typing import Any, TypeVar
 
 import yaml
 
-from vla_rft.constants import (
+from vla_rft.contract.config import ConfigError, from_dict, parse_overrides
+from vla_rft.contract.constants import (
+    BACKENDS,
     MAX_INSTRUCTION_CHARS,
+    PERTURBATION_KINDS,
     SIM_ACTION_NAMES,
     SIM_ROBOT_NAME,
     SIM_STATE_NAMES,
 )
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS
-from vla_rft.sim.perturbations import PERTURBATION_KINDS
-from vla_rft.training.config import ConfigError, from_dict, parse_overrides
 from vla_rft_nodes.robot_interfaces import check_interfaces
 
 T = TypeVar("T")
 
 TRIGGERS = ("camera", "timer")
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 
 
 def _require(ok: bool, message: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     EPISODE_EVENT_MSGTYPE,
     EPISODE_EVENT_TOPIC,
     IMAGE_MSGTYPE,

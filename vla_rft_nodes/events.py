@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from vla_rft.sim.perturbations import PERTURBATION_KINDS
+from vla_rft.contract.constants import PERTURBATION_KINDS
 
 
 class EventError(ValueError):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_rft.constants import ACTION
+from vla_rft.contract.constants import ACTION
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_MSGTYPE,
     ACTION_TOPIC,
     ACTION_TRAJECTORY_MSGTYPE,
@@ -51,9 +51,9 @@ from vla_rft.constants import (
     OBS_STATE,
     STATE_TOPIC,
 )
+from vla_rft.contract.instruction import check_instruction
 from vla_rft.data.messages import MessageError
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
-from vla_rft.runtime.transforms import check_instruction
 from vla_rft_nodes.configs import PolicyNodeConfig
 from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event
 from vla_rft_nodes.host import NodeBase, QoS, run_node

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_MSGTYPE,
     ACTION_TOPIC,
     EPISODE_EVENT_MSGTYPE,
@@ -31,10 +31,10 @@ from vla_rft.constants import (
     STATE_MSGTYPE,
     STATE_TOPIC,
 )
+from vla_rft.contract.instruction import check_instruction
 from vla_rft.data.episode import EpisodeError, EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, list_partial_episodes, recover_episode
 from vla_rft.data.messages import MessageError
-from vla_rft.runtime.transforms import check_instruction
 from vla_rft_nodes.configs import RecorderNodeConfig
 from vla_rft_nodes.events import EventError, StartEvent, parse_event
 from vla_rft_nodes.host import NodeBase, QoS, run_node

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_MSGTYPE,
     ACTION_TOPIC,
     EPISODE_EVENT_MSGTYPE,

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from vla_rft.constants import ACTION, OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
-from vla_rft.runtime.transforms import check_instruction
+from vla_rft.contract.constants import ACTION, OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.contract.instruction import check_instruction
 
 STANDIN_PATH = Path("models/standin/policy.onnx")
 """Where `vla-rft bringup --standin-policy` keeps the stand-in model."""

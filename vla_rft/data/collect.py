@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     OBS_IMAGE,
     OBS_STATE,
     SIM_ACTION_NAMES,

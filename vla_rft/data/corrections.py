@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vla_rft.cli import comma_list
-from vla_rft.constants import (
+from vla_rft.contract.config import comma_list
+from vla_rft.contract.constants import (
     ACTION,
     OBS_IMAGE,
     OBS_STATE,
+    PERTURBATION_KINDS,
     SIM_ACTION_NAMES,
     SIM_ROBOT_NAME,
     SIM_STATE_NAMES,
@@ -36,7 +37,6 @@ from vla_rft.data.collect import episode_name
 from vla_rft.data.episode import EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, set_aside_interrupted
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
-from vla_rft.sim.perturbations import PERTURBATION_KINDS
 
 SOURCE = "correction"
 """EpisodeMeta.source of a correction episode."""
@@ -276,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from vla_rft.models.checkpoint import resolve_checkpoint
         from vla_rft.runtime.torch_policy import TorchPolicy
         from vla_rft.threads import set_torch_threads
-        from vla_rft.training.checkpoint import resolve_checkpoint
 
         set_torch_threads(args.threads)
         checkpoint = resolve_checkpoint(args.policy)

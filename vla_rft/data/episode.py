@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vla_rft.constants import EPISODE_SCHEMA_VERSION
+from vla_rft.contract.constants import EPISODE_SCHEMA_VERSION
 
 
 class EpisodeError(ValueError):

@@ -36,7 +36,7 @@ from mcap.stream_reader import CRCValidationError, StreamReader, breakup_chunk
 from mcap.writer import MCAP0_MAGIC
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     ACTION_TOPIC,
     EPISODE_EVENT_TOPIC,
     EPISODE_TOPICS,

@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vla_rft.cli import comma_list
-from vla_rft.constants import ACTION, OBS_IMAGE, OBS_STATE
+from vla_rft.contract.config import comma_list
+from vla_rft.contract.constants import ACTION, OBS_IMAGE, OBS_STATE, PERTURBATION_KINDS
+from vla_rft.contract.policy import Policy
 from vla_rft.evaluation.report import EpisodeResult, build_report, markdown_table, save_media
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
-from vla_rft.runtime.policy_interface import Policy
-from vla_rft.sim.perturbations import PERTURBATION_KINDS
 from vla_rft.threads import set_torch_threads
 
 EXPERT = "expert"
@@ -149,8 +148,8 @@ def _policy_factory(args):
     """(make_policy(robot), image size, what the report says about the policy)."""
     if args.policy == EXPERT:
         return ExpertPolicy, 64, {"policy": EXPERT}
+    from vla_rft.models.checkpoint import resolve_checkpoint
     from vla_rft.runtime.torch_policy import TorchPolicy
-    from vla_rft.training.checkpoint import resolve_checkpoint
 
     set_torch_threads(args.threads)
     policy = TorchPolicy.from_checkpoint(args.policy, device=args.device)
@@ -163,7 +162,7 @@ def _default_out(args) -> Path:
     name = f"{'-'.join(args.perturb)}-seed{args.seed}-n{args.episodes}"
     if args.policy == EXPERT:
         return Path("runs/eval/expert") / name
-    from vla_rft.training.checkpoint import resolve_checkpoint
+    from vla_rft.models.checkpoint import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(args.policy)
     return checkpoint.parent.parent / "eval" / f"{checkpoint.name}-{name}"

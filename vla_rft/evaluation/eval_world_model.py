@@ -30,10 +30,10 @@ import torch
 
 from vla_rft.data import EpisodeIndex, WindowConfig, WindowDataset
 from vla_rft.data.normalization import NormStats
-from vla_rft.evaluation.image_metrics import psnr, ssim
+from vla_rft.models.checkpoint import CheckpointError
 from vla_rft.models.world_model import WorldModel, load_world_model
+from vla_rft.rl.image_metrics import psnr, ssim
 from vla_rft.threads import set_torch_threads
-from vla_rft.training.checkpoint import CheckpointError
 
 VARIANTS = ("model", "repeat_last", "other_actions")
 

@@ -15,10 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_rft.export.export_world_model import export_world_model
-from vla_rft.export.manifest import Manifest, sha256_file
-from vla_rft.export.onnx_export import ParityError, export_onnx
-from vla_rft.runtime.exported_policy import (
+from vla_rft.contract.manifest import (
     CHUNK_OUTPUT,
     IMAGE_INPUT,
     INSTRUCTION_INPUT,
@@ -26,7 +23,11 @@ from vla_rft.runtime.exported_policy import (
     STATE_INPUT,
     TEXT_ENCODER_ONNX,
     TOKENIZER_JSON,
+    Manifest,
+    sha256_file,
 )
+from vla_rft.export.export_world_model import export_world_model
+from vla_rft.export.onnx_export import ParityError, export_onnx
 from vla_rft.threads import set_torch_threads
 
 SAMPLE_INSTRUCTIONS = ["push the puck to the goal", "open the drawer", "reach"]
@@ -35,14 +36,10 @@ SAMPLE_INSTRUCTIONS = ["push the puck to the goal", "open the drawer", "reach"]
 
 def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Manifest:
     """The deterministic chunk predictor of a policy checkpoint -> `out_dir/policy.onnx`."""
+    from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
+    from vla_rft.models.checkpoint import WEIGHTS_FILE, load_checkpoint
     from vla_rft.models.policy.modeling_policy import ChunkPredictor
-    from vla_rft.runtime.torch_policy import (
-        ACTION_RANGE_KEY,
-        INSTRUCTIONS_KEY,
-        POLICY_CONFIG_KEY,
-        TorchPolicy,
-    )
-    from vla_rft.training.checkpoint import WEIGHTS_FILE, load_checkpoint
+    from vla_rft.runtime.torch_policy import TorchPolicy
 
     ckpt = load_checkpoint(checkpoint)
     policy = TorchPolicy.from_checkpoint(ckpt.path)

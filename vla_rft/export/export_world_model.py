@@ -18,19 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_rft.export.manifest import Manifest, sha256_file
-from vla_rft.export.onnx_export import export_onnx
-
-WORLD_MODEL_ENCODE_ONNX = "world_model_encode.onnx"
-WORLD_MODEL_STEP_ONNX = "world_model_step.onnx"
-CONTEXT_INPUT, LATENT, LAST_FRAME, ACTION, NEXT_LATENT, FRAME = (
-    "context",
-    "latent",
-    "last_frame",
-    "action",
-    "next_latent",
-    "frame",
+from vla_rft.contract.manifest import (
+    CONTEXT_INPUT,
+    FRAME,
+    LAST_FRAME,
+    LATENT,
+    NEXT_LATENT,
+    WM_ACTION,
+    WORLD_MODEL_ENCODE_ONNX,
+    WORLD_MODEL_STEP_ONNX,
+    Manifest,
+    sha256_file,
 )
+from vla_rft.export.onnx_export import export_onnx
 
 
 def skip_names(model) -> list[str]:
@@ -69,9 +69,9 @@ class WorldModelStep(nn.Module):
 def export_world_model(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Manifest]:
     """A world-model checkpoint (or run) -> the encode and step graphs in `out_dir`, with
     manifests; each graph is checked against torch on fresh inputs."""
+    from vla_rft.contract.config import to_dict
+    from vla_rft.models.checkpoint import WEIGHTS_FILE
     from vla_rft.models.world_model.modeling_world_model import load_world_model
-    from vla_rft.training.checkpoint import WEIGHTS_FILE
-    from vla_rft.training.config import to_dict
 
     model, ckpt = load_world_model(checkpoint)
     cfg = model.config
@@ -109,7 +109,7 @@ def export_world_model(checkpoint: str | Path, out_dir: str | Path) -> dict[str,
     }
     step_example = dict(zip(encode_outputs, encoded, strict=True))
     step_example[LAST_FRAME] = context[:, -1]
-    step_example[ACTION] = rng.standard_normal((1, cfg.action_dim)).astype(np.float32)
+    step_example[WM_ACTION] = rng.standard_normal((1, cfg.action_dim)).astype(np.float32)
 
     def step_inputs(b: int, r: np.random.Generator) -> dict[str, np.ndarray]:
         fresh = r.uniform(0, 1, (b, *context.shape[1:])).astype(np.float32)
@@ -117,7 +117,7 @@ def export_world_model(checkpoint: str | Path, out_dir: str | Path) -> dict[str,
             state = [t.numpy() for t in WorldModelEncode(model)(torch.from_numpy(fresh))]
         feeds = dict(zip(encode_outputs, state, strict=True))
         feeds[LAST_FRAME] = fresh[:, -1]
-        feeds[ACTION] = r.standard_normal((b, cfg.action_dim)).astype(np.float32)
+        feeds[WM_ACTION] = r.standard_normal((b, cfg.action_dim)).astype(np.float32)
         return feeds
 
     step_names = [*step_example, NEXT_LATENT, FRAME]

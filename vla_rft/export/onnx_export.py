@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import torch
 
-from vla_rft.export.manifest import ONNX_METADATA_KEY, Manifest, TensorSpec, write_manifest
+from vla_rft.contract.manifest import ONNX_METADATA_KEY, Manifest, TensorSpec, write_manifest
 
 OPSET = 17
 PARITY_ATOL = 1e-4

@@ -15,8 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from vla_rft.export.manifest import read_manifest, write_manifest
-from vla_rft.runtime.exported_policy import POLICY_ENGINE, POLICY_ONNX
+from vla_rft.contract.manifest import POLICY_ENGINE, POLICY_ONNX, read_manifest, write_manifest
 
 PRECISIONS = ("fp16", "fp32")
 

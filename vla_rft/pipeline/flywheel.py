@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from vla_rft.contract.config import load_config, to_dict
 from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
     S_PER_EVAL_EPISODE,
@@ -48,7 +49,6 @@ from vla_rft.pipeline.stages import (
     stage_timings,
     timings_table,
 )
-from vla_rft.training.config import load_config, to_dict
 
 DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
 LEDGER_FILE = "ledger.json"
@@ -197,8 +197,8 @@ def build_stages(
              for use in (WORLD_MODEL, RFT)}  # fmt: skip
 
     def check(_):
-        from vla_rft.runtime.torch_policy import INSTRUCTIONS_KEY
-        from vla_rft.training.checkpoint import load_checkpoint
+        from vla_rft.contract.manifest import INSTRUCTIONS_KEY
+        from vla_rft.models.checkpoint import load_checkpoint
 
         policy = load_checkpoint(parent_dir / "checkpoints" / "policy")
         good, bad = check_episodes(source, set(policy.extra[INSTRUCTIONS_KEY]))

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vla_rft.contract.config import load_config
 from vla_rft.pipeline.config import EvalSuite
-from vla_rft.training.config import load_config
 
 
 def train_world_model(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:

@@ -24,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+from vla_rft.contract.config import load_config, to_dict
 from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
     S_PER_EPISODE,
@@ -43,7 +44,6 @@ from vla_rft.pipeline.stages import (
     stage_timings,
     timings_table,
 )
-from vla_rft.training.config import load_config, to_dict
 
 DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vla_rft.export.manifest import changed_files, sha256_file
+from vla_rft.contract.manifest import changed_files, sha256_file
 
 VERSION_FILE = "version.json"
 CURRENT_LINK = "current"
@@ -111,7 +111,7 @@ def set_current(models: Path, version: str) -> None:
 
 
 def _copy_checkpoint(src: Path, dst: Path) -> None:
-    from vla_rft.training.checkpoint import load_checkpoint
+    from vla_rft.models.checkpoint import load_checkpoint
 
     ckpt_dir = load_checkpoint(src).path
     dst.mkdir(parents=True)

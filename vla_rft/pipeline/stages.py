@@ -160,7 +160,7 @@ def pipeline_parser(prog: str, doc: str, root: str, data: str) -> argparse.Argum
 def run_pipeline(plan: Callable[[], tuple[Path, list[Stage]]]) -> int:
     """Build the stages with `plan() -> (state dir, stages)` and run them; a clear message and
     exit code 2 on a known error, 130 on Ctrl-C (the state says where it stopped)."""
-    from vla_rft.training.config import ConfigError
+    from vla_rft.contract.config import ConfigError
 
     try:
         root, stages = plan()

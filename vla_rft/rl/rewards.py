@@ -12,9 +12,11 @@ here, so D defaults to 1 - SSIM (a structural distance in [0, 2], 0 for identica
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from vla_rft.evaluation.image_metrics import ssim
+from vla_rft.rl.image_metrics import ssim
 
 PERCEPTUAL_TERMS = ("ssim", "none")
 
@@ -47,3 +49,19 @@ def verified_reward(
     terms = {"pixel_mae": mae.mean(-1), "perceptual": distance.mean(-1)}  # [B, G]
     reward = -(pixel_weight * terms["pixel_mae"] + perceptual_weight * terms["perceptual"])
     return reward, terms
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """r = -(1/T) sum_t [pixel_weight * MAE + perceptual_weight * (1 - SSIM)]."""
+
+    pixel_weight: float = 1.0
+    """Weight of the mean absolute pixel error (frames in [0, 1])."""
+    perceptual_weight: float = 1.0
+    """Weight of the perceptual distance."""
+    perceptual: str = "ssim"
+    """Perceptual term: 'ssim' (1 - SSIM; LPIPS weights are not available offline) or 'none'."""
+
+    def __post_init__(self):
+        if self.perceptual not in PERCEPTUAL_TERMS:
+            raise ValueError(f"perceptual must be one of {PERCEPTUAL_TERMS}")

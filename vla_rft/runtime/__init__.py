@@ -1,7 +1,7 @@
 """The robot side: the policy interface every backend implements, action-chunk scheduling and
 (later) inference backends and safety. Imports numpy only; torch stays on the training side."""
 
+from vla_rft.contract.policy import Policy
 from vla_rft.runtime.chunk_broker import ChunkBroker
-from vla_rft.runtime.policy_interface import Policy
 
 __all__ = ["ChunkBroker", "Policy"]

@@ -15,19 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from vla_rft.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
-from vla_rft.runtime.instruction_encoder import InstructionTokenizer
+from vla_rft.contract.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.contract.instruction import InstructionTokenizer
+from vla_rft.contract.manifest import (
+    CHUNK_OUTPUT,
+    IMAGE_INPUT,
+    INSTRUCTION_INPUT,
+    POLICY_ONNX,
+    STATE_INPUT,
+    TEXT_ENCODER_ONNX,
+    TOKENIZER_JSON,
+)
 from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
 from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms, embedding_table
-
-POLICY_ONNX = "policy.onnx"
-TEXT_ENCODER_ONNX = "text_encoder.onnx"
-TOKENIZER_JSON = "tokenizer.json"
-POLICY_ENGINE = "policy.engine"
-WORLD_MODEL_STEP_ONNX = "world_model_step.onnx"
-
-IMAGE_INPUT, INSTRUCTION_INPUT, STATE_INPUT = "image", "instruction_embedding", "state"
-CHUNK_OUTPUT = "action_chunk"
 
 
 class ExportedPolicy:

@@ -13,17 +13,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vla_rft.runtime.exported_policy import (
-    POLICY_ENGINE,
-    POLICY_ONNX,
-    ExportedPolicy,
-    onnx_instruction_cache,
-)
+from vla_rft.contract.constants import BACKENDS
+from vla_rft.contract.manifest import INSTRUCTIONS_KEY, POLICY_ENGINE, POLICY_ONNX
+from vla_rft.contract.policy import Policy
+from vla_rft.runtime.exported_policy import ExportedPolicy, onnx_instruction_cache
 from vla_rft.runtime.onnx_session import ModelFileError, ModelIntegrityError, OnnxModel
-from vla_rft.runtime.policy_interface import Policy
-from vla_rft.runtime.transforms import INSTRUCTIONS_KEY
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 log = logging.getLogger(__name__)
 
 

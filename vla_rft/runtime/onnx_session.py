@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from vla_rft.export.manifest import (
+from vla_rft.contract.manifest import (
     ONNX_METADATA_KEY,
     Manifest,
     ManifestError,

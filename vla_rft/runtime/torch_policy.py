@@ -18,20 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_rft.constants import ACTION, OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.contract.config import ConfigError, from_dict
+from vla_rft.contract.constants import ACTION, OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
+from vla_rft.models.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
-from vla_rft.runtime.transforms import (
-    INSTRUCTIONS_KEY,
-    InstructionCache,
-    PolicyTransforms,
-    embedding_table,
-)
-from vla_rft.training.checkpoint import CheckpointError, load_checkpoint, load_weights
-from vla_rft.training.config import ConfigError, from_dict
-
-POLICY_CONFIG_KEY = "policy_config"
-ACTION_RANGE_KEY = "action_range"
-"""Keys of a policy checkpoint's `extra` record."""
+from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms, embedding_table
 
 
 def _lazy_sentence_encoder(device: str):

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vla_rft.contract.instruction import check_instruction
+
 _MIN_STD = 1e-6
-INSTRUCTIONS_KEY = "instruction_embeddings"
-"""Where a policy checkpoint's `extra` and a policy manifest's `extra` keep the training
-instructions' embeddings."""
 
 
 @dataclass(frozen=True)
@@ -122,22 +121,6 @@ class PolicyTransforms:
     def observation(self, image: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 [..., H, W, 3], float [..., S]) -> (float32 [..., 3, S, S], float32 [..., S])."""
         return self.image(image), self.state.normalize(state, "state")
-
-
-def check_instruction(text: object, max_chars: int | None = None) -> str:
-    """The instruction, stripped; ValueError if it is not a non-empty string of at most
-    `max_chars` characters (the message quotes only the start of a long one)."""
-    if not isinstance(text, str):
-        raise ValueError(f"the instruction must be a string, got {type(text).__name__}")
-    text = text.strip()
-    if not text:
-        raise ValueError("the instruction is empty")
-    if max_chars is not None and len(text) > max_chars:
-        raise ValueError(
-            f"the instruction is {len(text)} characters long (at most {max_chars}): "
-            f"{text[:60]!r}..."
-        )
-    return text
 
 
 def embedding_table(

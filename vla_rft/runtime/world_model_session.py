@@ -14,17 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_rft.data.normalization import NormStats
-from vla_rft.export.export_world_model import (
-    ACTION,
+from vla_rft.contract.manifest import (
     CONTEXT_INPUT,
     FRAME,
     LAST_FRAME,
     LATENT,
     NEXT_LATENT,
+    WM_ACTION,
     WORLD_MODEL_ENCODE_ONNX,
     WORLD_MODEL_STEP_ONNX,
 )
+from vla_rft.data.normalization import NormStats
 from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
 
 
@@ -70,7 +70,7 @@ class OnnxWorldModel:
         last, frames = chw[:, -1], []
         normalised = self.stats.action.normalize(actions)
         for k in range(actions.shape[1]):
-            out = self.step.run({**state, LAST_FRAME: last, ACTION: normalised[:, k]})
+            out = self.step.run({**state, LAST_FRAME: last, WM_ACTION: normalised[:, k]})
             state = {**state, LATENT: out[NEXT_LATENT]}
             frames.append(out[FRAME])
         return np.stack(frames, 1).transpose(0, 1, 3, 4, 2)  # [B, T, H, W, 3]

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vla_rft.contract.constants import PERTURBATION_KINDS
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS, instruction_for
-from vla_rft.sim.perturbations import (
-    PERTURBATION_KINDS,
-    PERTURBATIONS,
-    Perturbation,
-    get_perturbation,
-)
+from vla_rft.sim.perturbations import PERTURBATIONS, Perturbation, get_perturbation
 
 if TYPE_CHECKING:
     from vla_rft.sim.metaworld_robot import CAMERAS, DEFAULT_CAMERA, MetaWorldRobot, SimConfig

@@ -33,7 +33,7 @@ from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.policies import ENV_POLICY_MAP
 from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
-from vla_rft.constants import (
+from vla_rft.contract.constants import (
     OBS_IMAGE,
     OBS_INSTRUCTION,
     OBS_STATE,

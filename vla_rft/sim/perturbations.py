@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 
-PerturbationKind = Literal["none", "object", "goal", "robot_init"]
-PERTURBATION_KINDS: tuple[str, ...] = get_args(PerturbationKind)
+from vla_rft.contract.constants import PERTURBATION_KINDS, PerturbationKind
 
 MAX_OFFSET_M = 0.15
 """Largest accepted shift, metres (15 cm): well past any robustness test, and it catches

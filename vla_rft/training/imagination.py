@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vla_rft.contract.manifest import IMAGE_INPUT, INSTRUCTION_INPUT, STATE_INPUT
 from vla_rft.data.normalization import NormStats
-from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE, VLAPolicy
+from vla_rft.models.policy import VLAPolicy
 from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.rl.rewards import verified_reward
 from vla_rft.runtime.torch_policy import TorchPolicy
@@ -31,7 +32,7 @@ def policy_inputs(
     """uint8 frames [B, H, W, 3], raw states [B, S], B instructions -> the policy's input."""
     image, state = base.transforms.observation(frames, states)
     embedding = np.stack([base.instructions(text) for text in instructions])
-    arrays = {IMAGE: image, INSTRUCTION_EMBEDDING: embedding, STATE: state}
+    arrays = {IMAGE_INPUT: image, INSTRUCTION_INPUT: embedding, STATE_INPUT: state}
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
 
 
@@ -119,8 +120,8 @@ def imagine(
     """
     if chunks > 1 and (proprio is None or previous_action is None):
         raise ValueError("imagining more than one chunk needs a ProprioModel and previous_action")
-    g, device = group_size, obs[IMAGE].device
-    b = len(obs[IMAGE])
+    g, device = group_size, obs[IMAGE_INPUT].device
+    b = len(obs[IMAGE_INPUT])
     state = world_model.start(batch["image"], g)
     current = repeat_rows(obs, g)
     robot_state = np.repeat(batch["state"], g, axis=0)

@@ -26,24 +26,27 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from vla_rft.data import WindowConfig, WindowDataset, build_datasets
-from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE, PolicyConfig, VLAPolicy
-from vla_rft.runtime.torch_policy import (
+from vla_rft.contract.config import ConfigError, load_config, recipe_parser, to_dict
+from vla_rft.contract.manifest import (
     ACTION_RANGE_KEY,
+    IMAGE_INPUT,
+    INSTRUCTION_INPUT,
     INSTRUCTIONS_KEY,
     POLICY_CONFIG_KEY,
+    STATE_INPUT,
 )
-from vla_rft.runtime.transforms import ImageTransform
-from vla_rft.threads import adapt_threads, set_torch_threads
-from vla_rft.training import distributed as dist
-from vla_rft.training.checkpoint import (
+from vla_rft.data import WindowConfig, WindowDataset, build_datasets
+from vla_rft.models.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     load_weights,
     save_checkpoint,
 )
-from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
+from vla_rft.models.policy import PolicyConfig, VLAPolicy
+from vla_rft.runtime.transforms import ImageTransform
+from vla_rft.threads import adapt_threads, set_torch_threads
+from vla_rft.training import distributed as dist
 from vla_rft.training.tracking import RunLogger, plot_metrics
 
 # --- config ----------------------------------------------------------------------------------
@@ -141,9 +144,9 @@ def to_tensors(
 ) -> dict[str, torch.Tensor]:
     """A data-set batch as the policy's input (images through the shared transform)."""
     arrays = {
-        IMAGE: images(batch["image"][:, -1]),  # [B, 3, S, S] float in [-1, 1]
-        INSTRUCTION_EMBEDDING: np.stack([embeddings[t] for t in batch["instruction"]]),  # [B, E]
-        STATE: batch["state"],  # [B, S] normalised
+        IMAGE_INPUT: images(batch["image"][:, -1]),  # [B, 3, S, S] float in [-1, 1]
+        INSTRUCTION_INPUT: np.stack([embeddings[t] for t in batch["instruction"]]),  # [B, E]
+        STATE_INPUT: batch["state"],  # [B, S] normalised
         "action": batch["action"],  # [B, K, A] normalised
         "action_pad": batch["action_pad"],  # [B, K]
     }
@@ -187,7 +190,7 @@ def validate(policy: VLAPolicy, batch: dict[str, torch.Tensor]) -> dict[str, flo
     """Flow (or MSE) loss and the deterministic chunk's error on held-out windows."""
     policy.eval()
     loss, _ = policy(batch)
-    chunk = policy.predict_chunk(batch[IMAGE], batch[INSTRUCTION_EMBEDDING], batch[STATE])
+    chunk = policy.predict_chunk(batch[IMAGE_INPUT], batch[INSTRUCTION_INPUT], batch[STATE_INPUT])
     valid = (~batch["action_pad"]).float()[..., None]  # [B, K, 1]
     mse = (((chunk - batch["action"]) ** 2) * valid).sum() / (valid.sum() * chunk.shape[-1])
     policy.train()
@@ -300,7 +303,7 @@ def train(
         torch.manual_seed(config.seed + step * info.world_size + info.rank)
         idx = window_order(len(train_set), config.optim.batch_size, step, config.seed, info)
         batch = to_tensors(train_set.get_batch(idx), embeddings, images, info.device)
-        batch[IMAGE] = random_shift(batch[IMAGE], config.augment_shift)
+        batch[IMAGE_INPUT] = random_shift(batch[IMAGE_INPUT], config.augment_shift)
         lr = learning_rate(step, config.optim)
         for group in optimizer.param_groups:
             group["lr"] = lr

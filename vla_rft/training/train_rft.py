@@ -28,24 +28,25 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from vla_rft.contract.config import ConfigError, load_config, recipe_parser, to_dict
+from vla_rft.contract.manifest import IMAGE_INPUT, INSTRUCTION_INPUT, INSTRUCTIONS_KEY, STATE_INPUT
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
-from vla_rft.models.policy import IMAGE, INSTRUCTION_EMBEDDING, STATE, VLAPolicy
-from vla_rft.models.world_model.modeling_world_model import load_world_model
-from vla_rft.models.world_model.proprio import ProprioModel, previous_actions
-from vla_rft.rl import clipped_policy_loss, gaussian_entropy, group_advantages, kl_estimate
-from vla_rft.rl.rewards import PERCEPTUAL_TERMS, verified_reward
-from vla_rft.runtime.torch_policy import INSTRUCTIONS_KEY, TorchPolicy
-from vla_rft.threads import adapt_threads, set_torch_threads
-from vla_rft.training import distributed as dist
-from vla_rft.training.checkpoint import (
+from vla_rft.models.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     load_weights,
     save_checkpoint,
 )
-from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
+from vla_rft.models.policy import VLAPolicy
+from vla_rft.models.world_model.modeling_world_model import load_world_model
+from vla_rft.models.world_model.proprio import ProprioModel, previous_actions
+from vla_rft.rl import clipped_policy_loss, gaussian_entropy, group_advantages, kl_estimate
+from vla_rft.rl.rewards import RewardConfig, verified_reward
+from vla_rft.runtime.torch_policy import TorchPolicy
+from vla_rft.threads import adapt_threads, set_torch_threads
+from vla_rft.training import distributed as dist
 from vla_rft.training.imagination import (
     full_chunk_windows,
     imagine,
@@ -105,22 +106,6 @@ class GRPOConfig:
             raise ValueError("pg_weight and bc_weight must be >= 0")
         if self.bc_schedule not in BC_SCHEDULES:
             raise ValueError(f"bc_schedule must be one of {BC_SCHEDULES}, got {self.bc_schedule!r}")
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """r = -(1/T) sum_t [pixel_weight * MAE + perceptual_weight * (1 - SSIM)]."""
-
-    pixel_weight: float = 1.0
-    """Weight of the mean absolute pixel error (frames in [0, 1])."""
-    perceptual_weight: float = 1.0
-    """Weight of the perceptual distance."""
-    perceptual: str = "ssim"
-    """Perceptual term: 'ssim' (1 - SSIM; LPIPS weights are not available offline) or 'none'."""
-
-    def __post_init__(self):
-        if self.perceptual not in PERCEPTUAL_TERMS:
-            raise ValueError(f"perceptual must be one of {PERCEPTUAL_TERMS}")
 
 
 @dataclass(frozen=True)
@@ -306,7 +291,7 @@ def train(
             )  # [B, G]
             advantages = group_advantages(rewards).flatten().to(info.device)  # [B*G]
             base_log_prob = imagined.chain_log_prob(reference_policy)
-            inputs = (obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])
+            inputs = (obs[IMAGE_INPUT], obs[INSTRUCTION_INPUT], obs[STATE_INPUT])
             deterministic = policy.predict_chunk(*inputs)  # [B, K, A] normalised
             drift = (deterministic - reference_policy.predict_chunk(*inputs)).abs().mean()
 

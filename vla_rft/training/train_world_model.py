@@ -24,13 +24,13 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from vla_rft.contract.config import ConfigError, load_config, recipe_parser, to_dict
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
+from vla_rft.models import checkpoint as ckpt_io
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
 from vla_rft.threads import adapt_threads, set_torch_threads
-from vla_rft.training import checkpoint as ckpt_io
 from vla_rft.training import distributed as dist
-from vla_rft.training.config import ConfigError, load_config, recipe_parser, to_dict
 from vla_rft.training.tracking import RunLogger, plot_metrics, read_metrics
 
 # --- config ------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vla_rft.constants import STATUS_MSGTYPE, STATUS_TOPIC
+from vla_rft.contract.constants import STATUS_MSGTYPE, STATUS_TOPIC
 from vla_rft.data import messages
 from vla_rft.data.messages import MessageError
 

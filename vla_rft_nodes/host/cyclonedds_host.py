@@ -35,7 +35,7 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
-from vla_rft.training.config import ConfigError
+from vla_rft.contract.config import ConfigError
 from vla_rft_nodes.configs import load_node_config
 from vla_rft_nodes.dds_types import DDS_TYPES, dds_topic_name
 from vla_rft_nodes.host.base import (

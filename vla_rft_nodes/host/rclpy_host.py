@@ -44,8 +44,8 @@ from std_msgs.msg import (
 )
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from vla_rft.contract.config import ConfigError
 from vla_rft.data import messages
-from vla_rft.training.config import ConfigError
 from vla_rft_nodes.configs import config_from_params, default_params, field_docs
 from vla_rft_nodes.host.base import (
     Codec,

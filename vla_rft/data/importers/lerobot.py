@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vla_rft.constants import MAX_INSTRUCTION_CHARS
+from vla_rft.contract.constants import MAX_INSTRUCTION_CHARS
 from vla_rft.data.episode import Episode, EpisodeMeta
 from vla_rft.data.importers.common import (
     SUCCESS_FALSE,

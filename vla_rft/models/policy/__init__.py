@@ -4,17 +4,11 @@
 from vla_rft.models.policy.chunk_head import ChunkSample, ObsFeatures
 from vla_rft.models.policy.configuration_policy import PolicyConfig
 from vla_rft.models.policy.modeling_policy import (
-    IMAGE,
-    INSTRUCTION_EMBEDDING,
-    STATE,
     ChunkPredictor,
     VLAPolicy,
 )
 
 __all__ = [
-    "IMAGE",
-    "INSTRUCTION_EMBEDDING",
-    "STATE",
     "ChunkPredictor",
     "ChunkSample",
     "ObsFeatures",

@@ -20,14 +20,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vla_rft.contract.manifest import IMAGE_INPUT, INSTRUCTION_INPUT, STATE_INPUT
 from vla_rft.models.policy.chunk_head import ChunkHead, ChunkSample, ObsFeatures
 from vla_rft.models.policy.configuration_policy import PolicyConfig
 from vla_rft.models.policy.flow_head import FlowMatchingHead
 from vla_rft.models.policy.gaussian_head import GaussianChunkHead
 from vla_rft.models.policy.vision import VisionEncoder
 
-IMAGE, INSTRUCTION_EMBEDDING, STATE = "image", "instruction_embedding", "state"
-"""Keys of an observation batch: float [B, 3, S, S] in [-1, 1], float [B, E], float [B, S]."""
 
 HEAD_CLASSES: dict[str, type[ChunkHead]] = {
     "flow": FlowMatchingHead,
@@ -67,7 +66,7 @@ class VLAPolicy(nn.Module):
         return ObsFeatures(torch.stack([*parts, fused], dim=1), fused)  # tokens [B, 4, D]
 
     def encode_batch(self, obs: dict[str, torch.Tensor]) -> ObsFeatures:
-        return self.encode(obs[IMAGE], obs[INSTRUCTION_EMBEDDING], obs[STATE])
+        return self.encode(obs[IMAGE_INPUT], obs[INSTRUCTION_INPUT], obs[STATE_INPUT])
 
     def _check_inputs(self, image, instruction_embedding, state) -> None:
         c, b = self.config, image.shape[0]

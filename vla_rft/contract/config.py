@@ -187,3 +187,11 @@ def recipe_parser(
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """argparse type of a comma-separated list; an empty one is a usage error."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items

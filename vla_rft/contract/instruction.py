@@ -1,4 +1,5 @@
-"""Instructions -> embeddings on the robot: `tokenizers` + the exported MiniLM, no torch."""
+"""Instructions: what a valid one is, and how a model package's tokenizer.json turns them into
+token ids (`tokenizers`, imported when a tokenizer is loaded; no torch)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_rft.runtime.transforms import check_instruction
-
 MAX_TOKENS = 128
 """Longest tokenised instruction (all-MiniLM-L6-v2 was trained on 128 tokens); longer is cut."""
+
+
+def check_instruction(text: object, max_chars: int | None = None) -> str:
+    """The instruction, stripped; ValueError if it is not a non-empty string of at most
+    `max_chars` characters (the message quotes only the start of a long one)."""
+    if not isinstance(text, str):
+        raise ValueError(f"the instruction must be a string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise ValueError("the instruction is empty")
+    if max_chars is not None and len(text) > max_chars:
+        raise ValueError(
+            f"the instruction is {len(text)} characters long (at most {max_chars}): "
+            f"{text[:60]!r}..."
+        )
+    return text
 
 
 class InstructionTokenizer:

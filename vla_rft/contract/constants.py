@@ -1,7 +1,10 @@
-"""Names shared by every part of vla_rft: topics, message types, keys, schema versions.
+"""Names shared by every part of vla_rft: topics, message types, keys, schema versions, the
+choices a user names (backends, perturbations) and the control defaults.
 
 Change a name here and every writer, reader, node and test follows.
 """
+
+from typing import Literal, get_args
 
 # --- Episode files (rosbag2 MCAP) ------------------------------------------------------------
 EPISODE_SCHEMA_VERSION = 1
@@ -64,3 +67,15 @@ SIM_STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
 SIM_ACTION_NAMES = ("delta_x", "delta_y", "delta_z", "gripper_effort")
 SIM_FPS = 80.0
 """Meta-World advances 5 MuJoCo steps of 2.5 ms per action: 12.5 ms of simulated time, 80 Hz."""
+
+# --- Choices a user names -----------------------------------------------------------------------
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+"""Inference backends of `vla_rft.runtime.load_policy` ('auto': TensorRT where an engine and a
+GPU are there, else ONNX Runtime, else torch for a checkpoint)."""
+PerturbationKind = Literal["none", "object", "goal", "robot_init"]
+PERTURBATION_KINDS: tuple[str, ...] = get_args(PerturbationKind)
+"""Start-state perturbations of an evaluation episode (`vla_rft.sim.perturbations`)."""
+
+# --- Control defaults: one value for the node graph, `vla-rft eval` and corrections -------------
+REPLAN_EVERY = 4
+"""Control ticks between policy calls (a new chunk every REPLAN_EVERY actions)."""

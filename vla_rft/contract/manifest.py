@@ -19,6 +19,34 @@ MANIFEST_SCHEMA_VERSION = 1
 SUPPORTED_MANIFEST_SCHEMA_VERSIONS = (1,)
 ONNX_METADATA_KEY = "vla_rft.manifest"
 
+# --- A model package: its files, their inputs and outputs, a checkpoint's records ---------------
+POLICY_ONNX = "policy.onnx"
+POLICY_ENGINE = "policy.engine"
+TEXT_ENCODER_ONNX = "text_encoder.onnx"
+TOKENIZER_JSON = "tokenizer.json"
+WORLD_MODEL_ENCODE_ONNX = "world_model_encode.onnx"
+WORLD_MODEL_STEP_ONNX = "world_model_step.onnx"
+
+IMAGE_INPUT = "image"
+"""Policy input: float32 [B, 3, S, S] in [-1, 1] (`runtime.transforms.ImageTransform`)."""
+INSTRUCTION_INPUT = "instruction_embedding"
+"""Policy input: float32 [B, E], the sentence encoder's embedding of the instruction."""
+STATE_INPUT = "state"
+"""Policy input: float32 [B, S], the normalised robot state."""
+CHUNK_OUTPUT = "action_chunk"
+"""Policy output: float32 [B, K, A], a normalised action chunk."""
+
+CONTEXT_INPUT, LATENT, LAST_FRAME, WM_ACTION, NEXT_LATENT, FRAME = (
+    "context", "latent", "last_frame", "action", "next_latent", "frame",
+)  # fmt: skip
+"""Inputs and outputs of the world model's encode and step graphs (docs/EXPORT.md)."""
+
+POLICY_CONFIG_KEY = "policy_config"
+ACTION_RANGE_KEY = "action_range"
+INSTRUCTIONS_KEY = "instruction_embeddings"
+"""Keys of a policy checkpoint's `extra` record; INSTRUCTIONS_KEY also of a policy manifest's
+`extra`: the training instructions' embeddings."""
+
 
 class ManifestError(ValueError):
     """A model file whose manifest is missing, unreadable or does not match; names the file."""
