@@ -103,7 +103,7 @@ def write_eval_report(path, outcomes: dict[tuple[str, str, int], bool]):
     {(task, perturbation, seed): success}; returns the path."""
     import json
 
-    from vla_rft.evaluation.report import EpisodeResult, build_report
+    from vla_rft.rollout.report import EpisodeResult, build_report
 
     episodes = [EpisodeResult(t, p, s, ok, 25) for (t, p, s), ok in outcomes.items()]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,11 @@ import pytest
 from policy_testing import train_tiny, write_instruction_episodes
 
 from vla_rft.contract.constants import ACTION
-from vla_rft.data.corrections import CorrectionConfig, collect_corrections, drive, main
 from vla_rft.data.dataset import WindowConfig, build_datasets
 from vla_rft.data.episode_store import list_episodes, read_episode
-from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
+from vla_rft.rollout.corrections import CorrectionConfig, collect_corrections, drive, main
+from vla_rft.rollout.episode_loop import PolicyAgent
+from vla_rft.runtime.chunk_broker import ChunkBrokerConfig
 
 pytestmark = pytest.mark.slow
 
@@ -69,10 +70,10 @@ def test_expert_takes_over_where_the_policy_was(tmp_path):
     from vla_rft.sim import MetaWorldRobot, SimConfig
 
     with MetaWorldRobot(SimConfig("reach-v3", image_size=32, max_steps=120)) as robot:
-        broker = ChunkBroker(ChunkBrokerConfig(4))
+        agent = PolicyAgent(DriftPolicy(), ChunkBrokerConfig(4))
         for t in (10, 25):
             episode = read_episode(config.out / f"reach-v3-seed005001-takeover{t:03d}")
-            obs, _, _, states, prefix = drive(robot, DriftPolicy(), broker, 5001, "none", t)
+            obs, _, _, states, prefix = drive(robot, agent, 5001, "none", t)
             # step 0 of the correction is the state the policy reached at step t ...
             np.testing.assert_array_equal(episode.states[0], states[t])
             np.testing.assert_array_equal(episode.images[0], obs["image"])

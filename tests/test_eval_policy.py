@@ -9,7 +9,7 @@ import pytest
 from policy_testing import train_tiny, write_instruction_episodes
 
 from vla_rft.evaluation.eval_policy import ExpertPolicy, evaluate, main
-from vla_rft.evaluation.report import EpisodeResult, build_report, markdown_table, wilson_interval
+from vla_rft.rollout.report import EpisodeResult, build_report, markdown_table, wilson_interval
 from vla_rft.runtime.chunk_broker import ChunkBrokerConfig
 from vla_rft.runtime.torch_policy import TorchPolicy
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import runpy
 import typing
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
-from vla_rft_nodes.bringup import NODE_MODULES
 from vla_rft_nodes.configs import NODE_CONFIGS, load_node_config
 from vla_rft_nodes.host.base import Host
+from vla_rft_nodes.node_table import NODES
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "bringup.launch.py"
@@ -23,13 +25,12 @@ LAUNCH_ARGUMENTS = {"use_sim", "policy_model", "backend", "record", "params_file
 
 
 def _console_scripts() -> dict[str, str]:
-    """name -> 'module:function' from setup.py's entry_points, read without running it."""
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "entry_points":
-            entries = ast.literal_eval(node.value)["console_scripts"]
-            return dict(tuple(part.strip() for part in e.split("=")) for e in entries)
-    raise AssertionError("setup.py has no entry_points")
+    """name -> 'module:function' of the entry_points setup.py passes to setuptools."""
+    captured = {}
+    with mock.patch("setuptools.setup", lambda **kwargs: captured.update(kwargs)):
+        runpy.run_path(str(REPO / "setup.py"), run_name="__main__")
+    entries = captured["entry_points"]["console_scripts"]
+    return dict(tuple(part.strip() for part in e.split("=")) for e in entries)
 
 
 def _launch_nodes() -> list[dict]:
@@ -60,12 +61,13 @@ def test_launch_executables_match_setup_py_and_the_node_classes():
     scripts = _console_scripts()
     assert scripts["vla-rft"] == "vla_rft.cli:main"
     launched = _launch_nodes()
-    assert {n["executable"] for n in launched} == set(NODE_CONFIGS) == set(NODE_MODULES)
+    assert {n["executable"] for n in launched} == set(NODE_CONFIGS) == set(NODES)
+    assert set(scripts) == {"vla-rft", *NODES}
     for node in launched:
         name = node["executable"]
         assert node["name"] == name and node["package"] == "vla_rft"
         module, func = scripts[name].split(":")
-        assert module == NODE_MODULES[name]
+        assert module == NODES[name]
         mod = importlib.import_module(module)
         assert callable(getattr(mod, func))
         node_cls = next(

@@ -7,10 +7,11 @@ import json
 import logging
 import time
 import typing
-from collections import defaultdict
 
 import numpy as np
 import pytest
+from embodiment_testing import spec_file
+from node_testing import MemoryHost
 
 from vla_rft.contract.config import ConfigError
 from vla_rft.contract.constants import (
@@ -19,9 +20,12 @@ from vla_rft.contract.constants import (
     ESTOP_TOPIC,
     IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
+    SIM_EMBODIMENT,
     STATE_TOPIC,
     STATUS_TOPIC,
 )
+from vla_rft.contract.embodiment import load_embodiment
+from vla_rft.contract.policy import PolicySpec
 from vla_rft.data import messages
 from vla_rft.data.episode_store import list_episodes, read_episode
 from vla_rft.data.messages import MessageError
@@ -34,7 +38,7 @@ from vla_rft_nodes.configs import (
     load_node_config,
 )
 from vla_rft_nodes.dds_types import DDS_TYPES, Image_, dds_topic_name
-from vla_rft_nodes.host.base import Codec, Host, Lifecycle, Publisher, Timer
+from vla_rft_nodes.host.base import Codec, Lifecycle
 from vla_rft_nodes.policy_node import PolicyNode
 from vla_rft_nodes.recorder_node import RecorderNode
 from vla_rft_nodes.safety import (
@@ -157,10 +161,12 @@ def test_chunk_guard_hold_watchdog_and_latch():
     with pytest.raises(UnsafeChunk, match=r"expected \[K, 2\]"):
         check_chunk(np.zeros((2, 3)), action_dim=2)
     assert check_chunk(np.zeros(2), action_dim=2).shape == (1, 2)
+    sawyer = load_embodiment(SIM_EMBODIMENT)  # end-effector deltas: no motion = zeros
     np.testing.assert_array_equal(
-        hold_action(np.array([0.3, 0.2, 0.1, -1.0]), (3,), 4), [0, 0, 0, -1]
+        hold_action(np.array([0.3, 0.2, 0.1, -1.0]), sawyer),
+        [0, 0, 0, -1],  # gripper kept
     )
-    np.testing.assert_array_equal(hold_action(None, (3,), 4), np.zeros(4))
+    np.testing.assert_array_equal(hold_action(None, sawyer), np.zeros(4))
     dog = Watchdog(0.5)
     assert dog.stale(0.0)
     dog.feed(10.0)
@@ -180,8 +186,8 @@ def test_configs_validate_and_every_field_is_documented():
         cls()
         undocumented = [f for f in cls.__dataclass_fields__ if not field_docs(cls).get(f)]
         assert not undocumented, (cls.__name__, undocumented)
-    with pytest.raises(ConfigError, match="action_low has 3 entries but action_dim is 4"):
-        PolicyNodeConfig(action_low=(-1.0, -1.0, -1.0))
+    with pytest.raises(ConfigError, match="unknown embodiment 'sawyer'"):
+        PolicyNodeConfig(embodiment="sawyer")
     with pytest.raises(ConfigError, match="trigger must be one of"):
         PolicyNodeConfig(trigger="sometimes")
     with pytest.raises(ConfigError, match="control_rate_hz must be a positive"):
@@ -223,55 +229,6 @@ def test_events_round_trip_and_refuse_garbage():
 # --- Node logic through an in-memory host ---------------------------------------------------
 
 
-class MemoryHost(Host):
-    """Delivers messages by calling the callbacks (after a CDR round trip); records publishes."""
-
-    kind = "memory"
-
-    def __init__(self):
-        self.node_name = "test"
-        self.codec = Codec(DDS_TYPES)
-        self.log = logging.getLogger("memory-host")
-        self.subs = defaultdict(list)
-        self.published = defaultdict(list)
-
-    def subscribe(self, topic, msgtype, callback, qos, depth=None, on_error=None):
-        self.subs[topic].append(callback)
-
-    def publisher(self, topic, msgtype, qos):
-        sink = self.published[topic]
-
-        class _Pub(Publisher):
-            def publish(self, msg):
-                sink.append(msg)
-
-            def subscriber_count(self):
-                return 1
-
-        return _Pub()
-
-    def timer(self, period_s, callback):
-        class _Timer(Timer):
-            def cancel(self):
-                pass
-
-        return _Timer()
-
-    def now_ns(self):
-        return time.time_ns()
-
-    def request_shutdown(self):
-        pass
-
-    def deliver(self, topic, msg):
-        wire = type(msg).deserialize(msg.serialize())
-        for callback in self.subs[topic]:
-            callback(wire)
-
-    def actions(self):
-        return [np.asarray(m.data, np.float32) for m in self.published[ACTION_TOPIC]]
-
-
 @pytest.fixture(scope="module")
 def standin_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
@@ -296,8 +253,9 @@ def _observe(host, value=100, stamp_ns=None, size=16):
     host.deliver(STATE_TOPIC, c.floats_to_msg(np.array([0.1, 0.6, 0.2, 1.0], np.float32)))
 
 
-def test_policy_node_acts_within_limits_and_holds_when_it_must(standin_models):
-    host, node = _policy_node(standin_models["good"], replan_every=4, max_action_change=(0.1,) * 4)
+def test_policy_node_acts_within_limits_and_holds_when_it_must(standin_models, tmp_path):
+    slow_arm = spec_file(tmp_path, max_action_change=[0.1] * 4)
+    host, node = _policy_node(standin_models["good"], replan_every=4, embodiment=str(slow_arm))
     c = host.codec
     node.tick(time.monotonic())  # nothing to act on and nothing commanded yet: silence
     node.tick(time.monotonic())
@@ -364,6 +322,7 @@ class ScriptedPolicy:
 
     calls: typing.ClassVar[list[str]] = []
     delay_s = 0.0
+    spec = PolicySpec(state_dim=4, action_dim=4, chunk_size=8, image_size=64)
 
     def infer(self, obs):
         ScriptedPolicy.calls.append(obs["instruction"])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vla_rft.data import WindowConfig, build_datasets
-from vla_rft.data.collect import CollectConfig, collect
 from vla_rft.models.world_model.proprio import ProprioModel, previous_actions
+from vla_rft.rollout.collect import CollectConfig, collect
 
 
 @pytest.fixture(scope="module")

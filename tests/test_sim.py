@@ -7,7 +7,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
 import numpy as np
 import pytest
 
-from vla_rft.contract.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.contract.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE, SIM_EMBODIMENT
+from vla_rft.contract.environment import Environment
 from vla_rft.sim import (
     PERTURBATIONS,
     TASK_INSTRUCTIONS,
@@ -138,7 +139,9 @@ def test_observation_follows_the_contract(reach):
     assert obs[OBS_IMAGE].shape == (64, 64, 3) and obs[OBS_IMAGE].dtype == np.uint8
     assert obs[OBS_STATE].shape == (4,) and obs[OBS_STATE].dtype == np.float32
     assert obs[OBS_INSTRUCTION] == instruction_for("reach-v3")
-    assert (reach.fps, reach.action_dim, reach.state_dim, reach.task) == (80.0, 4, 4, "reach-v3")
+    spec = reach.embodiment
+    assert (reach.fps, spec.action_dim, spec.state_dim, reach.task) == (80.0, 4, 4, "reach-v3")
+    assert isinstance(reach, Environment) and spec.name == SIM_EMBODIMENT
     assert obs[OBS_IMAGE].std() > 10, "the image should show a scene, not a blank frame"
 
 

@@ -17,10 +17,10 @@ import torch
 
 from vla_rft.contract.config import ConfigError, load_config, to_dict
 from vla_rft.data import WindowConfig, build_datasets
-from vla_rft.data.collect import CollectConfig, collect
 from vla_rft.evaluation import eval_world_model
 from vla_rft.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vla_rft.models.world_model import WorldModel, WorldModelConfig, load_world_model
+from vla_rft.rollout.collect import CollectConfig, collect
 from vla_rft.training import train_world_model as twm
 
 REPO = Path(__file__).resolve().parents[1]

@@ -47,7 +47,7 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_collect(args) -> int:
-    from vla_rft.data.collect import CollectConfig, collect
+    from vla_rft.rollout.collect import CollectConfig, collect
 
     config = CollectConfig(
         out=args.out,
@@ -175,7 +175,7 @@ STAGE_COMMANDS = {
         "learn from new episodes: fine-tune, export, gate, register a model version",
     ),
     "collect-corrections": (
-        "vla_rft.data.corrections",
+        "vla_rft.rollout.corrections",
         "the policy drives, the expert takes over where it fails; the takeovers are recorded",
     ),
     "models": ("vla_rft.pipeline.models_command", "list, promote (roll back) model versions"),

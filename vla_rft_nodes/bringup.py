@@ -26,14 +26,7 @@ from pathlib import Path
 
 from vla_rft.contract.config import ConfigError
 from vla_rft_nodes.configs import NODE_CONFIGS, load_node_config
-
-NODE_MODULES = {
-    "sim_robot_node": "vla_rft_nodes.sim_robot_node",
-    "recorder_node": "vla_rft_nodes.recorder_node",
-    "policy_node": "vla_rft_nodes.policy_node",
-    "eval_manager_node": "vla_rft_nodes.eval_manager_node",
-}
-"""Executable (= node name) -> module; the same executables as setup.py and the launch file."""
+from vla_rft_nodes.node_table import NODES
 
 LOOPBACK_CYCLONEDDS = (
     "<CycloneDDS><Domain Id='any'><General><Interfaces><NetworkInterface name='lo'/>"
@@ -121,10 +114,8 @@ def plan(args) -> tuple[list[str], dict[str, list[str]]]:
     put("eval_manager_node", f"wait_for_nodes=[{','.join(waiting)}]")
     for item in args.set:
         node, dot, rest = item.partition(".")
-        if not dot or node not in NODE_CONFIGS:
-            raise ConfigError(
-                f"--set {item!r}: expected NODE.KEY=VALUE with NODE in {list(NODE_CONFIGS)}"
-            )
+        if not dot or node not in NODES:
+            raise ConfigError(f"--set {item!r}: expected NODE.KEY=VALUE with NODE in {list(NODES)}")
         if node not in sets:
             raise ConfigError(f"--set {item!r}: {node} is not started (see --sim, --no-record)")
         sets[node].append(rest)
@@ -143,7 +134,7 @@ class Graph:
     def __init__(self, nodes, sets, params_file: Path, env: dict[str, str]):
         self.procs: dict[str, subprocess.Popen] = {}
         for name in nodes:
-            cmd = [sys.executable, "-m", NODE_MODULES[name], "--params-file", str(params_file)]
+            cmd = [sys.executable, "-m", NODES[name], "--params-file", str(params_file)]
             for item in sets[name]:
                 cmd += ["--set", item]
             proc = subprocess.Popen(

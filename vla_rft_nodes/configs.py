@@ -26,10 +26,10 @@ from vla_rft.contract.constants import (
     BACKENDS,
     MAX_INSTRUCTION_CHARS,
     PERTURBATION_KINDS,
-    SIM_ACTION_NAMES,
-    SIM_ROBOT_NAME,
-    SIM_STATE_NAMES,
+    REPLAN_EVERY,
+    SIM_EMBODIMENT,
 )
+from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS
 from vla_rft_nodes.robot_interfaces import check_interfaces
 
@@ -41,6 +41,10 @@ TRIGGERS = ("camera", "timer")
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+_embodiment = cache(load_embodiment)
+"""Each spec file is read once per process (the control thread reads `config.spec` often)."""
 
 
 def _positive(name: str, value: float) -> None:
@@ -62,7 +66,7 @@ class PolicyNodeConfig:
     trigger: str = "camera"
     """'camera': an action per new frame, at most control_rate_hz (holds keep going out at the
     control rate without frames); 'timer': an action every tick, on the newest frame."""
-    replan_every: int = 4
+    replan_every: int = REPLAN_EVERY
     """Ticks between policy calls (1 = a new chunk every tick)."""
     async_inference: bool = True
     """Ticks go on with the current chunk while the next is computed (control latency does not
@@ -72,25 +76,14 @@ class PolicyNodeConfig:
     """Average overlapping chunk predictions for the same tick (ACT)."""
     ensemble_decay: float = 0.01
     """Weight exp(-decay * age) of older predictions when ensembling."""
-    state_dim: int = 4
-    """Entries of the robot state message; other sizes are rejected."""
-    action_dim: int = 4
-    """Entries of an action; chunks of another width are rejected."""
+    embodiment: str = SIM_EMBODIMENT
+    """The robot: a built-in embodiment spec's name or a spec file (cameras, state and action
+    names, action limits; vla_rft/contract/embodiment.py). The policy package must have been
+    trained for it: configure checks the package's manifest against it."""
     image_timeout_s: float = 0.5
     """Watchdog: hold the robot when the newest camera frame is older than this."""
     state_timeout_s: float = 0.5
     """Watchdog: hold the robot when the newest state is older than this."""
-    action_low: tuple[float, ...] = (-1.0, -1.0, -1.0, -1.0)
-    """Smallest command per action dimension; actions are clipped to it."""
-    action_high: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
-    """Largest command per action dimension; actions are clipped to it."""
-    max_action_change: tuple[float, ...] = (0.5, 0.5, 0.5, 2.0)
-    """Largest change of each action dimension from one tick to the next."""
-    hold_keep_dims: tuple[int, ...] = (3,)
-    """Action dimensions that keep their last command while holding (the gripper); the others
-    are 0 (no motion)."""
-    action_names: tuple[str, ...] = SIM_ACTION_NAMES
-    """One name per action dimension (the message's dimension label, the trajectory joints)."""
     publish_trajectory: bool = False
     """Also publish every new chunk as trajectory_msgs/JointTrajectory."""
     state_msg: str = "float32_array"
@@ -142,28 +135,15 @@ class PolicyNodeConfig:
             _positive(name, getattr(self, name))
         _require(self.replan_every >= 1, f"replan_every must be >= 1, got {self.replan_every}")
         _require(self.ensemble_decay >= 0, f"ensemble_decay must be >= 0: {self.ensemble_decay}")
-        _require(self.state_dim >= 1, f"state_dim must be >= 1, got {self.state_dim}")
-        _require(self.action_dim >= 1, f"action_dim must be >= 1, got {self.action_dim}")
-        for name in ("action_low", "action_high", "max_action_change", "action_names"):
-            size = len(getattr(self, name))
-            _require(
-                size == self.action_dim,
-                f"{name} has {size} entries but action_dim is {self.action_dim}",
-            )
-        for d, (lo, hi) in enumerate(zip(self.action_low, self.action_high, strict=True)):
-            _require(lo < hi, f"action_low[{d}] = {lo} must be below action_high[{d}] = {hi}")
-        _require(
-            all(x > 0 for x in self.max_action_change),
-            f"max_action_change must be positive, got {self.max_action_change}",
-        )
-        _require(
-            all(0 <= d < self.action_dim for d in self.hold_keep_dims),
-            f"hold_keep_dims {self.hold_keep_dims} must index [0, {self.action_dim})",
-        )
         try:
-            check_interfaces(self)
+            check_interfaces(self, self.spec)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+
+    @property
+    def spec(self) -> EmbodimentSpec:
+        """The embodiment spec named by `embodiment` (ConfigError if it cannot be loaded)."""
+        return _embodiment(self.embodiment)
 
 
 @dataclass(frozen=True)
@@ -172,16 +152,13 @@ class RecorderNodeConfig:
 
     out_dir: str = "data/recorded"
     """Directory the episodes are written to (one rosbag2 MCAP directory each)."""
-    robot: str = SIM_ROBOT_NAME
-    """Robot name stored with each episode unless the start event names one."""
+    embodiment: str = SIM_EMBODIMENT
+    """The robot: a built-in embodiment spec's name or a spec file; its name, state and action
+    names are stored with each episode (the start event may name another robot)."""
     fps: float = 30.0
     """Control rate stored with each episode unless the start event gives one."""
     source: str = "policy"
     """How the episodes are made (policy, teleop, ...) unless the start event says."""
-    state_names: tuple[str, ...] = SIM_STATE_NAMES
-    """One name per state dimension."""
-    action_names: tuple[str, ...] = SIM_ACTION_NAMES
-    """One name per action dimension."""
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS
     """Longer instructions on the topic are refused (counted, logged as an excerpt)."""
     recover_on_start: bool = True
@@ -191,11 +168,16 @@ class RecorderNodeConfig:
 
     def __post_init__(self):
         _require(bool(self.out_dir.strip()), "out_dir is empty")
-        _require(bool(self.robot.strip()), "robot is empty")
         _require(bool(self.source.strip()), "source is empty")
         _positive("fps", self.fps)
         _positive("status_period_s", self.status_period_s)
         _positive("max_instruction_chars", self.max_instruction_chars)
+        self.spec  # noqa: B018 (a spec that does not load is a configuration error)
+
+    @property
+    def spec(self) -> EmbodimentSpec:
+        """The embodiment spec named by `embodiment`."""
+        return _embodiment(self.embodiment)
 
 
 @dataclass(frozen=True)

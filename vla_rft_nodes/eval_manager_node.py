@@ -3,7 +3,7 @@
 For every task, perturbation and episode i (seed + i, as `vla-rft eval` orders them) it publishes
 the task's instruction and a start event, waits for the end event (the simulated robot's success
 or step limit, an operator's label, or its own timeout), and finally writes the report
-`vla-rft eval` writes (`vla_rft.evaluation.report`: report.json, report.md, a strip and a GIF of
+`vla-rft eval` writes (`vla_rft.rollout.report`: report.json, report.md, a strip and a GIF of
 the first success and failure) to `out_dir`. Then, with `exit_when_done`, it ends, and
 `vla-rft bringup` takes the graph down.
 """
@@ -28,7 +28,7 @@ from vla_rft.contract.constants import (
     STATUS_TOPIC,
 )
 from vla_rft.data.messages import MessageError
-from vla_rft.evaluation.report import EpisodeResult, build_report, markdown_table, save_media
+from vla_rft.rollout.report import EpisodeResult, build_report, markdown_table, save_media
 from vla_rft.sim.instructions import instruction_for
 from vla_rft_nodes.configs import EvalManagerNodeConfig
 from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event, to_json

@@ -43,7 +43,6 @@ from vla_rft.contract.constants import (
     ESTOP_MSGTYPE,
     ESTOP_TOPIC,
     IMAGE_MSGTYPE,
-    IMAGE_TOPIC,
     INSTRUCTION_MSGTYPE,
     INSTRUCTION_TOPIC,
     OBS_IMAGE,
@@ -51,7 +50,9 @@ from vla_rft.contract.constants import (
     OBS_STATE,
     STATE_TOPIC,
 )
+from vla_rft.contract.embodiment import EmbodimentSpec
 from vla_rft.contract.instruction import check_instruction
+from vla_rft.contract.policy import PolicySpec
 from vla_rft.data.messages import MessageError
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft_nodes.configs import PolicyNodeConfig
@@ -110,6 +111,18 @@ class Frame:
     """time.monotonic() at arrival."""
 
 
+def package_problems(policy: PolicySpec | None, spec: EmbodimentSpec, config) -> list[str]:
+    """Why a loaded policy cannot drive this robot with these parameters; empty if it can."""
+    if policy is None:
+        return ["the policy does not say what it takes (no `spec`; see vla_rft/contract/policy.py)"]
+    problems = spec.mismatches(policy.embodiment, policy.state_dim, policy.action_dim)
+    if config.replan_every > policy.chunk_size:
+        problems.append(
+            f"replan_every {config.replan_every} is longer than its chunks ({policy.chunk_size})"
+        )
+    return problems
+
+
 class PolicyNode(NodeBase):
     """The policy: camera, state and instruction in, actions out at the control rate."""
 
@@ -124,7 +137,10 @@ class PolicyNode(NodeBase):
         self.broker = ChunkBroker(
             ChunkBrokerConfig(c.replan_every, c.temporal_ensemble, c.ensemble_decay)
         )
-        self.limiter = ActionLimiter(c.action_low, c.action_high, c.max_action_change)
+        self.spec = c.spec
+        self.limiter = ActionLimiter(
+            self.spec.action_low, self.spec.action_high, self.spec.max_action_change
+        )
         self.estop = EStopLatch()
         self.image_watchdog = Watchdog(c.image_timeout_s)
         self.state_watchdog = Watchdog(c.state_timeout_s)
@@ -167,7 +183,7 @@ class PolicyNode(NodeBase):
         self._command_pub = (
             host.publisher(COMMAND_TOPIC, command_type, QoS.RELIABLE) if command_type else None
         )
-        self.subscribe(IMAGE_TOPIC, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA)
+        self.subscribe(self.spec.main_camera.topic, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA)
         self.subscribe(STATE_TOPIC, STATE_MSGS[c.state_msg], self.on_state, QoS.SENSOR_DATA)
         self.subscribe(INSTRUCTION_TOPIC, INSTRUCTION_MSGTYPE, self.on_instruction, QoS.LATCHED)
         # latched: a restarted node hears a held e-stop; volatile: a writer without
@@ -228,10 +244,9 @@ class PolicyNode(NodeBase):
             with self._publish_lock:
                 first = self.estop.engage("e-stop message")
                 if first and self._thread is not None:
-                    action = hold_action(
-                        self._last_action, self.config.hold_keep_dims, self.config.action_dim
-                    )
-                    self._publish(action, motion=False)
+                    action = hold_action(self._last_action, self.spec)
+                    if action is not None:
+                        self._publish(action, motion=False)
             if first:
                 self.counters.add("estops")
                 self.log.error("E-STOP engaged: holding the robot until deactivate + activate")
@@ -263,11 +278,24 @@ class PolicyNode(NodeBase):
         self.worker = InferenceWorker(lambda: factory(Path(c.model_path), c.backend))
         try:
             self.policy = self.worker.wait_loaded()
+            problems = package_problems(getattr(self.policy, "spec", None), self.spec, c)
+            if problems:
+                raise RuntimeError(
+                    f"the policy {c.model_path} does not fit embodiment {self.spec.name!r}: "
+                    + "; ".join(problems)
+                )
         except BaseException:
-            self.worker = None
+            if self.worker is not None and self.policy is not None:
+                self.worker.close()
+            self.worker = self.policy = None
             raise
         backend = getattr(self.policy, "backend", type(self.policy).__name__)
-        self.log.info(f"policy ready: {backend}")
+        camera, size = self.spec.main_camera, self.policy.spec.image_size
+        self.log.info(
+            f"policy ready: {backend}; chunks of {self.policy.spec.chunk_size}, a new one every "
+            f"{c.replan_every} ticks; {camera.name} {camera.width}x{camera.height} "
+            + (f"resized to {size}x{size}" if size else "as it comes")
+        )
 
     def on_activate(self) -> None:
         if self.policy is None:
@@ -440,7 +468,7 @@ class PolicyNode(NodeBase):
                 self._collect(deadline)
         previous = self._last_action  # nothing commanded yet: the robot is still (a hold)
         if previous is None:
-            previous = hold_action(None, c.hold_keep_dims, c.action_dim)
+            previous = hold_action(None, self.spec)
         action, limited_dims = self.limiter(action, previous)
         if limited_dims:
             self.counters.add("limited_actions")
@@ -469,14 +497,14 @@ class PolicyNode(NodeBase):
             self._accept(result)
 
     def _accept(self, result: Result) -> None:
-        c, request = self.config, result.request
+        request = result.request
         self._infer_ms.append(result.seconds * 1e3)
         if request.generation != self._generation:
             self.counters.add("chunks_discarded")  # asked before a reset or hold
             return
         if result.error is not None:
             raise result.error
-        chunk = check_chunk(result.chunk, c.action_dim)
+        chunk = check_chunk(result.chunk, self.spec.action_dim)
         late = self.broker.tick - request.tick  # ticks that passed while it was computed
         if late >= len(chunk):
             self.counters.add("chunks_too_late")
@@ -486,10 +514,10 @@ class PolicyNode(NodeBase):
         if self._trajectory_pub is not None:
             previous = self._last_action
             if previous is None:
-                previous = hold_action(None, c.hold_keep_dims, c.action_dim)
+                previous = hold_action(None, self.spec)
             limited = self.limiter.chunk(chunk[late:], previous)
             msg = self.codec.trajectory_to_msg(
-                limited, c.action_names, self.period, self.host.now_ns()
+                limited, self.spec.action_names, self.period, self.host.now_ns()
             )
             with self._publish_lock:
                 if not self._halted():
@@ -500,9 +528,11 @@ class PolicyNode(NodeBase):
         self._generation += 1
 
     def _hold(self, reason: str) -> np.ndarray:
-        action = hold_action(self._last_action, self.config.hold_keep_dims, self.config.action_dim)
+        action = hold_action(self._last_action, self.spec)
         self._drop_chunks()  # a stale chunk must not resume after the hold
-        if reason not in IDLE_REASONS or self._holding is None:
+        if action is None:
+            self.counters.add("holds_without_command")  # a position robot before any command
+        elif reason not in IDLE_REASONS or self._holding is None:
             self._publish(action, motion=False)
         self.counters.add(f"holds.{reason}")
         if reason != self._holding:
@@ -513,7 +543,7 @@ class PolicyNode(NodeBase):
     def _publish(self, action: np.ndarray, motion: bool) -> bool:
         """Publish an action; a motion command only if the node is not halted, checked under
         the lock on_estop engages the latch under. False: refused (nothing published)."""
-        msg = self.codec.floats_to_msg(action, self.config.action_names)
+        msg = self.codec.floats_to_msg(action, self.spec.action_names)
         command = command_msg(self.codec, self.config, action, self.host.now_ns())
         with self._publish_lock:
             if motion and self._halted():

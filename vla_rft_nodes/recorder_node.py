@@ -24,7 +24,6 @@ from vla_rft.contract.constants import (
     EPISODE_EVENT_MSGTYPE,
     EPISODE_EVENT_TOPIC,
     IMAGE_MSGTYPE,
-    IMAGE_TOPIC,
     INSTRUCTION_MSGTYPE,
     INSTRUCTION_TOPIC,
     PARTIAL_PREFIX,
@@ -61,7 +60,8 @@ class RecorderNode(NodeBase):
         self._first_stamp = 0
         self._last_t = 0.0
         depth = QUEUE_DEPTH
-        self.subscribe(IMAGE_TOPIC, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA, depth)
+        camera = config.spec.main_camera.topic
+        self.subscribe(camera, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA, depth)
         self.subscribe(STATE_TOPIC, STATE_MSGTYPE, self.on_state, QoS.SENSOR_DATA, depth)
         self.subscribe(ACTION_TOPIC, ACTION_MSGTYPE, self.on_action, QoS.RELIABLE, depth)
         self.subscribe(INSTRUCTION_TOPIC, INSTRUCTION_MSGTYPE, self.on_instruction, QoS.LATCHED)
@@ -95,7 +95,7 @@ class RecorderNode(NodeBase):
 
     def on_state(self, msg) -> None:
         try:
-            self._state = self.codec.floats_from_msg(msg, len(self.config.state_names))
+            self._state = self.codec.floats_from_msg(msg, self.config.spec.state_dim)
         except MessageError as err:
             self.reject("state", err)
 
@@ -110,7 +110,7 @@ class RecorderNode(NodeBase):
             self.counters.add("actions_between_episodes")
             return
         try:
-            action = self.codec.floats_from_msg(msg, len(self.config.action_names))
+            action = self.codec.floats_from_msg(msg, self.config.spec.action_dim)
         except MessageError as err:
             self.reject("action", err)
             return
@@ -151,11 +151,11 @@ class RecorderNode(NodeBase):
         meta = EpisodeMeta(
             task=event.task or "unknown",
             instruction=event.instruction or self._instruction or "",
-            robot=event.robot or c.robot,
+            robot=event.robot or c.spec.name,
             fps=event.fps or c.fps,
             source=event.source or c.source,
-            state_names=c.state_names,
-            action_names=c.action_names,
+            state_names=c.spec.state_names,
+            action_names=c.spec.action_names,
             start_time_ns=first_stamp,
             extra={
                 "seed": event.seed, "perturbation": event.perturbation,

@@ -45,38 +45,38 @@ COMMAND_MSGS = {
 TWIST_AXES = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 
 
-def check_interfaces(config) -> None:
+def check_interfaces(config, spec) -> None:
     """ValueError when the state/command parameters of a PolicyNodeConfig do not fit together
     (called from its __post_init__)."""
     c = config
     if c.state_msg not in STATE_MSGS:
         raise ValueError(f"state_msg must be one of {sorted(STATE_MSGS)}, got {c.state_msg!r}")
-    if c.state_msg == "joint_state" and len(c.state_joint_names) != c.state_dim:
+    if c.state_msg == "joint_state" and len(c.state_joint_names) != spec.state_dim:
         raise ValueError(
-            f"state_msg joint_state needs state_dim ({c.state_dim}) state_joint_names, "
+            f"state_msg joint_state needs state_dim ({spec.state_dim}) state_joint_names, "
             f"got {list(c.state_joint_names)}"
         )
     if c.command_msg not in COMMAND_MSGS:
         raise ValueError(
             f"command_msg must be one of {sorted(COMMAND_MSGS)}, got {c.command_msg!r}"
         )
-    if c.command_scale and len(c.command_scale) != c.action_dim:
+    if c.command_scale and len(c.command_scale) != spec.action_dim:
         raise ValueError(
-            f"command_scale has {len(c.command_scale)} entries but action_dim is {c.action_dim}"
+            f"command_scale has {len(c.command_scale)} entries but action_dim is {spec.action_dim}"
         )
     if c.command_msg == "twist_stamped":
         axes = [a for a in c.command_axes if a]
-        if len(c.command_axes) != c.action_dim or not set(axes) <= set(TWIST_AXES):
+        if len(c.command_axes) != spec.action_dim or not set(axes) <= set(TWIST_AXES):
             raise ValueError(
                 f"command_msg twist_stamped needs one of {TWIST_AXES} or '' per action "
-                f"dimension ({c.action_dim}) in command_axes, got {list(c.command_axes)}"
+                f"dimension ({spec.action_dim}) in command_axes, got {list(c.command_axes)}"
             )
         if len(set(axes)) != len(axes):
             raise ValueError(f"command_axes drives an axis twice: {list(c.command_axes)}")
     if c.command_msg == "joint_trajectory":
-        if len(c.command_joint_names) != c.action_dim:
+        if len(c.command_joint_names) != spec.action_dim:
             raise ValueError(
-                f"command_msg joint_trajectory needs action_dim ({c.action_dim}) "
+                f"command_msg joint_trajectory needs action_dim ({spec.action_dim}) "
                 f"command_joint_names, got {list(c.command_joint_names)}"
             )
         if not c.command_time_s > 0:
@@ -88,7 +88,7 @@ def read_state(codec: Codec, config, msg) -> np.ndarray:
     fit."""
     if config.state_msg == "joint_state":
         return codec.joint_positions_from_msg(msg, tuple(config.state_joint_names))
-    return codec.floats_from_msg(msg, config.state_dim)
+    return codec.floats_from_msg(msg, config.spec.state_dim)
 
 
 def command_msg(codec: Codec, config, action: np.ndarray, stamp_ns: int):
@@ -106,7 +106,7 @@ def command_msg(codec: Codec, config, action: np.ndarray, stamp_ns: int):
                 twist[TWIST_AXES.index(axis)] = value
         return codec.twist_to_msg(twist[:3], twist[3:], stamp_ns, config.command_frame_id)
     if kind == "float64_array":
-        return codec.doubles_to_msg(scaled, tuple(config.action_names))
+        return codec.doubles_to_msg(scaled, config.spec.action_names)
     return codec.trajectory_to_msg(
         scaled[None], tuple(config.command_joint_names), 0.0, stamp_ns,
         start_s=config.command_time_s,

@@ -4,7 +4,7 @@
     estop.engage(reason); estop.engaged             latched until release()
     limiter(action, previous) -> (action, clipped)  range and per-tick change limits
     check_chunk(chunk, action_dim)                  NaN/inf and shape guard
-    hold_action(previous, keep_dims)                no motion, gripper kept
+    hold_action(previous, spec)                     no motion, gripper kept
 
 Numpy only; the policy node calls these from its control thread.
 """
@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from vla_rft.contract.embodiment import EmbodimentSpec
 
 
 class UnsafeChunk(ValueError):
@@ -45,12 +47,18 @@ def check_chunk(chunk: object, action_dim: int) -> np.ndarray:
     return arr
 
 
-def hold_action(previous: np.ndarray | None, keep_dims: tuple[int, ...], action_dim: int):
-    """No motion: zeros, except `keep_dims` (the gripper) which keep the previous command."""
-    action = np.zeros(action_dim, np.float32)
-    if previous is not None and keep_dims:
-        idx = list(keep_dims)
-        action[idx] = previous[idx]
+def hold_action(previous: np.ndarray | None, spec: EmbodimentSpec) -> np.ndarray | None:
+    """The command that keeps the robot still.
+
+    Displacements and velocities: zeros, except the spec's `hold_keep` entries (a gripper),
+    which keep the previous command. Positions (action_kind joint_position): the previous
+    command; None before the first one, as there is no safe position to send."""
+    if spec.action_kind == "joint_position":
+        return None if previous is None else np.array(previous, np.float32)
+    action = np.zeros(spec.action_dim, np.float32)
+    keep = list(spec.hold_keep_dims)
+    if previous is not None and keep:
+        action[keep] = previous[keep]
     return action
 
 

@@ -20,18 +20,20 @@ from vla_rft.contract.constants import (
     EPISODE_EVENT_MSGTYPE,
     EPISODE_EVENT_TOPIC,
     IMAGE_MSGTYPE,
-    IMAGE_TOPIC,
     OBS_IMAGE,
     OBS_STATE,
-    SIM_ACTION_NAMES,
-    SIM_STATE_NAMES,
+    SIM_EMBODIMENT,
     STATE_MSGTYPE,
     STATE_TOPIC,
 )
+from vla_rft.contract.embodiment import load_embodiment
 from vla_rft.data.messages import MessageError
 from vla_rft_nodes.configs import SimRobotNodeConfig
 from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event, to_json
 from vla_rft_nodes.host import NodeBase, QoS, run_node
+
+SAWYER = load_embodiment(SIM_EMBODIMENT)
+"""The simulated robot this node runs (the same spec as `vla_rft.sim.MetaWorldRobot`)."""
 
 
 class SimRobotNode(NodeBase):
@@ -50,7 +52,7 @@ class SimRobotNode(NodeBase):
         self._steps = 0
         self._pending: np.ndarray | None = None
         self._next_seed = 0
-        self._image_pub = host.publisher(IMAGE_TOPIC, IMAGE_MSGTYPE, QoS.SENSOR_DATA)
+        self._image_pub = host.publisher(SAWYER.main_camera.topic, IMAGE_MSGTYPE, QoS.SENSOR_DATA)
         self._state_pub = host.publisher(STATE_TOPIC, STATE_MSGTYPE, QoS.RELIABLE)
         self._event_pub = host.publisher(EPISODE_EVENT_TOPIC, EPISODE_EVENT_MSGTYPE, QoS.RELIABLE)
         self.subscribe(ACTION_TOPIC, ACTION_MSGTYPE, self.on_action, QoS.RELIABLE)
@@ -78,7 +80,7 @@ class SimRobotNode(NodeBase):
 
     def on_action(self, msg) -> None:
         try:
-            action = self.codec.floats_from_msg(msg, len(SIM_ACTION_NAMES))
+            action = self.codec.floats_from_msg(msg, SAWYER.action_dim)
         except MessageError as err:
             self.reject("action", err)
             return
@@ -146,7 +148,7 @@ class SimRobotNode(NodeBase):
 
     def _publish_obs(self) -> None:
         c = self.config  # the state first: a policy acting on the frame then has its state
-        self._state_pub.publish(self.codec.floats_to_msg(self._obs[OBS_STATE], SIM_STATE_NAMES))
+        self._state_pub.publish(self.codec.floats_to_msg(self._obs[OBS_STATE], SAWYER.state_names))
         self._image_pub.publish(
             self.codec.image_to_msg(self._obs[OBS_IMAGE], self._stamp_ns, c.frame_id)
         )

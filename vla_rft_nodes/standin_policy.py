@@ -12,14 +12,19 @@ Runtime session, an action chunk out. Its actions mean nothing.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vla_rft.contract.constants import ACTION, OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.contract.constants import ACTION, OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE, SIM_EMBODIMENT
+from vla_rft.contract.embodiment import load_embodiment
 from vla_rft.contract.instruction import check_instruction
+from vla_rft.contract.policy import PolicySpec
 
+EMBODIMENT_METADATA = "vla_rft.embodiment"
+"""ONNX metadata key of the robot the stand-in was built for (`EmbodimentSpec.summary()`)."""
 STANDIN_PATH = Path("models/standin/policy.onnx")
 """Where `vla-rft bringup --standin-policy` keeps the stand-in model."""
 _OPSET = 17
@@ -27,17 +32,19 @@ _OPSET = 17
 
 def build_standin_onnx(
     path: str | Path,
-    state_dim: int = 4,
-    action_dim: int = 4,
+    embodiment: str | Path = SIM_EMBODIMENT,
     horizon: int = 8,
     seed: int = 0,
     scale: float = 0.5,
     bias: float = 0.0,
 ) -> Path:
-    """Write the stand-in graph to `path` (bias=float('nan') makes a policy that outputs NaN)."""
+    """Write the stand-in graph for the robot `embodiment` (a spec name or file) to `path`
+    (bias=float('nan') makes a policy that outputs NaN)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    spec = load_embodiment(embodiment)
+    state_dim, action_dim = spec.state_dim, spec.action_dim
     rng = np.random.default_rng(seed)
     weight = (rng.normal(size=(3 + state_dim, horizon * action_dim)) * scale).astype(np.float32)
     bias_arr = np.full(horizon * action_dim, bias, np.float32)
@@ -72,6 +79,7 @@ def build_standin_onnx(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
     model.ir_version = 8
+    helper.set_model_props(model, {EMBODIMENT_METADATA: json.dumps(spec.summary())})
     onnx.checker.check_model(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +101,12 @@ class StandinPolicy:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.state_dim = self.session.get_inputs()[1].shape[1]
+        horizon, action_dim = self.session.get_outputs()[0].shape[1:]
+        embodiment = self.session.get_modelmeta().custom_metadata_map.get(EMBODIMENT_METADATA)
+        self.spec = PolicySpec(
+            self.state_dim, action_dim, horizon, image_size=0,
+            embodiment=json.loads(embodiment) if embodiment else None,
+        )  # fmt: skip
 
     def infer(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
         check_instruction(obs[OBS_INSTRUCTION])

@@ -62,11 +62,9 @@ ACTION = "action"
 """float32 [action_dim] (one step) or [H, action_dim] (a chunk)."""
 
 # --- Simulated robot (Meta-World Sawyer) -----------------------------------------------------
-SIM_ROBOT_NAME = "metaworld-sawyer"
-SIM_STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
-SIM_ACTION_NAMES = ("delta_x", "delta_y", "delta_z", "gripper_effort")
-SIM_FPS = 80.0
-"""Meta-World advances 5 MuJoCo steps of 2.5 ms per action: 12.5 ms of simulated time, 80 Hz."""
+SIM_EMBODIMENT = "metaworld-sawyer"
+"""The simulated robot's embodiment spec (contract/embodiments/metaworld-sawyer.yaml): its
+cameras, state and action names, limits and control rate."""
 
 # --- Choices a user names -----------------------------------------------------------------------
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")

@@ -44,8 +44,10 @@ CONTEXT_INPUT, LATENT, LAST_FRAME, WM_ACTION, NEXT_LATENT, FRAME = (
 POLICY_CONFIG_KEY = "policy_config"
 ACTION_RANGE_KEY = "action_range"
 INSTRUCTIONS_KEY = "instruction_embeddings"
+EMBODIMENT_KEY = "embodiment"
 """Keys of a policy checkpoint's `extra` record; INSTRUCTIONS_KEY also of a policy manifest's
-`extra`: the training instructions' embeddings."""
+`extra`: the training instructions' embeddings. EMBODIMENT_KEY: the robot it was trained for
+(`EmbodimentSpec.summary()`), which export copies into the manifest's `embodiment`."""
 
 
 class ManifestError(ValueError):
@@ -91,6 +93,9 @@ class Manifest:
     """EpisodeIndex.fingerprint() of the data the checkpoint was trained on."""
     source: str | None = None
     """Path of the checkpoint (for people; the hash is the identity)."""
+    embodiment: dict | None = None
+    """`EmbodimentSpec.summary()` of the robot the model was trained for (None: not recorded,
+    an older export); the policy node refuses a package made for another robot."""
     extra: dict = field(default_factory=dict)
     """Kind-specific facts (opset, tokenizer file, model config, engine build facts, ...)."""
     schema_version: int = MANIFEST_SCHEMA_VERSION

@@ -180,6 +180,20 @@ class EpisodeIndex:
                 h.update(json.dumps(_source_key(path), sort_keys=True).encode())
         return h.hexdigest()
 
+    def embodiment(self) -> dict:
+        """The robot the episodes were recorded on, as `EmbodimentSpec.summary()` names it (name,
+        state and action names); a trained model records it. ValueError if the episodes come
+        from robots that differ in any of these."""
+        robots = {
+            (e.meta["robot"], tuple(e.meta["state_names"]), tuple(e.meta["action_names"]))
+            for e in self.episodes
+        }
+        if len(robots) != 1:
+            found = "; ".join(f"{r} (state {list(s)}, action {list(a)})" for r, s, a in robots)
+            raise ValueError(f"the episodes come from {len(robots)} robots: {found}")
+        robot, states, actions = robots.pop()
+        return {"name": robot, "state_names": list(states), "action_names": list(actions)}
+
     def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
         """Episode indices (train, val), by a stable hash of each name.
 

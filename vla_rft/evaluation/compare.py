@@ -17,7 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from vla_rft.evaluation.report import wilson_interval
+from vla_rft.rollout.report import wilson_interval
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:

@@ -25,10 +25,17 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_rft.contract.config import comma_list
-from vla_rft.contract.constants import ACTION, OBS_IMAGE, OBS_STATE, PERTURBATION_KINDS
-from vla_rft.contract.policy import Policy
-from vla_rft.evaluation.report import EpisodeResult, build_report, markdown_table, save_media
-from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
+from vla_rft.contract.constants import (
+    ACTION,
+    OBS_IMAGE,
+    OBS_STATE,
+    PERTURBATION_KINDS,
+    REPLAN_EVERY,
+)
+from vla_rft.contract.policy import PolicySpec
+from vla_rft.rollout.episode_loop import PolicyAgent, run_episode
+from vla_rft.rollout.report import EpisodeResult, build_report, markdown_table, save_media
+from vla_rft.runtime.chunk_broker import ChunkBrokerConfig
 from vla_rft.threads import set_torch_threads
 
 EXPERT = "expert"
@@ -40,6 +47,11 @@ class ExpertPolicy:
     def __init__(self, robot):
         self.robot = robot
 
+    @property
+    def spec(self) -> PolicySpec:
+        robot, size = self.robot.embodiment, self.robot.config.image_size
+        return PolicySpec(robot.state_dim, robot.action_dim, 1, size, robot.summary())
+
     def infer(self, obs: dict) -> dict[str, np.ndarray]:
         return {ACTION: self.robot.expert_action(obs)[None]}
 
@@ -47,32 +59,30 @@ class ExpertPolicy:
         pass
 
 
-def run_episode(
-    robot, policy: Policy, broker: ChunkBroker, seed: int, perturbation: str, record: bool
+def evaluate_episode(
+    robot, agent: PolicyAgent, seed: int, perturbation: str, record: bool
 ) -> tuple[EpisodeResult, np.ndarray | None]:
     """One episode from `robot.reset(seed, perturbation)` to success or the step limit.
 
-    Returns the result and, if `record`, the frames uint8 [T + 1, H, W, 3]."""
-    obs = robot.reset(seed, perturbation)
-    policy.reset()
-    broker.reset()
-    frames = [obs[OBS_IMAGE]] if record else None
-    digest = hashlib.sha256(obs[OBS_IMAGE].tobytes())
-    success, done, steps = False, False, 0
-    while not done:
-        if broker.needs_chunk():
-            broker.add_chunk(policy.infer(obs)[ACTION])
-        action = broker.next_action()
-        obs, success, done, info = robot.step(action)
-        steps = info["step"]
-        digest.update(action.tobytes())
+    Returns the result (with a hash of every frame and action, so identical episodes can be
+    told apart from merely equal outcomes) and, if `record`, the frames uint8 [T + 1, H, W, 3].
+    """
+    digest, frames = hashlib.sha256(), []
+
+    def on_step(obs, action):
         digest.update(obs[OBS_IMAGE].tobytes())
+        digest.update(action.tobytes())
         if record:
             frames.append(obs[OBS_IMAGE])
-    final_state = [float(x) for x in obs[OBS_STATE]]
+
+    outcome = run_episode(robot, agent, seed, perturbation, on_step=on_step)
+    digest.update(outcome.obs[OBS_IMAGE].tobytes())
+    frames.append(outcome.obs[OBS_IMAGE])
+    final_state = [float(x) for x in outcome.obs[OBS_STATE]]
     result = EpisodeResult(
-        robot.task, perturbation, seed, success, steps, final_state, digest.hexdigest()
-    )
+        robot.task, perturbation, seed, outcome.success, outcome.steps, final_state,
+        digest.hexdigest(),
+    )  # fmt: skip
     return result, (np.stack(frames) if record else None)
 
 
@@ -97,14 +107,12 @@ def evaluate(
     bar = tqdm(total=len(tasks) * len(perturbations) * episodes, disable=not progress)
     for task in tasks:
         robot = MetaWorldRobot(SimConfig(task, image_size=image_size, max_steps=max_steps))
-        policy, broker = make_policy(robot), ChunkBroker(broker_config)
+        agent = PolicyAgent(make_policy(robot), broker_config)
         try:
             for perturbation in perturbations:
                 for i in range(episodes):
                     record = len(media) < 2
-                    result, frames = run_episode(
-                        robot, policy, broker, seed + i, perturbation, record
-                    )
+                    result, frames = evaluate_episode(robot, agent, seed + i, perturbation, record)
                     results.append(result)
                     if record and result.success not in media:
                         label = "success" if result.success else "failure"
@@ -135,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=1000, help="seed of episode 0 (default: 1000)")
     p.add_argument("--max-steps", type=int, default=150, help="step limit per episode")
-    p.add_argument("--replan-every", type=int, default=8, help="ticks between policy calls")
+    p.add_argument(
+        "--replan-every", type=int, default=REPLAN_EVERY, help="ticks between policy calls"
+    )
     p.add_argument("--temporal-ensemble", action="store_true", help="average overlapping chunks")
     p.add_argument("--out", type=Path, help="report directory (default: <run>/eval/<name>)")
     p.add_argument("--device", default="cpu", help="torch device of the policy")

@@ -31,11 +31,11 @@ from tqdm import tqdm
 
 from vla_rft.contract.constants import ACTION, OBS_STATE
 from vla_rft.data import WindowConfig, build_datasets
-from vla_rft.data.corrections import PREFIX_ACTIONS
 from vla_rft.data.normalization import NormStats
 from vla_rft.models.world_model.modeling_world_model import load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.rl.rewards import RewardConfig
+from vla_rft.rollout.corrections import PREFIX_ACTIONS
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.threads import set_torch_threads

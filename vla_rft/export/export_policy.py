@@ -17,6 +17,7 @@ import torch
 
 from vla_rft.contract.manifest import (
     CHUNK_OUTPUT,
+    EMBODIMENT_KEY,
     IMAGE_INPUT,
     INSTRUCTION_INPUT,
     POLICY_ONNX,
@@ -63,10 +64,11 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Manifest:
         checkpoint_sha256=sha256_file(ckpt.path / WEIGHTS_FILE),
         data_fingerprint=ckpt.data_fingerprint,
         source=str(ckpt.path),
+        embodiment=ckpt.extra.get(EMBODIMENT_KEY),
         extra={
-            "action_range": list(ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))),
+            ACTION_RANGE_KEY: list(ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))),
             INSTRUCTIONS_KEY: ckpt.extra[INSTRUCTIONS_KEY],
-            "policy_config": ckpt.extra[POLICY_CONFIG_KEY],
+            POLICY_CONFIG_KEY: ckpt.extra[POLICY_CONFIG_KEY],
             "step": ckpt.step,
         },
     )

@@ -71,8 +71,8 @@ def build_stages(
     n_eval = len(suite.tasks) * len(suite.perturbations) * suite.episodes
 
     def collect(_):
-        from vla_rft.data.collect import CollectConfig
-        from vla_rft.data.collect import collect as run_collect
+        from vla_rft.rollout.collect import CollectConfig
+        from vla_rft.rollout.collect import collect as run_collect
 
         summary = run_collect(
             CollectConfig(

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vla_rft.contract.constants import REPLAN_EVERY
+
 
 @dataclass(frozen=True)
 class ChunkBrokerConfig:
     """How chunks become per-tick actions."""
 
-    replan_every: int = 8
+    replan_every: int = REPLAN_EVERY
     """Ticks between policy calls; the chunk length executes it open-loop."""
     temporal_ensemble: bool = False
     """Average overlapping predictions for the same tick."""

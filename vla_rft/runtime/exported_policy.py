@@ -18,6 +18,7 @@ import numpy as np
 from vla_rft.contract.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
 from vla_rft.contract.instruction import InstructionTokenizer
 from vla_rft.contract.manifest import (
+    ACTION_RANGE_KEY,
     CHUNK_OUTPUT,
     IMAGE_INPUT,
     INSTRUCTION_INPUT,
@@ -26,6 +27,7 @@ from vla_rft.contract.manifest import (
     TEXT_ENCODER_ONNX,
     TOKENIZER_JSON,
 )
+from vla_rft.contract.policy import PolicySpec
 from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
 from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms, embedding_table
 
@@ -45,10 +47,14 @@ class ExportedPolicy:
         self.instructions = instructions
         self.backend = backend
         self.manifest = manifest
-        low, high = manifest.extra.get("action_range", (-1.0, 1.0))
+        low, high = manifest.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))
         self.transforms = PolicyTransforms.from_stats(
             manifest.image_size, manifest.norm_stats, low, high
         )
+        self.spec = PolicySpec(
+            manifest.state_dim, manifest.action_dim, manifest.chunk_size, manifest.image_size,
+            manifest.embodiment,
+        )  # fmt: skip
 
     def infer(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
         embedding = self.instructions(obs[OBS_INSTRUCTION])  # [E], encoded once per sentence

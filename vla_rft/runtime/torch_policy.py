@@ -20,7 +20,13 @@ import torch
 
 from vla_rft.contract.config import ConfigError, from_dict
 from vla_rft.contract.constants import ACTION, OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
-from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
+from vla_rft.contract.manifest import (
+    ACTION_RANGE_KEY,
+    EMBODIMENT_KEY,
+    INSTRUCTIONS_KEY,
+    POLICY_CONFIG_KEY,
+)
+from vla_rft.contract.policy import PolicySpec
 from vla_rft.models.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms, embedding_table
@@ -49,11 +55,16 @@ class TorchPolicy:
         transforms: PolicyTransforms,
         instructions: InstructionCache,
         device: str | torch.device = "cpu",
+        embodiment: dict | None = None,
     ):
         self.model = model.eval().to(device)
         self.transforms = transforms
         self.instructions = instructions
         self.device = torch.device(device)
+        cfg = model.config
+        self.spec = PolicySpec(
+            cfg.state_dim, cfg.action_dim, cfg.chunk_size, cfg.image_size, embodiment
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TorchPolicy:
@@ -74,9 +85,8 @@ class TorchPolicy:
         low, high = ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))
         transforms = PolicyTransforms.from_stats(config.image_size, ckpt.norm_stats, low, high)
         known = embedding_table(ckpt.extra[INSTRUCTIONS_KEY], str(ckpt.path), CheckpointError)
-        return cls(
-            model, transforms, InstructionCache(known, _lazy_sentence_encoder(device)), device
-        )
+        instructions = InstructionCache(known, _lazy_sentence_encoder(device))
+        return cls(model, transforms, instructions, device, ckpt.extra.get(EMBODIMENT_KEY))
 
     @torch.no_grad()
     def infer_batch(

@@ -37,12 +37,14 @@ from vla_rft.contract.constants import (
     OBS_IMAGE,
     OBS_INSTRUCTION,
     OBS_STATE,
-    SIM_ACTION_NAMES,
-    SIM_FPS,
-    SIM_STATE_NAMES,
+    SIM_EMBODIMENT,
 )
+from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
 from vla_rft.sim.instructions import instruction_for
 from vla_rft.sim.perturbations import Perturbation, get_perturbation
+
+SAWYER: EmbodimentSpec = load_embodiment(SIM_EMBODIMENT)
+"""The simulated robot's names, units, limits and control rate."""
 
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 """Cameras every Meta-World v3 scene defines."""
@@ -213,15 +215,11 @@ class MetaWorldRobot:
     @property
     def fps(self) -> float:
         """Control rate: Meta-World advances 5 MuJoCo steps of 2.5 ms per action."""
-        return SIM_FPS
+        return SAWYER.control_rate_hz
 
     @property
-    def action_dim(self) -> int:
-        return len(SIM_ACTION_NAMES)
-
-    @property
-    def state_dim(self) -> int:
-        return len(SIM_STATE_NAMES)
+    def embodiment(self) -> EmbodimentSpec:
+        return SAWYER
 
     @property
     def steps(self) -> int:
@@ -443,15 +441,15 @@ def _check_seed(seed: object) -> None:
 
 def _validated_action(action: Any) -> np.ndarray:
     """float32 [4] clipped to [-1, 1]; ValueError for a wrong shape or a non-finite entry."""
-    names = ", ".join(SIM_ACTION_NAMES)
+    names = ", ".join(SAWYER.action_names)
     try:
         array = np.asarray(action, dtype=np.float32)
     except (TypeError, ValueError):
-        raise ValueError(f"action must be {len(SIM_ACTION_NAMES)} numbers ({names})") from None
-    if array.shape != (len(SIM_ACTION_NAMES),):
+        raise ValueError(f"action must be {SAWYER.action_dim} numbers ({names})") from None
+    if array.shape != (SAWYER.action_dim,):
         raise ValueError(
-            f"action must have shape ({len(SIM_ACTION_NAMES)},) ({names}), got {array.shape}"
+            f"action must have shape ({SAWYER.action_dim},) ({names}), got {array.shape}"
         )
     if not np.all(np.isfinite(array)):
         raise ValueError(f"action must be finite, got {array.tolist()}")
-    return np.clip(array, -1.0, 1.0)
+    return np.clip(array, SAWYER.action_low, SAWYER.action_high).astype(np.float32)

@@ -13,12 +13,10 @@ from tqdm import tqdm
 from vla_rft.contract.constants import (
     OBS_IMAGE,
     OBS_STATE,
-    SIM_ACTION_NAMES,
-    SIM_ROBOT_NAME,
-    SIM_STATE_NAMES,
 )
 from vla_rft.data.episode import EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, set_aside_interrupted
+from vla_rft.rollout.episode_loop import ExpertAgent, run_episode
 
 
 @dataclass(frozen=True)
@@ -101,27 +99,9 @@ def episode_name(task: str, perturbation: str, seed: int) -> str:
     return f"{task}{suffix}-seed{seed:06d}"
 
 
-def run_expert_episode(
-    robot,
-    writer: EpisodeWriter,
-    seed: int,
-    perturbation: str,
-    action_noise: float,
-    rng: np.random.Generator,
-) -> tuple[bool, int]:
-    """Roll the scripted expert out and record every step. Returns (success, steps)."""
-    obs = robot.reset(seed, perturbation)
-    success, steps = False, 0
-    done = False
-    while not done:
-        action = robot.expert_action(obs)
-        if action_noise > 0:
-            action = np.clip(action + rng.normal(0.0, action_noise, action.shape), -1, 1)
-        action = action.astype(np.float32)
-        writer.add_step(obs[OBS_IMAGE], obs[OBS_STATE], action)
-        obs, success, done, _ = robot.step(action)
-        steps += 1
-    return success, steps
+def record_step(writer: EpisodeWriter):
+    """An `on_step` that writes each observation with the action taken from it."""
+    return lambda obs, action: writer.add_step(obs[OBS_IMAGE], obs[OBS_STATE], action)
 
 
 def _collect_task(
@@ -139,11 +119,11 @@ def _collect_task(
         meta = EpisodeMeta(
             task=task,
             instruction=instruction,
-            robot=SIM_ROBOT_NAME,
+            robot=robot.embodiment.name,
             fps=robot.fps,
             source="expert",
-            state_names=SIM_STATE_NAMES,
-            action_names=SIM_ACTION_NAMES,
+            state_names=robot.embodiment.state_names,
+            action_names=robot.embodiment.action_names,
             extra={
                 "seed": seed,
                 "perturbation": config.perturbation,
@@ -151,17 +131,17 @@ def _collect_task(
                 "image_size": config.image_size,
             },
         )
-        rng = np.random.default_rng([seed, 7])
+        expert = ExpertAgent(robot, config.action_noise, np.random.default_rng([seed, 7]))
         with EpisodeWriter(config.out, name, meta) as writer:
-            success, steps = run_expert_episode(
-                robot, writer, seed, config.perturbation, config.action_noise, rng
+            outcome = run_episode(
+                robot, expert, seed, config.perturbation, on_step=record_step(writer)
             )
             offset = robot.last_perturbation_offset.round(5).tolist()
-            path = writer.finish(success, extra={"perturbation_offset_m": offset})
+            path = writer.finish(outcome.success, extra={"perturbation_offset_m": offset})
         stats.episodes += 1
-        stats.successes += int(success)
-        stats.steps.append(steps)
-        summary.frames += steps
+        stats.successes += int(outcome.success)
+        stats.steps.append(outcome.steps)
+        summary.frames += outcome.steps
         summary.bytes_on_disk += sum(f.stat().st_size for f in path.iterdir())
         bar.set_postfix(task=task, success=f"{stats.successes}/{stats.episodes}")
 

@@ -25,18 +25,16 @@ from tqdm import tqdm
 
 from vla_rft.contract.config import comma_list
 from vla_rft.contract.constants import (
-    ACTION,
     OBS_IMAGE,
     OBS_STATE,
     PERTURBATION_KINDS,
-    SIM_ACTION_NAMES,
-    SIM_ROBOT_NAME,
-    SIM_STATE_NAMES,
+    REPLAN_EVERY,
 )
-from vla_rft.data.collect import episode_name
 from vla_rft.data.episode import EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, set_aside_interrupted
-from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
+from vla_rft.rollout.collect import episode_name
+from vla_rft.rollout.episode_loop import ExpertAgent, PolicyAgent, rollout, run_episode
+from vla_rft.runtime.chunk_broker import ChunkBrokerConfig
 
 SOURCE = "correction"
 """EpisodeMeta.source of a correction episode."""
@@ -70,7 +68,7 @@ class CorrectionConfig:
     """Square camera image size in pixels (the policy's own size is used for its input)."""
     max_steps: int = 150
     """Step limit of an episode, counted from the policy's first step."""
-    replan_every: int = 8
+    replan_every: int = REPLAN_EVERY
     """Ticks between policy calls, as in `vla-rft eval`."""
 
     def __post_init__(self):
@@ -127,41 +125,39 @@ def _rate(outcomes: list[bool]) -> str:
     return f"{sum(outcomes)}/{len(outcomes)} ({100 * np.mean(outcomes):.0f}%)"
 
 
-def drive(robot, policy, broker: ChunkBroker, seed: int, perturbation: str, steps: int | None):
+def drive(robot, agent: PolicyAgent, seed: int, perturbation: str, steps: int | None):
     """Reset and let the policy act for `steps` ticks (None: to the end of the episode).
 
     Returns (last obs, success, done, the robot states seen float32 [t + 1, S], the actions
     taken float32 [t, A])."""
-    obs = robot.reset(seed, perturbation)
-    policy.reset()
-    broker.reset()
-    states, actions = [obs[OBS_STATE]], []
-    success, done = False, False
-    while not done and (steps is None or len(actions) < steps):
-        if broker.needs_chunk():
-            broker.add_chunk(policy.infer(obs)[ACTION])
-        actions.append(broker.next_action())
-        obs, success, done, _ = robot.step(actions[-1])
+    states, actions = [], []
+
+    def on_step(obs, action):
         states.append(obs[OBS_STATE])
-    return obs, success, done, np.stack(states), np.asarray(actions, np.float32)
+        actions.append(action)
+
+    outcome = run_episode(robot, agent, seed, perturbation, steps, on_step)
+    states.append(outcome.obs[OBS_STATE])
+    prefix = np.asarray(actions, np.float32).reshape(len(actions), -1)
+    return outcome.obs, outcome.success, outcome.done, np.stack(states), prefix
 
 
 def expert_takeover(robot, obs: dict) -> tuple[bool, list[tuple[np.ndarray, ...]]]:
     """The expert acts from `obs` to the end of the episode.
 
     Returns (success, [(image, state, action) per step])."""
-    steps, success, done = [], False, False
-    while not done:
-        action = robot.expert_action(obs).astype(np.float32)
-        steps.append((obs[OBS_IMAGE], obs[OBS_STATE], action))
-        obs, success, done, _ = robot.step(action)
-    return success, steps
+    steps = []
+    outcome = rollout(
+        robot, ExpertAgent(robot), obs,
+        on_step=lambda o, action: steps.append((o[OBS_IMAGE], o[OBS_STATE], action)),
+    )  # fmt: skip
+    return outcome.success, steps
 
 
-def _correct_seed(robot, policy, broker, pert, seed, config, summary, meta) -> None:
+def _correct_seed(robot, agent, pert, seed, config, summary, meta) -> None:
     """The policy's own run of one seed, then one takeover per takeover step."""
     task = robot.task
-    _, success, _, own_states, _ = drive(robot, policy, broker, seed, pert, None)
+    _, success, _, own_states, _ = drive(robot, agent, seed, pert, None)
     summary.policy_episodes.setdefault((task, pert), []).append(success)
     if success and config.failures_only:
         return
@@ -172,7 +168,7 @@ def _correct_seed(robot, policy, broker, pert, seed, config, summary, meta) -> N
             continue
         if t >= len(own_states) - 1:  # the policy's episode ended before step t
             continue
-        obs, _, _, states, prefix = drive(robot, policy, broker, seed, pert, t)
+        obs, _, _, states, prefix = drive(robot, agent, seed, pert, t)
         if not np.array_equal(states, own_states[: t + 1]):
             raise RuntimeError(
                 f"{task} {pert} seed {seed}: replaying the policy for {t} steps did not reach "
@@ -208,25 +204,20 @@ def collect_corrections(
 
     config.out.mkdir(parents=True, exist_ok=True)
     summary = CorrectionSummary()
-    meta = dict(
-        robot=SIM_ROBOT_NAME,
-        source=SOURCE,
-        state_names=SIM_STATE_NAMES,
-        action_names=SIM_ACTION_NAMES,
-        extra={"policy": policy_name, "image_size": config.image_size},
-    )
+    meta = dict(source=SOURCE, extra={"policy": policy_name, "image_size": config.image_size})
     total = len(config.tasks) * len(config.perturbations) * config.episodes_per_task
     start = time.perf_counter()
-    broker = ChunkBroker(ChunkBrokerConfig(config.replan_every, False))
     with tqdm(total=total, desc="correcting", unit="ep", disable=not progress) as bar:
         for task in config.tasks:
             sim = SimConfig(task=task, image_size=config.image_size, max_steps=config.max_steps)
             with MetaWorldRobot(sim) as robot:
-                meta["fps"] = robot.fps
-                policy = make_policy(robot)
+                spec = robot.embodiment
+                meta.update(robot=spec.name, fps=robot.fps, state_names=spec.state_names)
+                meta.update(action_names=spec.action_names)
+                agent = PolicyAgent(make_policy(robot), ChunkBrokerConfig(config.replan_every))
                 for pert in config.perturbations:
                     for seed in range(config.seed, config.seed + config.episodes_per_task):
-                        _correct_seed(robot, policy, broker, pert, seed, config, summary, meta)
+                        _correct_seed(robot, agent, pert, seed, config, summary, meta)
                         bar.update()
                         own = summary.policy_episodes[(task, pert)]
                         bar.set_postfix(task=task, perturb=pert, policy=f"{sum(own)}/{len(own)}")
@@ -267,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-failed", action="store_true", help="also write takeovers the expert did not finish"
     )
     p.add_argument("--max-steps", type=int, default=150, help="step limit per episode")
-    p.add_argument("--replan-every", type=int, default=8, help="ticks between policy calls")
+    p.add_argument(
+        "--replan-every", type=int, default=REPLAN_EVERY, help="ticks between policy calls"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p

@@ -1,0 +1,62 @@
+"""An in-memory host for node unit tests: no DDS, every message through a CDR round trip."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from vla_rft.contract.constants import ACTION_TOPIC
+from vla_rft_nodes.dds_types import DDS_TYPES
+from vla_rft_nodes.host.base import Codec, Host, Publisher, Timer
+
+
+class MemoryHost(Host):
+    """Delivers messages by calling the callbacks (after a CDR round trip); records publishes."""
+
+    kind = "memory"
+
+    def __init__(self):
+        self.node_name = "test"
+        self.codec = Codec(DDS_TYPES)
+        self.log = logging.getLogger("memory-host")
+        self.subs = defaultdict(list)
+        self.published = defaultdict(list)
+
+    def subscribe(self, topic, msgtype, callback, qos, depth=None, on_error=None):
+        self.subs[topic].append(callback)
+
+    def publisher(self, topic, msgtype, qos):
+        sink = self.published[topic]
+
+        class _Pub(Publisher):
+            def publish(self, msg):
+                sink.append(msg)
+
+            def subscriber_count(self):
+                return 1
+
+        return _Pub()
+
+    def timer(self, period_s, callback):
+        class _Timer(Timer):
+            def cancel(self):
+                pass
+
+        return _Timer()
+
+    def now_ns(self):
+        return time.time_ns()
+
+    def request_shutdown(self):
+        pass
+
+    def deliver(self, topic, msg):
+        wire = type(msg).deserialize(msg.serialize())
+        for callback in self.subs[topic]:
+            callback(wire)
+
+    def actions(self):
+        return [np.asarray(m.data, np.float32) for m in self.published[ACTION_TOPIC]]
