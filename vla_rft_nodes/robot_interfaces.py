@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_rft_nodes.host.base import (
+from vla_rft.contract.constants import (
     DOUBLES_TYPE,
     FLOATS_TYPE,
     JOINT_STATE_TYPE,
     TRAJECTORY_TYPE,
     TWIST_STAMPED_TYPE,
-    Codec,
 )
+from vla_rft_nodes.host.base import Codec
 
 COMMAND_TOPIC = "/vla_rft/command"
 STATE_MSGS = {"float32_array": FLOATS_TYPE, "joint_state": JOINT_STATE_TYPE}

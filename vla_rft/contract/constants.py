@@ -34,14 +34,25 @@ MAX_INSTRUCTION_CHARS = 500
 """Default bound on an instruction received on the topic (longer ones are refused)."""
 
 # --- ROS 2 message types ----------------------------------------------------------------------
-IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
-STATE_MSGTYPE = "std_msgs/msg/Float32MultiArray"
-ACTION_MSGTYPE = "std_msgs/msg/Float32MultiArray"
-INSTRUCTION_MSGTYPE = "std_msgs/msg/String"
-EPISODE_EVENT_MSGTYPE = "std_msgs/msg/String"
-ESTOP_MSGTYPE = "std_msgs/msg/Bool"
-ACTION_TRAJECTORY_MSGTYPE = "trajectory_msgs/msg/JointTrajectory"
-STATUS_MSGTYPE = "std_msgs/msg/String"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+FLOATS_TYPE = "std_msgs/msg/Float32MultiArray"
+DOUBLES_TYPE = "std_msgs/msg/Float64MultiArray"
+STRING_TYPE = "std_msgs/msg/String"
+BOOL_TYPE = "std_msgs/msg/Bool"
+TRAJECTORY_TYPE = "trajectory_msgs/msg/JointTrajectory"
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+TWIST_STAMPED_TYPE = "geometry_msgs/msg/TwistStamped"
+"""Every ROS 2 message type the nodes speak (vla_rft_nodes/dds_types.py defines each)."""
+
+IMAGE_MSGTYPE = IMAGE_TYPE
+STATE_MSGTYPE = FLOATS_TYPE
+ACTION_MSGTYPE = FLOATS_TYPE
+INSTRUCTION_MSGTYPE = STRING_TYPE
+EPISODE_EVENT_MSGTYPE = STRING_TYPE
+ESTOP_MSGTYPE = BOOL_TYPE
+ACTION_TRAJECTORY_MSGTYPE = TRAJECTORY_TYPE
+STATUS_MSGTYPE = STRING_TYPE
+"""The type on each topic above."""
 
 EPISODE_TOPICS = {
     IMAGE_TOPIC: IMAGE_MSGTYPE,

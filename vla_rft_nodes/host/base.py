@@ -25,18 +25,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vla_rft.contract.constants import STATUS_MSGTYPE, STATUS_TOPIC
+from vla_rft.contract.constants import (
+    BOOL_TYPE,
+    DOUBLES_TYPE,
+    FLOATS_TYPE,
+    IMAGE_TYPE,
+    JOINT_STATE_TYPE,
+    STATUS_MSGTYPE,
+    STATUS_TOPIC,
+    STRING_TYPE,
+    TRAJECTORY_TYPE,
+    TWIST_STAMPED_TYPE,
+)
 from vla_rft.data import messages
 from vla_rft.data.messages import MessageError
-
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-FLOATS_TYPE = "std_msgs/msg/Float32MultiArray"
-STRING_TYPE = "std_msgs/msg/String"
-BOOL_TYPE = "std_msgs/msg/Bool"
-TRAJECTORY_TYPE = "trajectory_msgs/msg/JointTrajectory"
-JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
-TWIST_STAMPED_TYPE = "geometry_msgs/msg/TwistStamped"
-DOUBLES_TYPE = "std_msgs/msg/Float64MultiArray"
 
 
 class QoS(enum.Enum):
