@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-from vla_rft.sim import DEFAULT_CAMERA, MetaWorldRobot, SimConfig
+from vla_rft.sim import SIM_CAMERA, MetaWorldRobot, SimConfig
 
 RENDER_ONLY_FRAMES = {True: 200, False: 20}
 """Frames rendered for the render-only figure, by fast_render (the default look is ~10x slower)."""
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128], help="image sides")
     parser.add_argument("--episodes", type=int, default=4, help="expert episodes per row")
     parser.add_argument("--max-steps", type=int, default=150)
-    parser.add_argument("--camera", default=DEFAULT_CAMERA)
+    parser.add_argument("--camera", default=SIM_CAMERA)
     parser.add_argument(
         "--default-render",
         action="store_true",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from vla_rft.contract.config import comma_list
+from vla_rft.sim.spec import SIM_IMAGE_SIZE
 
 # --- collect ---------------------------------------------------------------------------------
 
@@ -28,7 +29,12 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
         help="directory for the episodes (default: data/episodes)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
-    p.add_argument("--image-size", type=int, default=64, help="camera image size (default: 64)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=SIM_IMAGE_SIZE,
+        help="camera image size (default: %(default)s)",
+    )
     p.add_argument(
         "--max-steps", type=int, default=150, help="step limit per episode (default: 150)"
     )

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from vla_rft.contract.config import ConfigError
+from vla_rft.contract.constants import BACKENDS
 from vla_rft_nodes.configs import NODE_CONFIGS, load_node_config
 from vla_rft_nodes.node_table import NODES
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sim", action="store_true", help="simulated robot + evaluation manager")
     p.add_argument("--policy-model", help="policy package or checkpoint (policy_node.model_path)")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"))
+    p.add_argument("--backend", choices=BACKENDS)
     p.add_argument(
         "--standin-policy",
         action="store_true",

@@ -31,6 +31,7 @@ from vla_rft.contract.constants import (
 )
 from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS
+from vla_rft.sim.spec import SIM_CAMERA, SIM_IMAGE_SIZE
 from vla_rft_nodes.robot_interfaces import check_interfaces
 
 T = TypeVar("T")
@@ -186,9 +187,9 @@ class SimRobotNodeConfig:
 
     task: str = "reach-v3"
     """Task simulated unless a start event names another."""
-    image_size: int = 64
+    image_size: int = SIM_IMAGE_SIZE
     """Side of the square camera image, pixels."""
-    camera: str = "corner4"
+    camera: str = SIM_CAMERA
     """Meta-World camera the image comes from."""
     max_steps: int = 150
     """Steps after which an episode ends without success unless the start event says."""

@@ -22,18 +22,14 @@ from vla_rft.contract.constants import (
     IMAGE_MSGTYPE,
     OBS_IMAGE,
     OBS_STATE,
-    SIM_EMBODIMENT,
     STATE_MSGTYPE,
     STATE_TOPIC,
 )
-from vla_rft.contract.embodiment import load_embodiment
 from vla_rft.data.messages import MessageError
+from vla_rft.sim.spec import SAWYER
 from vla_rft_nodes.configs import SimRobotNodeConfig
 from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event, to_json
 from vla_rft_nodes.host import NodeBase, QoS, run_node
-
-SAWYER = load_embodiment(SIM_EMBODIMENT)
-"""The simulated robot this node runs (the same spec as `vla_rft.sim.MetaWorldRobot`)."""
 
 
 class SimRobotNode(NodeBase):

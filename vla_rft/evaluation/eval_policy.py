@@ -36,6 +36,7 @@ from vla_rft.contract.policy import PolicySpec
 from vla_rft.rollout.episode_loop import PolicyAgent, run_episode
 from vla_rft.rollout.report import EpisodeResult, build_report, markdown_table, save_media
 from vla_rft.runtime.chunk_broker import ChunkBrokerConfig
+from vla_rft.sim.spec import SIM_IMAGE_SIZE
 from vla_rft.threads import set_torch_threads
 
 EXPERT = "expert"
@@ -93,7 +94,7 @@ def evaluate(
     episodes: int,
     seed: int,
     broker_config: ChunkBrokerConfig,
-    image_size: int = 64,
+    image_size: int = SIM_IMAGE_SIZE,
     max_steps: int = 150,
     progress: bool = False,
 ) -> tuple[list[EpisodeResult], list[tuple[str, np.ndarray]]]:

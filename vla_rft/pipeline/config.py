@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vla_rft.sim.spec import SIM_IMAGE_SIZE
+
 PERTURBATIONS = ("none", "object", "goal", "robot_init")
 
 # Seconds per unit of work on the 2-core reference machine, for the stages' time estimates
@@ -29,7 +31,7 @@ class CollectStage:
     """Episodes per task."""
     noise: float = 0.1
     """Std of Gaussian noise on the expert's actions (diversity for the world model)."""
-    image_size: int = 64
+    image_size: int = SIM_IMAGE_SIZE
     """Camera image side, pixels."""
 
     def __post_init__(self):

@@ -17,6 +17,7 @@ from vla_rft.contract.constants import (
 from vla_rft.data.episode import EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, set_aside_interrupted
 from vla_rft.rollout.episode_loop import ExpertAgent, run_episode
+from vla_rft.sim.spec import SIM_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class CollectConfig:
     """Episodes per task; episode i of a task uses seed `seed + i`."""
     seed: int = 0
     """First seed."""
-    image_size: int = 64
+    image_size: int = SIM_IMAGE_SIZE
     """Square camera image size in pixels."""
     max_steps: int = 150
     """Steps before an episode is cut off as a failure."""

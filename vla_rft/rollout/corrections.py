@@ -35,6 +35,7 @@ from vla_rft.data.episode_store import EpisodeWriter, set_aside_interrupted
 from vla_rft.rollout.collect import episode_name
 from vla_rft.rollout.episode_loop import ExpertAgent, PolicyAgent, rollout, run_episode
 from vla_rft.runtime.chunk_broker import ChunkBrokerConfig
+from vla_rft.sim.spec import SIM_IMAGE_SIZE
 
 SOURCE = "correction"
 """EpisodeMeta.source of a correction episode."""
@@ -64,7 +65,7 @@ class CorrectionConfig:
     """Correct only the episodes the policy fails on its own."""
     keep_failed_takeovers: bool = False
     """Also write takeovers the expert could not finish (success=False in their metadata)."""
-    image_size: int = 64
+    image_size: int = SIM_IMAGE_SIZE
     """Square camera image size in pixels (the policy's own size is used for its input)."""
     max_steps: int = 150
     """Step limit of an episode, counted from the policy's first step."""

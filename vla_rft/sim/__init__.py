@@ -11,17 +11,20 @@ from typing import TYPE_CHECKING, Any
 from vla_rft.contract.constants import PERTURBATION_KINDS
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS, instruction_for
 from vla_rft.sim.perturbations import PERTURBATIONS, Perturbation, get_perturbation
+from vla_rft.sim.spec import SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
 
 if TYPE_CHECKING:
-    from vla_rft.sim.metaworld_robot import CAMERAS, DEFAULT_CAMERA, MetaWorldRobot, SimConfig
+    from vla_rft.sim.metaworld_robot import CAMERAS, MetaWorldRobot, SimConfig
 
-_NEED_SIMULATOR = ("CAMERAS", "DEFAULT_CAMERA", "MetaWorldRobot", "SimConfig")
+_NEED_SIMULATOR = ("CAMERAS", "MetaWorldRobot", "SimConfig")
 
 __all__ = [
     "CAMERAS",
-    "DEFAULT_CAMERA",
     "PERTURBATIONS",
     "PERTURBATION_KINDS",
+    "SAWYER",
+    "SIM_CAMERA",
+    "SIM_IMAGE_SIZE",
     "TASK_INSTRUCTIONS",
     "MetaWorldRobot",
     "Perturbation",

@@ -37,21 +37,15 @@ from vla_rft.contract.constants import (
     OBS_IMAGE,
     OBS_INSTRUCTION,
     OBS_STATE,
-    SIM_EMBODIMENT,
 )
-from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
+from vla_rft.contract.embodiment import EmbodimentSpec
 from vla_rft.sim.instructions import instruction_for
 from vla_rft.sim.perturbations import Perturbation, get_perturbation
-
-SAWYER: EmbodimentSpec = load_embodiment(SIM_EMBODIMENT)
-"""The simulated robot's names, units, limits and control rate."""
+from vla_rft.sim.spec import SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
 
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 """Cameras every Meta-World v3 scene defines."""
 
-DEFAULT_CAMERA = "corner4"
-"""Sees the whole workspace from behind the arm's right shoulder; at 64x64 it gives the objects
-more pixels than the other fixed cameras (TD-MPC2 and iVideoGPT render Meta-World from there)."""
 
 _UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
 """Cameras whose "up" axis points at the floor in Meta-World's XML: their image is rotated 180°."""
@@ -88,9 +82,9 @@ class SimConfig:
 
     task: str
     """Meta-World v3 task name, e.g. "push-v3"."""
-    image_size: int = 64
+    image_size: int = SIM_IMAGE_SIZE
     """Side of the square camera image, pixels."""
-    camera: str = DEFAULT_CAMERA
+    camera: str = SIM_CAMERA
     """Meta-World camera the image comes from (one of CAMERAS)."""
     max_steps: int = 150
     """Steps after which an episode is done without success."""
