@@ -42,8 +42,9 @@ from vla_rft.contract.constants import (
     STATE_TOPIC,
     STATUS_TOPIC,
 )
+from vla_rft.contract.qos import QoS
 from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
-from vla_rft_nodes.host.base import QoS, rss_mb
+from vla_rft_nodes.host.base import rss_mb
 from vla_rft_nodes.host.ros2_env import ros2_prefix, sourced_env
 from vla_rft_nodes.policy_node import IDLE_REASONS
 from vla_rft_nodes.standin_policy import build_standin_onnx

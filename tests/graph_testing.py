@@ -25,8 +25,8 @@ from vla_rft.contract.constants import (
     STATE_TOPIC,
     STATUS_TOPIC,
 )
+from vla_rft.contract.qos import QoS
 from vla_rft_nodes import events
-from vla_rft_nodes.host.base import QoS
 from vla_rft_nodes.host.cyclonedds_host import CycloneHost, lifecycle_topic
 
 STANDIN_FACTORY = "vla_rft_nodes.standin_policy:load_standin_policy"

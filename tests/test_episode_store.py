@@ -78,6 +78,44 @@ def test_rosbags_reads_our_files_with_its_own_reader(tmp_path, episode_factory):
     assert info["custom_data"]["vla_rft.success"] == "true"
 
 
+def _topic_metadata(path) -> dict[str, dict]:
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    return info["version"], {t["topic_metadata"]["name"]: t["topic_metadata"] for t in
+                             info["topics_with_message_count"]}  # fmt: skip
+
+
+def test_metadata_is_what_humble_and_jazzy_read_with_the_recorders_real_qos(
+    tmp_path, episode_factory
+):
+    """Version 8, with each topic's offered QoS as a YAML string (Humble's rosbag2 reads a string;
+    version 9's list makes it fail, ros2/rosbag2#2013); `ros2 bag play` republishes with these,
+    so the instruction comes back latched and images as sensor data."""
+    path = write_episode(tmp_path, "ep", episode_factory(steps=3))
+    version, topics = _topic_metadata(path)
+    assert version == 8
+    offered = {}
+    for name, meta in topics.items():
+        assert isinstance(meta["offered_qos_profiles"], str), name
+        (profile,) = yaml.safe_load(meta["offered_qos_profiles"])
+        offered[name] = (profile["reliability"], profile["durability"], profile["depth"])
+    reliable, best_effort, transient_local, volatile = 1, 2, 1, 2  # rmw's enum values
+    assert offered[INSTRUCTION_TOPIC] == (reliable, transient_local, 1)
+    assert offered[IMAGE_TOPIC] == offered[STATE_TOPIC] == (best_effort, volatile, 5)
+    assert offered[ACTION_TOPIC] == offered[EPISODE_EVENT_TOPIC] == (reliable, volatile, 10)
+
+
+def test_version_9_metadata_is_an_option_and_reads_back_the_same(tmp_path, episode_factory):
+    episode = episode_factory(steps=4)
+    with EpisodeWriter(tmp_path, "v9", episode.meta, bag_version=9) as writer:
+        for t in range(len(episode)):
+            writer.add_step(episode.images[t], episode.states[t], episode.actions[t])
+        path = writer.finish(True)
+    version, topics = _topic_metadata(path)
+    assert version == 9
+    assert topics[INSTRUCTION_TOPIC]["offered_qos_profiles"][0]["durability"] == "transient_local"
+    np.testing.assert_array_equal(read_episode(path).images, episode.images)
+
+
 def test_episode_is_invisible_until_finished_and_never_overwritten(tmp_path, episode_factory):
     ep = episode_factory(steps=3)
     with EpisodeWriter(tmp_path, "ep", ep.meta) as writer:

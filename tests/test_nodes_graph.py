@@ -39,9 +39,9 @@ from vla_rft.contract.constants import (
     PARTIAL_PREFIX,
     STATE_TOPIC,
 )
+from vla_rft.contract.qos import QoS
 from vla_rft.data.episode_store import list_episodes, read_episode
 from vla_rft_nodes.dds_types import Image_
-from vla_rft_nodes.host.base import QoS
 from vla_rft_nodes.host.cyclonedds_host import CycloneHost, lifecycle_topic
 from vla_rft_nodes.policy_node import IDLE_REASONS
 from vla_rft_nodes.standin_policy import build_standin_onnx

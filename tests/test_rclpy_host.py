@@ -18,10 +18,11 @@ rclpy = pytest.importorskip(
 
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 
+from vla_rft.contract.qos import QoS  # noqa: E402
 from vla_rft_nodes.configs import NODE_CONFIGS, default_params, field_docs  # noqa: E402
 from vla_rft_nodes.dds_types import DDS_TYPES  # noqa: E402
 from vla_rft_nodes.host import rclpy_host  # noqa: E402
-from vla_rft_nodes.host.base import Codec, NodeBase, QoS  # noqa: E402
+from vla_rft_nodes.host.base import Codec, NodeBase  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -48,9 +48,9 @@ from vla_rft.contract.constants import (
     JOINT_STATE_TYPE,
     STATE_TOPIC,
 )
+from vla_rft.contract.qos import QoS
 from vla_rft.data.episode_store import list_episodes, read_episode, write_episode
 from vla_rft_nodes.configs import PolicyNodeConfig, field_docs
-from vla_rft_nodes.host.base import QoS
 from vla_rft_nodes.host.cyclonedds_host import CycloneHost
 from vla_rft_nodes.robot_interfaces import COMMAND_MSGS, COMMAND_TOPIC, command_msg
 from vla_rft_nodes.standin_policy import build_standin_onnx

@@ -24,6 +24,7 @@ import yaml
 from vla_rft.contract.config import ConfigError, from_dict, parse_overrides
 from vla_rft.contract.constants import (
     BACKENDS,
+    EPISODE_BAG_VERSION,
     MAX_INSTRUCTION_CHARS,
     PERTURBATION_KINDS,
     REPLAN_EVERY,
@@ -162,6 +163,9 @@ class RecorderNodeConfig:
     """How the episodes are made (policy, teleop, ...) unless the start event says."""
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS
     """Longer instructions on the topic are refused (counted, logged as an excerpt)."""
+    bag_version: int = EPISODE_BAG_VERSION
+    """rosbag2 metadata version of the episodes: 8 opens in ROS 2 Humble and Jazzy, 9 in Jazzy
+    and later only."""
     recover_on_start: bool = True
     """Complete episodes a killed recorder left partial in out_dir when starting."""
     status_period_s: float = 1.0
@@ -170,6 +174,7 @@ class RecorderNodeConfig:
     def __post_init__(self):
         _require(bool(self.out_dir.strip()), "out_dir is empty")
         _require(bool(self.source.strip()), "source is empty")
+        _require(self.bag_version in (8, 9), f"bag_version must be 8 or 9, got {self.bag_version}")
         _positive("fps", self.fps)
         _positive("status_period_s", self.status_period_s)
         _positive("max_instruction_chars", self.max_instruction_chars)

@@ -27,12 +27,13 @@ from vla_rft.contract.constants import (
     STATUS_MSGTYPE,
     STATUS_TOPIC,
 )
+from vla_rft.contract.qos import QoS
 from vla_rft.data.messages import MessageError
 from vla_rft.rollout.report import EpisodeResult, build_report, markdown_table, save_media
 from vla_rft.sim.instructions import instruction_for
 from vla_rft_nodes.configs import EvalManagerNodeConfig
 from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event, to_json
-from vla_rft_nodes.host import NodeBase, QoS, run_node
+from vla_rft_nodes.host import NodeBase, run_node
 
 MAX_MEDIA_FRAMES = 1000
 

@@ -53,11 +53,12 @@ from vla_rft.contract.constants import (
 from vla_rft.contract.embodiment import EmbodimentSpec
 from vla_rft.contract.instruction import check_instruction
 from vla_rft.contract.policy import PolicySpec
+from vla_rft.contract.qos import QoS
 from vla_rft.data.messages import MessageError
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft_nodes.configs import PolicyNodeConfig
 from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event
-from vla_rft_nodes.host import NodeBase, QoS, run_node
+from vla_rft_nodes.host import NodeBase, run_node
 from vla_rft_nodes.host.base import latency_summary, rss_mb
 from vla_rft_nodes.inference import InferenceWorker, Request, Result
 from vla_rft_nodes.policy_factories import import_factory

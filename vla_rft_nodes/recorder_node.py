@@ -19,24 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from vla_rft.contract.constants import (
-    ACTION_MSGTYPE,
     ACTION_TOPIC,
-    EPISODE_EVENT_MSGTYPE,
     EPISODE_EVENT_TOPIC,
-    IMAGE_MSGTYPE,
-    INSTRUCTION_MSGTYPE,
+    EPISODE_TOPIC_QOS,
+    EPISODE_TOPICS,
+    IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
     PARTIAL_PREFIX,
-    STATE_MSGTYPE,
     STATE_TOPIC,
 )
 from vla_rft.contract.instruction import check_instruction
+from vla_rft.contract.qos import QoS
 from vla_rft.data.episode import EpisodeError, EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, list_partial_episodes, recover_episode
 from vla_rft.data.messages import MessageError
 from vla_rft_nodes.configs import RecorderNodeConfig
 from vla_rft_nodes.events import EventError, StartEvent, parse_event
-from vla_rft_nodes.host import NodeBase, QoS, run_node
+from vla_rft_nodes.host import NodeBase, run_node
 
 QUEUE_DEPTH = 100
 """Messages kept per step topic while a step is being written (3 s at 30 Hz): writing never
@@ -59,13 +58,18 @@ class RecorderNode(NodeBase):
         self._instruction: str | None = None
         self._first_stamp = 0
         self._last_t = 0.0
-        depth = QUEUE_DEPTH
-        camera = config.spec.main_camera.topic
-        self.subscribe(camera, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA, depth)
-        self.subscribe(STATE_TOPIC, STATE_MSGTYPE, self.on_state, QoS.SENSOR_DATA, depth)
-        self.subscribe(ACTION_TOPIC, ACTION_MSGTYPE, self.on_action, QoS.RELIABLE, depth)
-        self.subscribe(INSTRUCTION_TOPIC, INSTRUCTION_MSGTYPE, self.on_instruction, QoS.LATCHED)
-        self.subscribe(EPISODE_EVENT_TOPIC, EPISODE_EVENT_MSGTYPE, self.on_event, QoS.RELIABLE)
+        callbacks = {
+            IMAGE_TOPIC: self.on_image,
+            STATE_TOPIC: self.on_state,
+            ACTION_TOPIC: self.on_action,
+            INSTRUCTION_TOPIC: self.on_instruction,
+            EPISODE_EVENT_TOPIC: self.on_event,
+        }
+        for topic, msgtype in EPISODE_TOPICS.items():
+            qos = EPISODE_TOPIC_QOS[topic]
+            depth = None if qos is QoS.LATCHED else QUEUE_DEPTH  # a deep queue for streams
+            heard_on = config.spec.main_camera.topic if topic == IMAGE_TOPIC else topic
+            self.subscribe(heard_on, msgtype, callbacks[topic], qos, depth)
 
     def on_configure(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +166,7 @@ class RecorderNode(NodeBase):
                 "recorder": {"node": self.NAME, "host": self.host.kind},
             },
         )  # fmt: skip
-        self._writer = EpisodeWriter(self.out_dir, self._unique_name(event), meta)
+        self._writer = EpisodeWriter(self.out_dir, self._unique_name(event), meta, c.bag_version)
         self._first_stamp, self._last_t = first_stamp, 0.0
         self.log.info(f"recording {self._writer.final_path.name}")
 

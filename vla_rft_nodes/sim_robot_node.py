@@ -25,11 +25,12 @@ from vla_rft.contract.constants import (
     STATE_MSGTYPE,
     STATE_TOPIC,
 )
+from vla_rft.contract.qos import QoS
 from vla_rft.data.messages import MessageError
 from vla_rft.sim.spec import SAWYER
 from vla_rft_nodes.configs import SimRobotNodeConfig
 from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event, to_json
-from vla_rft_nodes.host import NodeBase, QoS, run_node
+from vla_rft_nodes.host import NodeBase, run_node
 
 
 class SimRobotNode(NodeBase):

@@ -6,6 +6,8 @@ Change a name here and every writer, reader, node and test follows.
 
 from typing import Literal, get_args
 
+from vla_rft.contract.qos import QoS
+
 # --- Episode files (rosbag2 MCAP) ------------------------------------------------------------
 EPISODE_SCHEMA_VERSION = 1
 """Version of the episode layout below; readers refuse versions they do not know."""
@@ -53,6 +55,19 @@ ESTOP_MSGTYPE = BOOL_TYPE
 ACTION_TRAJECTORY_MSGTYPE = TRAJECTORY_TYPE
 STATUS_MSGTYPE = STRING_TYPE
 """The type on each topic above."""
+
+EPISODE_TOPIC_QOS = {
+    IMAGE_TOPIC: QoS.SENSOR_DATA,
+    STATE_TOPIC: QoS.SENSOR_DATA,
+    ACTION_TOPIC: QoS.RELIABLE,
+    INSTRUCTION_TOPIC: QoS.LATCHED,
+    EPISODE_EVENT_TOPIC: QoS.RELIABLE,
+}
+"""How the recorder subscribes to each recorded topic, and the QoS an episode offers when
+`ros2 bag play` republishes it (the instruction latched, images as sensor data)."""
+EPISODE_BAG_VERSION = 8
+"""rosbag2 metadata version episodes are written in: ROS 2 Humble and Jazzy both read 8 (9 writes
+offered_qos_profiles as a list, which Humble cannot parse: ros2/rosbag2#2013)."""
 
 EPISODE_TOPICS = {
     IMAGE_TOPIC: IMAGE_MSGTYPE,

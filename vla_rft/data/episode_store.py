@@ -35,10 +35,20 @@ from mcap.records import Channel, Chunk, Message
 from mcap.stream_reader import CRCValidationError, StreamReader, breakup_chunk
 from mcap.writer import MCAP0_MAGIC
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.metadata import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 
 from vla_rft.contract.constants import (
     ACTION_TOPIC,
+    EPISODE_BAG_VERSION,
     EPISODE_EVENT_TOPIC,
+    EPISODE_TOPIC_QOS,
     EPISODE_TOPICS,
     IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
@@ -48,6 +58,7 @@ from vla_rft.contract.constants import (
     SUPPORTED_EPISODE_SCHEMA_VERSIONS,
     TRUNCATED_MARK,
 )
+from vla_rft.contract.qos import QoS
 from vla_rft.data import messages
 from vla_rft.data.episode import Episode, EpisodeChecksumError, EpisodeError, EpisodeMeta
 
@@ -78,6 +89,17 @@ def _meta_custom_data(meta: EpisodeMeta) -> dict[str, str]:
 # --- Writing ---------------------------------------------------------------------------------
 
 
+def _offered_qos(qos: QoS) -> Qos:
+    """The rosbag2 record of a graph QoS profile: what `ros2 bag play` republishes with."""
+    forever = QosTime(0, 0)  # rosbag2's "default": no deadline, lifespan or lease
+    return Qos(
+        QosHistory.KEEP_LAST, qos.depth,
+        QosReliability.RELIABLE if qos.reliable else QosReliability.BEST_EFFORT,
+        QosDurability.TRANSIENT_LOCAL if qos.transient_local else QosDurability.VOLATILE,
+        forever, forever, QosLiveliness.AUTOMATIC, forever, False,
+    )  # fmt: skip
+
+
 class EpisodeWriter:
     """Stream one episode to `<root>/<name>/`, step by step.
 
@@ -90,7 +112,13 @@ class EpisodeWriter:
     step written so far; `recover_episode` makes it a complete episode.
     """
 
-    def __init__(self, root: str | Path, name: str, meta: EpisodeMeta):
+    def __init__(
+        self,
+        root: str | Path,
+        name: str,
+        meta: EpisodeMeta,
+        bag_version: int = EPISODE_BAG_VERSION,
+    ):
         if not name or "/" in name or name.startswith("."):
             raise EpisodeError(None, f"invalid episode name {name!r}")
         self.root = Path(root)
@@ -108,11 +136,16 @@ class EpisodeWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self._bag_path = self.partial_path / name
         self.partial_path.mkdir()
-        self._bag = Writer(self._bag_path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._bag = Writer(self._bag_path, version=bag_version, storage_plugin=StoragePlugin.MCAP)
         self._bag.open()
         store = messages.typestore()
         self._conn = {
-            topic: self._bag.add_connection(topic, msgtype, typestore=store)
+            topic: self._bag.add_connection(
+                topic,
+                msgtype,
+                typestore=store,
+                offered_qos_profiles=[_offered_qos(EPISODE_TOPIC_QOS[topic])],
+            )
             for topic, msgtype in EPISODE_TOPICS.items()
         }
         if not meta.start_time_ns:

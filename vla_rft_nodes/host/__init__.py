@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from vla_rft_nodes.host.base import Codec, Host, Lifecycle, NodeBase, QoS
+from vla_rft_nodes.host.base import Codec, Host, Lifecycle, NodeBase
 
 HOSTS = ("rclpy", "cyclonedds")
 
@@ -40,4 +40,4 @@ def run_node(node_cls, argv: list[str] | None = None) -> int:
     return cyclonedds_host.run(node_cls, argv)
 
 
-__all__ = ["HOSTS", "Codec", "Host", "Lifecycle", "NodeBase", "QoS", "choose_host", "run_node"]
+__all__ = ["HOSTS", "Codec", "Host", "Lifecycle", "NodeBase", "choose_host", "run_node"]

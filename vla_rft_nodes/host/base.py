@@ -11,7 +11,6 @@ policy node is a ROS 2 lifecycle node; the hosts configure and activate the othe
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import signal
@@ -37,20 +36,9 @@ from vla_rft.contract.constants import (
     TRAJECTORY_TYPE,
     TWIST_STAMPED_TYPE,
 )
+from vla_rft.contract.qos import QoS
 from vla_rft.data import messages
 from vla_rft.data.messages import MessageError
-
-
-class QoS(enum.Enum):
-    """The three QoS profiles the graph uses (as rclpy's presets define them)."""
-
-    SENSOR_DATA = "sensor_data"
-    """Best effort, keep last 5, volatile: camera frames and robot state (ROS sensor data)."""
-    RELIABLE = "reliable"
-    """Reliable, keep last 10, volatile: actions, events, e-stop (ROS default)."""
-    LATCHED = "latched"
-    """Reliable, keep last 1, transient local: the instruction and node status."""
-
 
 # --- Messages ----------------------------------------------------------------------------------
 

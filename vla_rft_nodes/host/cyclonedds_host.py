@@ -37,9 +37,10 @@ from cyclonedds.util import duration
 
 from vla_rft.contract.config import ConfigError
 from vla_rft.contract.constants import STRING_TYPE
+from vla_rft.contract.qos import QoS
 from vla_rft_nodes.configs import load_node_config
 from vla_rft_nodes.dds_types import DDS_TYPES, dds_topic_name
-from vla_rft_nodes.host.base import Codec, Host, Lifecycle, Publisher, QoS, Timer, stop_on_signals
+from vla_rft_nodes.host.base import Codec, Host, Lifecycle, Publisher, Timer, stop_on_signals
 
 _PROFILES = {  # reliability, durability, history depth: as rclpy's presets
     QoS.SENSOR_DATA: (Policy.Reliability.BestEffort, Policy.Durability.Volatile, 5),

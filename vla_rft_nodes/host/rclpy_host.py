@@ -45,17 +45,10 @@ from std_msgs.msg import (
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_rft.contract.config import ConfigError
+from vla_rft.contract.qos import QoS
 from vla_rft.data import messages
 from vla_rft_nodes.configs import config_from_params, default_params, field_docs
-from vla_rft_nodes.host.base import (
-    Codec,
-    Host,
-    NodeBase,
-    Publisher,
-    QoS,
-    Timer,
-    stop_on_signals,
-)
+from vla_rft_nodes.host.base import Codec, Host, NodeBase, Publisher, Timer, stop_on_signals
 
 ROS_TYPES = {
     "builtin_interfaces/msg/Time": Time,
