@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vla_rft.contract.image import IMAGE_FIT
 from vla_rft.data.dataset import (
     CACHE_DIRNAME,
     EpisodeIndex,
@@ -76,7 +77,7 @@ def test_split_is_by_episode_and_stable(episode_dir, episode_factory):
 
 def test_cache_is_reused_and_new_episodes_are_picked_up(episode_dir, episode_factory, monkeypatch):
     EpisodeIndex(episode_dir, image_size=8)
-    assert len(list((episode_dir / CACHE_DIRNAME).glob("*-8.npz"))) == 4
+    assert len(list((episode_dir / CACHE_DIRNAME).glob(f"*-8-{IMAGE_FIT}.npz"))) == 4
     import vla_rft.data.dataset as dataset_module
 
     decoded = []
@@ -124,7 +125,7 @@ def test_two_jobs_can_build_the_same_cache_at_once(episode_dir, monkeypatch):
         t.join()
     assert not errors and sizes == [4, 4]
     cache = episode_dir / CACHE_DIRNAME
-    assert len(list(cache.glob("*-8.npz"))) == 4 and not list(cache.glob("*.tmp.npz"))
+    assert len(list(cache.glob(f"*-8-{IMAGE_FIT}.npz"))) == 4 and not list(cache.glob("*.tmp.npz"))
 
 
 def test_a_failed_cache_write_leaves_no_temporary_file(episode_dir, monkeypatch):

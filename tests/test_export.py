@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from vla_rft.contract.config import to_dict
+from vla_rft.contract.image import IMAGE_FIT, fit_square
 from vla_rft.contract.manifest import (
     ACTION_RANGE_KEY,
     INSTRUCTIONS_KEY,
@@ -41,6 +42,7 @@ from vla_rft.models.checkpoint import (
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
 from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
+from vla_rft.runtime.exported_policy import ExportedPolicy
 from vla_rft.runtime.loader import load_policy
 from vla_rft.runtime.onnx_session import ModelFileError, ModelIntegrityError, OnnxModel
 from vla_rft.runtime.tensorrt_session import EngineMismatchError, check_engine_manifest
@@ -113,6 +115,20 @@ def test_onnx_matches_torch_on_fresh_inputs(policy_checkpoint, package):
         np.testing.assert_allclose(a["action_normalized"], b["action_normalized"], atol=PARITY_ATOL)
         np.testing.assert_allclose(a["action"], b["action"], atol=PARITY_ATOL)
         assert np.all(np.abs(a["action"]) <= 1.0)
+
+
+def test_the_package_declares_how_frames_are_fitted_and_fits_a_640x480_camera(package):
+    assert read_manifest(package / POLICY_ONNX).extra["image_fit"] == IMAGE_FIT
+    policy = load_policy(package, backend="onnxruntime")
+    rng = np.random.default_rng(3)
+    wide = {**_obs(rng), "image": rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)}
+    fitted = {**wide, "image": fit_square(wide["image"], 32)}
+    np.testing.assert_array_equal(policy.infer(wide)["action"], policy.infer(fitted)["action"])
+    squashing = OnnxModel(package / POLICY_ONNX, kind="policy")
+    manifest = squashing.manifest
+    squashing.manifest = dataclasses.replace(manifest, extra={**manifest.extra, "image_fit": "x"})
+    with pytest.raises(ModelFileError, match="frames are fitted with 'x'; this runtime implements"):
+        ExportedPolicy(squashing, policy.instructions, "onnxruntime")
 
 
 def test_onnx_batch_dimension_is_dynamic(package):

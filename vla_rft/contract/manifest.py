@@ -45,9 +45,12 @@ POLICY_CONFIG_KEY = "policy_config"
 ACTION_RANGE_KEY = "action_range"
 INSTRUCTIONS_KEY = "instruction_embeddings"
 EMBODIMENT_KEY = "embodiment"
+IMAGE_FIT_KEY = "image_fit"
 """Keys of a policy checkpoint's `extra` record; INSTRUCTIONS_KEY also of a policy manifest's
 `extra`: the training instructions' embeddings. EMBODIMENT_KEY: the robot it was trained for
-(`EmbodimentSpec.summary()`), which export copies into the manifest's `embodiment`."""
+(`EmbodimentSpec.summary()`), which export copies into the manifest's `embodiment`.
+IMAGE_FIT_KEY (a policy manifest's `extra`): how camera frames become the square input
+(`contract.image.IMAGE_FIT`); a runtime refuses a fit it does not implement."""
 
 
 class ManifestError(ValueError):

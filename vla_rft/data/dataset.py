@@ -24,10 +24,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from vla_rft.contract.image import IMAGE_FIT, fit_square
 from vla_rft.data.episode import EpisodeError
 from vla_rft.data.episode_store import episode_mcap, list_episodes, read_episode
 from vla_rft.data.normalization import NormStats
@@ -86,16 +86,12 @@ def _source_key(path: Path) -> dict:
     return {"file": mcap.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _resize(images: np.ndarray, size: int | None) -> np.ndarray:
-    if size is None or images.shape[1:3] == (size, size):
-        return images
-    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
-
-
 def load_cached_episode(path: Path, cache_dir: Path, image_size: int | None) -> CachedEpisode:
     """Arrays of the episode at `path`, decoded once and reused while the file is unchanged."""
     key = _source_key(path)
-    cache_file = cache_dir / f"{path.name}-{image_size or 'native'}.npz"
+    cache_file = (
+        cache_dir / f"{path.name}-{f'{image_size}-{IMAGE_FIT}' if image_size else 'native'}.npz"
+    )
     if cache_file.is_file():
         try:
             with np.load(cache_file, allow_pickle=False) as z:
@@ -110,7 +106,7 @@ def load_cached_episode(path: Path, cache_dir: Path, image_size: int | None) -> 
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt from the episode
     episode = read_episode(path)
-    images = _resize(episode.images, image_size)
+    images = fit_square(episode.images, image_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # A name of its own per writer: training jobs (or torchrun ranks) indexing the same episodes
     # at once each write a whole file, and the last rename wins with identical content.

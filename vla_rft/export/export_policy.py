@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla_rft.contract.image import IMAGE_FIT
 from vla_rft.contract.manifest import (
     CHUNK_OUTPUT,
     EMBODIMENT_KEY,
+    IMAGE_FIT_KEY,
     IMAGE_INPUT,
     INSTRUCTION_INPUT,
     POLICY_ONNX,
@@ -69,6 +71,7 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Manifest:
             ACTION_RANGE_KEY: list(ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))),
             INSTRUCTIONS_KEY: ckpt.extra[INSTRUCTIONS_KEY],
             POLICY_CONFIG_KEY: ckpt.extra[POLICY_CONFIG_KEY],
+            IMAGE_FIT_KEY: IMAGE_FIT,
             "step": ckpt.step,
         },
     )

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from vla_rft.contract.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE
+from vla_rft.contract.image import IMAGE_FIT
 from vla_rft.contract.instruction import InstructionTokenizer
 from vla_rft.contract.manifest import (
     ACTION_RANGE_KEY,
     CHUNK_OUTPUT,
+    IMAGE_FIT_KEY,
     IMAGE_INPUT,
     INSTRUCTION_INPUT,
     POLICY_ONNX,
@@ -47,6 +49,12 @@ class ExportedPolicy:
         self.instructions = instructions
         self.backend = backend
         self.manifest = manifest
+        fit = manifest.extra.get(IMAGE_FIT_KEY, IMAGE_FIT)  # older exports: square frames only
+        if fit != IMAGE_FIT:
+            raise ModelFileError(
+                f"{chunk_model.path}: frames are fitted with {fit!r}; this runtime implements "
+                f"{IMAGE_FIT!r}"
+            )
         low, high = manifest.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))
         self.transforms = PolicyTransforms.from_stats(
             manifest.image_size, manifest.norm_stats, low, high

@@ -3,7 +3,7 @@
 Training, export checks and the robot's policy node all go through these, so that the network
 sees the same numbers everywhere:
 
-    image   uint8 [..., H, W, 3] RGB ──resize (INTER_AREA)──▶ float32 [..., 3, S, S] in [-1, 1]
+    image   uint8 [..., H, W, 3] RGB ──fit_square──▶ float32 [..., 3, S, S] in [-1, 1]
     state   float32 [..., S] ──(x - mean) / std──▶ normalised
     action  normalised [..., K, A] ──x * std + mean, clip to [low, high]──▶ robot units
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vla_rft.contract.image import fit_square
 from vla_rft.contract.instruction import check_instruction
 
 _MIN_STD = 1e-6
@@ -28,8 +29,8 @@ class ImageTransform:
     """uint8 RGB images -> the network's float input."""
 
     size: int
-    """Square side the network expects; other sizes are resized with INTER_AREA (as the data
-    set's cache does)."""
+    """Square side the network expects; other frames go through `fit_square` (centre crop,
+    INTER_AREA), as the data set's cache does."""
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)
@@ -37,17 +38,9 @@ class ImageTransform:
             raise ValueError(
                 f"image must be uint8 [..., H, W, 3] RGB, got {image.dtype} {list(image.shape)}"
             )
-        if image.shape[-3:-1] != (self.size, self.size):
-            image = self._resize(image)
+        image = fit_square(image, self.size)
         scaled = image.astype(np.float32) * (2.0 / 255.0) - 1.0
         return np.ascontiguousarray(np.moveaxis(scaled, -1, -3))  # [..., 3, S, S]
-
-    def _resize(self, image: np.ndarray) -> np.ndarray:
-        import cv2  # only when the camera's size differs from the policy's
-
-        flat = image.reshape(-1, *image.shape[-3:])
-        out = [cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA) for im in flat]
-        return np.stack(out).reshape(*image.shape[:-3], self.size, self.size, 3)
 
 
 @dataclass(frozen=True)

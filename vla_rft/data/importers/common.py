@@ -51,16 +51,6 @@ def path_inside(root: Path, path: str | Path, where, what: str) -> Path:
     return joined
 
 
-def resize_frames(frames: np.ndarray, size: int | None) -> np.ndarray:
-    """uint8 [T, H, W, 3] -> [T, size, size, 3] (area interpolation; the aspect ratio is not
-    kept). `size=None` returns the frames unchanged."""
-    if size is None or frames.shape[1:3] == (size, size):
-        return frames
-    import cv2
-
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-
-
 def safe_name(text: str) -> str:
     """An episode name prefix from a file name: only letters, digits, '_', '.', '-'."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).lstrip(".") or "imported"

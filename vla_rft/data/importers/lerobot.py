@@ -50,6 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_rft.contract.constants import MAX_INSTRUCTION_CHARS
+from vla_rft.contract.image import fit_square
 from vla_rft.data.episode import Episode, EpisodeMeta
 from vla_rft.data.importers.common import (
     SUCCESS_FALSE,
@@ -60,7 +61,6 @@ from vla_rft.data.importers.common import (
     check_finite,
     excerpt,
     path_inside,
-    resize_frames,
     safe_name,
     valid_names,
     write_imported,
@@ -676,7 +676,7 @@ class EpisodeLoader:
             task_index = int(table.column("task_index")[0].as_py())
         images = self._frames(ref, table, timestamps)
         return LoadedEpisode(
-            images=resize_frames(images, cfg.image_size),
+            images=fit_square(images, cfg.image_size),
             states=states,
             actions=actions,
             timestamps=timestamps,

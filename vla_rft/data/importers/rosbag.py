@@ -40,6 +40,7 @@ from mcap.reader import SeekingReader
 from rosbags.highlevel import AnyReader
 from tqdm import tqdm
 
+from vla_rft.contract.image import fit_square
 from vla_rft.data import messages
 from vla_rft.data.episode import Episode, EpisodeMeta
 from vla_rft.data.importers.common import (
@@ -49,7 +50,6 @@ from vla_rft.data.importers.common import (
     ImportSummary,
     already_imported,
     excerpt,
-    resize_frames,
     safe_name,
     valid_names,
     write_imported,
@@ -503,7 +503,7 @@ def _write_with_frames(reader, bag, config, episodes, out, summary, progress) ->
                 image = image_of(_deserialize(reader, raw, conn, k, bag), conn.msgtype)
             except messages.MessageError as err:
                 raise DataImportError(bag, f"{config.image_topic} message {k}: {err}") from None
-            frames[k] = resize_frames(image[None], config.image_size)[0]
+            frames[k] = fit_square(image[None], config.image_size)[0]
         while pending and pending[0].image_idx[-1] <= k:
             _write_one(pending.pop(0), frames, bag, config, out, summary)
             bar.update()
