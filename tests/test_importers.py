@@ -10,6 +10,7 @@ import struct
 import tracemalloc
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pyarrow as pa
@@ -62,12 +63,27 @@ def steps(episode: int, length: int):
     return frames, state, action, (np.arange(length) / FPS).astype(np.float32)
 
 
-def write_mp4(path: Path, frames: np.ndarray) -> None:
+ENCODERS = {"mpeg4": None, "av1": ("libsvtav1", {"crf": "8"}), "h264": ("libx264", {"crf": "8"})}
+"""LeRobot's codec names -> the encoder this test writes them with (mpeg4: OpenCV's mp4v; AV1,
+LeRobot's default, and h264: PyAV's SVT-AV1 and x264)."""
+
+
+def write_mp4(path: Path, frames: np.ndarray, codec: str = "mpeg4") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (SIZE, SIZE))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
+    if ENCODERS[codec] is None:
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (SIZE, SIZE))
+        for f in frames:
+            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        writer.release()
+        return
+    encoder, options = ENCODERS[codec]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(encoder, rate=FPS, options=options)
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    assert av.open(str(path)).streams.video[0].codec_context.name in (codec, "libdav1d")
 
 
 def png_cells(frames: np.ndarray) -> list[dict]:
@@ -153,10 +169,11 @@ def make_lerobot_v21(root: Path, lengths=(10, 8, 12), camera_dtype="video", nan_
     return root
 
 
-def make_lerobot_v30(root: Path, lengths=(10, 8, 12), video_files=(0, 0, 1)):
+def make_lerobot_v30(root: Path, lengths=(10, 8, 12), video_files=(0, 0, 1), codec="mpeg4"):
     """Episodes 0 and 1 share data and video file 000, episode 2 is in file 001."""
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
     info = info_json("v3.0", "video", len(lengths), lengths)
+    info["features"][CAM]["info"]["video.codec"] = codec
     (root / "meta" / "info.json").write_text(json.dumps(info))
     tasks = pa.table({"task_index": list(range(len(TASKS))), "task": TASKS})
     pq.write_table(tasks, root / "meta" / "tasks.parquet")
@@ -191,7 +208,9 @@ def make_lerobot_v30(root: Path, lengths=(10, 8, 12), video_files=(0, 0, 1)):
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.concat_tables(parts), path)
         write_mp4(
-            root / f"videos/{CAM}/chunk-000/file-{file:03d}.mp4", np.concatenate(videos[file])
+            root / f"videos/{CAM}/chunk-000/file-{file:03d}.mp4",
+            np.concatenate(videos[file]),
+            codec,
         )
     return root
 
@@ -206,6 +225,17 @@ def assert_frames_match(images: np.ndarray, episode: int) -> None:
 
 
 # --- LeRobot ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["av1", "h264"])
+def test_lerobots_default_av1_and_h264_videos_import_frame_for_frame(tmp_path, codec):
+    src = make_lerobot_v30(tmp_path / "koch_pick", codec=codec)
+    summary = import_lerobot(src, tmp_path / "out", LeRobotImportConfig(), progress=False)
+    assert summary.steps == 30 and not summary.skipped
+    for ep, length in enumerate((10, 8, 12)):
+        episode = read_episode(tmp_path / "out" / f"koch_pick-ep{ep:06d}")
+        assert len(episode) == length
+        assert_frames_match(episode.images, ep)
 
 
 @pytest.mark.parametrize("layout", ["v2.1", "v3.0"])

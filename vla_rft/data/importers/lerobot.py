@@ -457,8 +457,9 @@ class LeRobotSource:
 
 
 class VideoCursor:
-    """Frames of one video file read forward (episodes of a v3.0 file come in order, so
-    reading on is cheaper than seeking, and exact whatever the codec's keyframes)."""
+    """Frames of one video file read forward with PyAV, the decoder LeRobot itself uses (its
+    default AV1 through libdav1d, h264, mpeg4, ...). Episodes of a v3.0 file come in order, so
+    reading on is cheaper than seeking, and exact whatever the codec's keyframes."""
 
     def __init__(self, path: Path, codec: str):
         if not path.is_file():
@@ -467,48 +468,49 @@ class VideoCursor:
         self._open()
 
     def _open(self) -> None:
-        import cv2
+        import av
 
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise DataImportError(self.path, self._undecodable())
-        self.count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS))
+        try:
+            self._container = av.open(str(self.path))
+            stream = self._container.streams.video[0]
+        except (av.FFmpegError, IndexError) as err:
+            raise DataImportError(self.path, self._undecodable(err)) from None
+        stream.thread_type = "AUTO"
+        self.count = stream.frames
+        self.fps = float(stream.average_rate or 0)
+        self._frames = self._container.decode(stream)
         self._pos = 0
 
-    def _undecodable(self) -> str:
-        return (
-            f"OpenCV cannot decode this video (codec {self.codec}); an OpenCV without an AV1 "
-            "decoder cannot read LeRobot's default AV1 videos: re-encode them, e.g. "
-            "`ffmpeg -i in.mp4 -c:v libx264 -crf 18 out.mp4`"
-        )
+    def _undecodable(self, err: Exception) -> str:
+        return f"PyAV cannot decode this video (codec {self.codec}): {err}"
 
-    def _fail(self) -> DataImportError:
-        reason = self._undecodable() if self._pos == 0 else f"ends after {self._pos} frames"
-        return DataImportError(self.path, reason)
+    def _next(self):
+        import av
+
+        try:
+            return next(self._frames)
+        except StopIteration:
+            reason = "holds no frames" if self._pos == 0 else f"ends after {self._pos} frames"
+            raise DataImportError(self.path, reason) from None
+        except av.FFmpegError as err:
+            raise DataImportError(self.path, f"frame {self._pos}: {err}") from None
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         """RGB uint8 [len(indices), H, W, 3] of frames with ascending indices."""
-        import cv2
-
         if indices[0] < self._pos:
             self.close()
             self._open()
         frames = []
         for index in indices:
             while self._pos < index:
-                if not self._cap.grab():
-                    raise self._fail()
+                self._next()
                 self._pos += 1
-            ok, bgr = self._cap.read()
-            if not ok:
-                raise self._fail()
+            frames.append(self._next().to_ndarray(format="rgb24"))
             self._pos += 1
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         return np.stack(frames)
 
     def close(self) -> None:
-        self._cap.release()
+        self._container.close()
 
 
 def _decode_image_column(table, key: str, source: LeRobotSource, where: Path) -> np.ndarray:
