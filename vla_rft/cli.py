@@ -209,6 +209,10 @@ STAGE_COMMANDS = {
         "vla_rft.data.importers.command",
         "import LeRobot data sets or rosbag2 bags as episodes",
     ),
+    "export-dataset": (
+        "vla_rft.data.lerobot_export",
+        "episodes out as a LeRobot v3.0 data set (parquet, AV1 videos, meta)",
+    ),
     "compare": ("vla_rft.evaluation.compare", "compare two eval reports on the same seeds"),
     "export": ("vla_rft.export.export_policy", "export a policy and its encoder to ONNX"),
     "build-engine": ("vla_rft.export.tensorrt_build", "build a TensorRT engine (NVIDIA GPU)"),
