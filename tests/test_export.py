@@ -16,6 +16,7 @@ from vla_rft.contract.config import to_dict
 from vla_rft.contract.image import IMAGE_FIT, fit_square
 from vla_rft.contract.manifest import (
     ACTION_RANGE_KEY,
+    EMBODIMENT_KEY,
     INSTRUCTIONS_KEY,
     ONNX_METADATA_KEY,
     POLICY_CONFIG_KEY,
@@ -52,6 +53,10 @@ from vla_rft.runtime.world_model_session import OnnxWorldModel
 INSTRUCTIONS = ("push the puck to the goal", "reach the goal")
 
 
+TRAINED_FOR = {"name": "metaworld-sawyer", "state_names": ["a", "b", "c", "d"],
+               "action_names": ["e", "f", "g", "h"]}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def policy_checkpoint(tmp_path_factory):
     """A small, randomly initialised policy saved as the trainer saves it."""
@@ -79,6 +84,7 @@ def policy_checkpoint(tmp_path_factory):
             POLICY_CONFIG_KEY: to_dict(config),
             INSTRUCTIONS_KEY: {t: e.tolist() for t, e in embeddings.items()},
             ACTION_RANGE_KEY: [-1.0, 1.0],
+            EMBODIMENT_KEY: TRAINED_FOR,
         },
     )
     return run
@@ -101,6 +107,8 @@ def _obs(rng, instruction=INSTRUCTIONS[0], size=32):
 
 def test_onnx_matches_torch_on_fresh_inputs(policy_checkpoint, package):
     manifest = read_manifest(package / POLICY_ONNX)
+    assert manifest.embodiment == TRAINED_FOR  # the policy node checks its robot against it
+    assert load_policy(package, backend="onnxruntime").spec.embodiment == TRAINED_FOR
     assert manifest.extra["parity_max_abs_diff"] <= PARITY_ATOL
     assert manifest.data_fingerprint == "data-hash" and len(manifest.checkpoint_sha256) == 64
     assert [s.name for s in manifest.inputs] == ["image", "instruction_embedding", "state"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 from policy_testing import INSTRUCTIONS, REPO, tiny_config, train_tiny, write_instruction_episodes
 
+from vla_rft.contract.manifest import EMBODIMENT_KEY
 from vla_rft.contract.policy import Policy
 from vla_rft.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vla_rft.models.policy import VLAPolicy
@@ -66,6 +67,11 @@ def test_checkpoint_round_trip_gives_identical_actions(data, tmp_path):
     assert record.extra["policy_config"]["state_dim"] == 4
     assert set(record.extra["instruction_embeddings"]) == set(INSTRUCTIONS)
     assert record.norm_stats["action"]["mean"] and record.data_fingerprint
+    # the robot it was trained for, from the episodes; the policy node checks it at configure
+    trained_for = record.extra[EMBODIMENT_KEY]
+    assert trained_for == {"name": "test-robot", "state_names": ["x", "y", "z", "g"],
+                           "action_names": ["dx", "dy", "dz", "g"]}  # fmt: skip
+    assert loaded.spec.embodiment == trained_for and loaded.spec.chunk_size == 8
 
 
 @pytest.mark.slow

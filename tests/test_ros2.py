@@ -47,17 +47,18 @@ from vla_rft.contract.constants import (
     INSTRUCTION_TOPIC,
     JOINT_STATE_TYPE,
     STATE_TOPIC,
+    STRING_TYPE,
 )
 from vla_rft.contract.qos import QoS
 from vla_rft.data.episode_store import list_episodes, read_episode, write_episode
 from vla_rft_nodes.configs import PolicyNodeConfig, field_docs
 from vla_rft_nodes.host.cyclonedds_host import CycloneHost
+from vla_rft_nodes.node_table import NODES
 from vla_rft_nodes.robot_interfaces import COMMAND_MSGS, COMMAND_TOPIC, command_msg
 from vla_rft_nodes.standin_policy import build_standin_onnx
 
 pytestmark = [pytest.mark.ros2, pytest.mark.slow, requires_ros2]
 
-NODES = ("policy_node", "recorder_node", "sim_robot_node", "eval_manager_node")
 LAUNCH = "ros2 launch vla_rft bringup.launch.py use_sim:=true record:=true"
 """The operators' command, as README.md and docs/OPERATOR_GUIDE.md give it (plus the package)."""
 
@@ -72,6 +73,9 @@ def _check_installed_layout(install: Path) -> None:
     assert (share / "package.xml").is_file()
     index = install / "vla_rft" / "share" / "ament_index" / "resource_index" / "packages"
     assert (index / "vla_rft").is_file()
+    assert list(
+        install.glob("vla_rft/lib/python3*/site-packages/vla_rft/contract/embodiments/*.yaml")
+    )
     for node in NODES:
         script = install / "vla_rft" / "lib" / "vla_rft" / node
         # the first python3 on PATH runs the nodes (this project's environment), not colcon's
@@ -315,6 +319,36 @@ def test_ros2_bag_play_puts_an_episode_back_on_the_wire(spy, episode_factory, tm
     assert len(images) >= len(episode) // 2  # best effort, as the camera topic is
     sent = [next(i for i, x in enumerate(episode.images) if np.array_equal(x, im)) for im in images]
     assert sent == sorted(sent)  # frames the episode has, in its order
+
+
+def test_ros2_bag_play_republishes_the_instruction_latched(dds, episode_factory, tmp_path):
+    """The episode records the QoS the recorder heard each topic with: a node that joins after
+    `ros2 bag play` sent the instruction still gets it, as from the live graph."""
+    env = ros2_env()
+    if "bag" not in _ros2(env, "--help"):
+        pytest.skip("this ROS 2 has no rosbag2 (scripts/install_ros2.sh builds it)")
+    episode = episode_factory(steps=40, size=16)
+    path = write_episode(tmp_path, "latched", episode)
+    play = subprocess.Popen(
+        ["ros2", "bag", "play", str(path), "--rate", "0.05"], env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    late = CycloneHost("late_joiner")
+    try:
+        time.sleep(4.0)  # the instruction, at the bag's start, is out; nobody was listening
+        assert play.poll() is None, play.stdout.read()
+        heard = []
+        late.subscribe(INSTRUCTION_TOPIC, STRING_TYPE, lambda m: heard.append(m.data), QoS.LATCHED)
+        threading.Thread(target=late.spin, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert heard == [episode.meta.instruction]
+    finally:
+        late.request_shutdown()
+        os.killpg(play.pid, signal.SIGINT)
+        play.wait(timeout=20)
+        late.close()
 
 
 # --- the interfaces a ROS 2 arm speaks ---------------------------------------------------------

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from vla_rft.contract.config import ConfigError, load_config, recipe_parser, to_dict
 from vla_rft.contract.manifest import (
     ACTION_RANGE_KEY,
+    EMBODIMENT_KEY,
     IMAGE_INPUT,
     INSTRUCTION_INPUT,
     INSTRUCTIONS_KEY,
@@ -264,6 +265,7 @@ def train(
         POLICY_CONFIG_KEY: to_dict(model_config),
         INSTRUCTIONS_KEY: {t: e.tolist() for t, e in embeddings.items()},
         ACTION_RANGE_KEY: [-1.0, 1.0],
+        EMBODIMENT_KEY: index.embodiment(),
         "text_encoder": getattr(encoder, "fingerprint", lambda: "custom")(),
         "parameters": sum(p.numel() for p in policy.parameters()),
     }
