@@ -73,9 +73,10 @@ def _check_installed_layout(install: Path) -> None:
     assert (share / "package.xml").is_file()
     index = install / "vla_rft" / "share" / "ament_index" / "resource_index" / "packages"
     assert (index / "vla_rft").is_file()
-    assert list(
-        install.glob("vla_rft/lib/python3*/site-packages/vla_rft/contract/embodiments/*.yaml")
-    )
+    (site,) = install.glob("vla_rft/lib/python3*/site-packages")
+    packages = {p.parent.relative_to(site).as_posix() for p in site.rglob("__init__.py")}
+    assert {"vla_rft/contract", "vla_rft/pipeline", "vla_rft/rollout", "vla_rft_nodes"} <= packages
+    assert (site / "vla_rft/contract/embodiments/metaworld-sawyer.yaml").is_file()
     for node in NODES:
         script = install / "vla_rft" / "lib" / "vla_rft" / node
         # the first python3 on PATH runs the nodes (this project's environment), not colcon's
