@@ -37,6 +37,7 @@ from vla_rft.data.importers import (
 )
 from vla_rft.data.importers import command as import_command
 from vla_rft.data.messages import typestore
+from vla_rft.data.video import encode_video
 
 SIZE, FPS, CAM = 32, 10, "observation.images.top"
 TASKS = ["pick up the red cube", "push the block left"]
@@ -63,27 +64,16 @@ def steps(episode: int, length: int):
     return frames, state, action, (np.arange(length) / FPS).astype(np.float32)
 
 
-ENCODERS = {"mpeg4": None, "av1": ("libsvtav1", {"crf": "8"}), "h264": ("libx264", {"crf": "8"})}
-"""LeRobot's codec names -> the encoder this test writes them with (mpeg4: OpenCV's mp4v; AV1,
-LeRobot's default, and h264: PyAV's SVT-AV1 and x264)."""
-
-
 def write_mp4(path: Path, frames: np.ndarray, codec: str = "mpeg4") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if ENCODERS[codec] is None:
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (SIZE, SIZE))
-        for f in frames:
-            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        writer.release()
+    if codec != "mpeg4":  # AV1 (LeRobot's default) and h264, with LeRobot's encoders
+        encode_video(path, frames, FPS, codec, crf=8)
+        assert av.open(str(path)).streams.video[0].codec_context.name in (codec, "libdav1d")
         return
-    encoder, options = ENCODERS[codec]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(encoder, rate=FPS, options=options)
-        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
-    assert av.open(str(path)).streams.video[0].codec_context.name in (codec, "libdav1d")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (SIZE, SIZE))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
 
 
 def png_cells(frames: np.ndarray) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import av
 import numpy as np
@@ -79,6 +80,8 @@ def test_av1_export_is_lerobots_default_video_and_reads_back_within_the_codecs_l
     back = _round_trip(root, tmp_path / "lerobot", "av1")
     video = next((tmp_path / "lerobot" / "videos").rglob("*.mp4"))
     assert av.open(str(video)).streams.video[0].codec_context.name == "libdav1d"  # AV1
+    # SVT-AV1 makes its caller real-time as root; the export gives the old scheduling back
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
     for original, imported in zip(made, back, strict=True):
         np.testing.assert_array_equal(imported.states, original.states)
         np.testing.assert_array_equal(imported.actions, original.actions)

@@ -33,12 +33,11 @@ from tqdm import tqdm
 
 from vla_rft.data.episode import Episode
 from vla_rft.data.episode_store import list_episodes, read_episode
+from vla_rft.data.video import ENCODERS, encode_video
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
 IMAGE_KEY = "observation.image"
-VIDEO_ENCODERS = {"av1": "libsvtav1", "h264": "libx264"}
-"""--video-codec -> the PyAV encoder (AV1 is LeRobot's default)."""
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
@@ -58,7 +57,7 @@ class LeRobotExportConfig:
     """Encoder quality, lower is closer to the frames (both encoders take 0-51)."""
 
     def __post_init__(self):
-        if self.video_codec not in (*VIDEO_ENCODERS, "none"):
+        if self.video_codec not in (*ENCODERS, "none"):
             raise ValueError(f"video_codec must be av1, h264 or none, got {self.video_codec!r}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be in [0, 51], got {self.crf}")
@@ -80,20 +79,6 @@ def _check_same_robot(first: Episode, episode: Episode, name: str) -> None:
         raise ExportError(
             f"{name}: frames of {episode.images.shape[1:3]}, not {first.images.shape[1:3]}"
         )
-
-
-def _write_video(path: Path, frames: np.ndarray, fps: float, config: LeRobotExportConfig) -> None:
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(
-            VIDEO_ENCODERS[config.video_codec], rate=round(fps), options={"crf": str(config.crf)}
-        )
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def _png_cells(frames: np.ndarray) -> list[dict]:
@@ -252,7 +237,9 @@ def export_lerobot(
             }  # fmt: skip
             if config.video_codec != "none":
                 video = tmp / VIDEO_PATH.format(video_key=IMAGE_KEY, **where)
-                _write_video(video, episode.images, episode.meta.fps, config)
+                encode_video(
+                    video, episode.images, episode.meta.fps, config.video_codec, config.crf
+                )
                 row |= {
                     f"videos/{IMAGE_KEY}/chunk_index": where["chunk_index"],
                     f"videos/{IMAGE_KEY}/file_index": where["file_index"],
@@ -311,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="new directory for the data set")
     p.add_argument(
         "--video-codec",
-        choices=[*VIDEO_ENCODERS, "none"],
+        choices=[*ENCODERS, "none"],
         default="av1",
         help="av1 (LeRobot's default), h264, or none: lossless PNG frames in the parquet files",
     )
