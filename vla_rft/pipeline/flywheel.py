@@ -245,7 +245,7 @@ def build_stages(
             f"policy={parent_dir / 'checkpoints' / 'policy'}",
             f"world_model={done['world_model']['checkpoint']}",
             f"data=[{','.join(rft_roots)}]",
-            f"grpo.steps={fw.rft_steps}",
+            f"optim.steps={fw.rft_steps}",
             threads,
         ]
         ckpt = jobs.train_rft(c.rft_recipe, work / "rft", overrides, progress)

@@ -17,8 +17,10 @@ from vla_rft.pipeline.config import EvalSuite
 def train_world_model(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:
     from vla_rft.training import train_world_model as twm
 
-    config = load_config(twm.TrainWorldModelConfig, Path(recipe), overrides)
-    return str(twm.train(config, run_dir, resume=True, progress=progress))
+    config = load_config(
+        twm.TrainWorldModelConfig, Path(recipe), [*overrides, f"run_dir={run_dir}"]
+    )
+    return str(twm.train(config, resume=True, progress=progress))
 
 
 def train_policy(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:

@@ -160,7 +160,7 @@ def build_stages(
 
     wm_steps = recipe_steps(c.world_model_recipe, "optim.steps")
     policy_steps = recipe_steps(c.policy_recipe, "optim.steps")
-    rft_steps = recipe_steps(c.rft_recipe, "grpo.steps")
+    rft_steps = recipe_steps(c.rft_recipe, "optim.steps")
     n_collect = len(c.collect.tasks) * c.collect.episodes
     return [
         Stage("collect", f"record {n_collect} expert episodes in the simulator",
