@@ -57,7 +57,7 @@ def worker(recipe: Path, threads: int, steps: int, adapt_period_s: float | None)
     cfg = load_config(TrainWorldModelConfig, recipe)
     torch.manual_seed(0)
     before_step = None if adapt_period_s is None else (lambda: adapt_threads(adapt_period_s))
-    timing = time_training(WorldModel(cfg.model), cfg, steps, cfg.optim.bf16, before_step)
+    timing = time_training(WorldModel(cfg.model), cfg, steps, cfg.bf16, before_step)
     return {"s_per_step": timing["p50_ms"] / 1e3, "setting": timing["setting"]}
 
 

@@ -48,9 +48,9 @@ def time_rollouts(model: WorldModel, b: int, g: int, horizon: int, repeats: int)
 def time_training(
     model: WorldModel, cfg: TrainWorldModelConfig, repeats: int, bf16: bool, before_step=None
 ) -> dict:
-    m, o = cfg.model, cfg.optim
-    n, t = o.batch_size, cfg.data.horizon
-    keep = o.decoded_frames if 0 < o.decoded_frames < t else t
+    m = cfg.model
+    n, t = cfg.optim.batch_size, cfg.data.horizon
+    keep = cfg.decoded_frames if 0 < cfg.decoded_frames < t else t
     context = torch.rand(n, m.context_frames, 3, m.image_size, m.image_size)
     actions = torch.randn(n, t, m.action_dim)
     target = torch.rand(n, keep, 3, m.image_size, m.image_size)
@@ -65,7 +65,7 @@ def time_training(
         with Timer() as timer:
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 pred = model(context, actions, steps)
-            loss, _ = pixel_loss(pred.float(), target, valid, o.l1_weight)
+            loss, _ = pixel_loss(pred.float(), target, valid, cfg.l1_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -108,8 +108,9 @@ def main(argv=None) -> int:
         for bf16 in (False, True):
             timing = time_training(model, cfg, args.repeats, bf16)
             rows.append({"what": "training step", "threads": threads, **timing})
-    name = f"world_model_{cfg.name}"
-    print(f"{cfg.name} model: {params:.2f} M parameters, {cfg.model.image_size} px")
+    run = Path(cfg.run_dir).name
+    name = f"world_model_{run}"
+    print(f"{run} model: {params:.2f} M parameters, {cfg.model.image_size} px")
     report(name, rows)
     return 0
 

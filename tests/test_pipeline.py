@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import write_eval_report
 
 from vla_rft.data.episode_store import list_episodes, read_episode
@@ -188,6 +189,14 @@ def test_flywheel_rounds_learn_from_the_previous_rounds_recordings(loop, tmp_pat
     assert v3.parent == before and v3.gate["reasons"]
     assert current_version(models) == ("v003" if v3.gate["promote"] else before)
     (work,) = (dirs["root"] / "fw").iterdir()
+    fine_tune = yaml.safe_load((work / "world_model" / "config.yaml").read_text())
+    assert fine_tune["init_from"] == str(models / before / "checkpoints" / "world_model")
+    assert (fine_tune["optim"]["steps"], fine_tune["optim"]["lr"], fine_tune["threads"]) == (
+        2,
+        3e-4,
+        1,
+    )
+    assert yaml.safe_load((work / "rft" / "config.yaml").read_text())["optim"]["steps"] == 2
     left_out = json.loads((work / "report" / "report.json").read_text())["left_out"]
     assert list(left_out) == [broken.name]
     provenance_file = next((dirs["data"] / "fw").glob("*/provenance.json"))
@@ -208,6 +217,52 @@ def test_flywheel_rounds_learn_from_the_previous_rounds_recordings(loop, tmp_pat
     assert v4.parent == "v003" and v4.status in ("promoted", "rejected") and v4.gate["rows"]
     round1 = str(provenance_file.parent)
     assert sum(d["path"].startswith(round1) for d in v4.data) == 1  # round 1's data, once
+
+
+def test_quickstart_gives_the_trainers_typed_configs(tmp_path, monkeypatch):
+    """The recipes are loaded once; each stage changes run_dir, data and threads on the typed
+    config, to exactly what those overrides on the recipe give."""
+    from vla_rft.contract.config import load_config
+    from vla_rft.pipeline import jobs
+    from vla_rft.training.train_policy import TrainPolicyConfig
+    from vla_rft.training.train_rft import TrainRFTConfig
+    from vla_rft.training.train_world_model import TrainWorldModelConfig
+
+    given = {}
+
+    def fake(kind):
+        def train(config, progress):
+            given[kind] = config
+            return f"{kind}-checkpoint"
+
+        return train
+
+    for kind in ("world_model", "policy", "rft"):
+        monkeypatch.setattr(jobs, f"train_{kind}", fake(kind))
+    root, data = tmp_path / "runs", tmp_path / "data"
+    stages = quickstart.build_stages(DEBUG, [], root, data, tmp_path / "models", False)
+    done = {}
+    for stage in stages:
+        if stage.name in ("world_model", "policy", "rft"):
+            done[stage.name] = stage.run(done)
+    episodes = data / "episodes"
+    recipe = REPO / "training" / "debug"
+    expected = {
+        "world_model": load_config(
+            TrainWorldModelConfig, recipe / "world_model.yaml",
+            [f"run_dir={root / 'world_model'}", f"data.roots=[{episodes}]", "threads=1"],
+        ),
+        "policy": load_config(
+            TrainPolicyConfig, recipe / "policy.yaml",
+            [f"run_dir={root / 'policy'}", f"data.roots=[{episodes}]", "threads=1"],
+        ),
+        "rft": load_config(
+            TrainRFTConfig, recipe / "rft.yaml",
+            [f"run_dir={root / 'rft'}", f"data=[{episodes}]", "threads=1",
+             "policy=policy-checkpoint", "world_model=world_model-checkpoint"],
+        ),
+    }  # fmt: skip
+    assert given == expected
 
 
 def test_registry_refuses_unknown_versions(tmp_path):

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def setup(tmp_path_factory):
     return root
 
 
-def _config(root, **grpo):
+def _config(root, steps=2, lr=1e-3, **grpo):
     return TrainRFTConfig(
         policy=str(root / "policy"),
         world_model=str(root / "world_model"),
@@ -99,17 +100,8 @@ def _config(root, **grpo):
         threads=1,
         log_every=1,
         save_every=2,
-        grpo=GRPOConfig(
-            **{
-                "steps": 2,
-                "start_states": 3,
-                "group_size": 4,
-                "head_lr": 1e-3,
-                "sigma_lr": 1e-3,
-                "warmup_steps": 1,
-                **grpo,
-            }
-        ),
+        optim=replace(TrainRFTConfig().optim, steps=steps, batch_size=3, lr=lr, warmup_steps=1),
+        grpo=GRPOConfig(**{"group_size": 4, "sigma_lr": 1e-3, **grpo}),
     )
 
 
@@ -235,7 +227,7 @@ def test_supervised_control_learns_the_real_actions_without_the_reward(setup, tm
         return float((chunk - torch.from_numpy(real)).abs().mean())
 
     base = load_checkpoint(setup / "policy")
-    supervised = run("bc", bc_weight=1.0, bc_schedule="constant", head_lr=5e-3)
+    supervised = run("bc", bc_weight=1.0, bc_schedule="constant", lr=5e-3)
     assert action_error(supervised) < 0.95 * action_error(base)  # toy actions are noisy
     assert "policy/action_error" in read_metrics(tmp_path / "bc")[-1]
     drift_scheduled = run("drift", bc_weight=1.0, bc_schedule="drift").weights
@@ -255,8 +247,8 @@ def test_data_parallel_rft_under_torchrun_keeps_the_ranks_in_step(setup, tmp_pat
         "-m", "vla_rft.training.train_rft", "-q",
         "--policy", str(setup / "policy"), "--world-model", str(setup / "world_model"),
         "--set", f"data=[{setup / 'episodes'}]", "--set", f"run_dir={run_dir}",
-        "--set", "threads=1", "--set", "grpo.steps=2", "--set", "grpo.start_states=2",
-        "--set", "grpo.group_size=4", "--set", "grpo.head_lr=1e-3", "--set", "grpo.sigma_lr=1e-3",
+        "--set", "threads=1", "--set", "optim.steps=2", "--set", "optim.batch_size=4",
+        "--set", "grpo.group_size=4", "--set", "optim.lr=1e-3", "--set", "grpo.sigma_lr=1e-3",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)

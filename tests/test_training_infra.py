@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 
@@ -187,3 +188,101 @@ set_torch_threads(1)
 print(torch.get_num_threads(), torch.get_num_interop_threads())
 """
     assert _python(code).split() == ["1", "1"]
+
+
+# --- the trainers' shared optimiser vocabulary ----------------------------------------------
+
+
+def test_schedule_warms_up_then_decays_to_the_final_fraction():
+    from vla_rft.training.optim import OptimConfig, learning_rate
+
+    optim = OptimConfig(steps=110, lr=1e-3, warmup_steps=10, final_lr_fraction=0.1)
+    lrs = [learning_rate(step, optim) for step in range(optim.steps)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == lrs[10] == pytest.approx(1e-3)
+    assert all(a < b for a, b in itertools.pairwise(lrs[:10]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert learning_rate(optim.steps, optim) == pytest.approx(1e-4)  # lr * final_lr_fraction
+    # another peak (RFT's sigma net) on the same schedule
+    assert learning_rate(50, optim, peak=2e-3) == pytest.approx(2 * lrs[50])
+    assert learning_rate(0, OptimConfig(warmup_steps=0, lr=1e-3)) == 1e-3
+
+
+def test_constant_schedule_reproduces_rfts_warm_up_exactly():
+    """RFT warmed up to a constant rate (peak * min(1, (step + 1) / warmup)); final_lr_fraction
+    1.0 is that schedule, to the last bit."""
+    from vla_rft.training.optim import OptimConfig, learning_rate
+
+    for peak, warmup in [(1e-6, 20), (1e-5, 20), (3e-5, 20), (1e-4, 5), (1e-5, 10)]:
+        optim = OptimConfig(steps=400, lr=peak, warmup_steps=warmup, final_lr_fraction=1.0)
+        for step in range(60):
+            assert learning_rate(step, optim) == peak * min(1.0, (step + 1) / warmup)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"steps": 0}, "steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": 0.0}, "lr"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"final_lr_fraction": 1.5}, "final_lr_fraction"),
+        ({"grad_clip": -1.0}, "grad_clip"),
+    ],
+)
+def test_optim_config_names_the_bad_field(changes, message):
+    from vla_rft.training.optim import OptimConfig
+
+    with pytest.raises(ValueError, match=message):
+        OptimConfig(**changes)
+
+
+def test_batch_size_is_global_and_split_between_processes():
+    from vla_rft.training.distributed import DistInfo, per_process
+
+    def info(world_size):
+        return DistInfo(0, world_size, 0, torch.device("cpu"))
+
+    assert per_process(16, info(1)) == 16 and per_process(16, info(4)) == 4
+    with pytest.raises(ConfigError, match="batch_size 6 must divide by 4 processes"):
+        per_process(6, info(4))
+
+
+def test_clip_gradients_clips_above_the_limit_and_zero_turns_it_off():
+    from vla_rft.training.optim import clip_gradients
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    weight.grad = torch.tensor([3.0, 4.0])
+    assert clip_gradients([weight], 0.0) == pytest.approx(5.0)
+    assert torch.equal(weight.grad, torch.tensor([3.0, 4.0]))
+    assert clip_gradients([weight], 1.0) == pytest.approx(5.0)
+    assert weight.grad.norm().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_checkpoints_of_the_old_trainers_read_with_todays_names(tmp_path):
+    """World-model checkpoints recorded name, val_every, optim.lr_min_ratio and the loss knobs
+    under optim; RFT's config.yaml had its optimiser under grpo."""
+    from vla_rft.training.stored_config import stored_config
+    from vla_rft.training.train_rft import TrainRFTConfig
+    from vla_rft.training.train_world_model import TrainWorldModelConfig
+
+    old = {
+        "name": "cpu", "seed": 3, "val_every": 100,
+        "optim": {"steps": 700, "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-4,
+                  "warmup_steps": 50, "lr_min_ratio": 0.05, "grad_clip": 1.0, "l1_weight": 0.25,
+                  "decoded_frames": 8, "bf16": True},
+    }  # fmt: skip
+    path = save_checkpoint(tmp_path / "runs" / "wm", 7, _model(), old)
+    config = stored_config(TrainWorldModelConfig, load_checkpoint(path))
+    assert config.run_dir == str(tmp_path / "runs" / "wm") and config.seed == 3
+    assert config.eval_every == 100 and config.optim.final_lr_fraction == 0.05
+    assert (config.l1_weight, config.decoded_frames, config.bf16) == (0.25, 8, True)
+    assert (config.optim.steps, config.optim.warmup_steps) == (700, 50)
+
+    old_rft = {"run_dir": "runs/rft/x", "grpo": {"steps": 40, "start_states": 8, "head_lr": 3e-5,
+               "sigma_lr": 1e-5, "warmup_steps": 5, "grad_clip": 0.5, "group_size": 4}}  # fmt: skip
+    path = save_checkpoint(tmp_path / "rft", 1, _model(), old_rft)
+    rft = stored_config(TrainRFTConfig, load_checkpoint(path))
+    assert (rft.optim.steps, rft.optim.batch_size, rft.optim.lr) == (40, 8, 3e-5)
+    assert (rft.optim.warmup_steps, rft.optim.grad_clip) == (5, 0.5)
+    assert (rft.grpo.sigma_lr, rft.grpo.group_size, rft.run_dir) == (1e-5, 4, "runs/rft/x")

@@ -170,8 +170,8 @@ def test_loading_bad_checkpoints_names_the_problem(tmp_path):
 
 def test_recipes_load_and_name_bad_overrides():
     for size in ("debug", "cpu", "gpu"):
-        cfg = load_config(twm.TrainWorldModelConfig, REPO / f"training/{size}/world_model.yaml")
-        assert cfg.name == size
+        config = load_config(twm.TrainWorldModelConfig, REPO / f"training/{size}/world_model.yaml")
+        assert config.run_dir == f"runs/world_model/{size}"
     with pytest.raises(ConfigError, match=r"model\.chanels"):
         load_config(twm.TrainWorldModelConfig, DEBUG_RECIPE, ["model.chanels=[8]"])
 
@@ -192,12 +192,13 @@ def episodes(tmp_path_factory):
 
 
 def _train(episodes: Path, run_dir: Path, *overrides: str, resume: bool = False) -> Path:
-    cfg = load_config(
+    config = load_config(
         twm.TrainWorldModelConfig,
         DEBUG_RECIPE,
-        [f"data.roots=[{episodes}]", "threads=1", "data.val_fraction=0.3", *overrides],
-    )
-    return twm.train(cfg, run_dir, resume=resume, progress=False)
+        [f"data.roots=[{episodes}]", f"run_dir={run_dir}", "threads=1", "data.val_fraction=0.3",
+         *overrides],
+    )  # fmt: skip
+    return twm.train(config, resume=resume, progress=False)
 
 
 @pytest.mark.slow
@@ -205,7 +206,8 @@ def test_training_lowers_the_loss_and_records_its_provenance(episodes, tmp_path)
     last = _train(episodes, tmp_path / "run", "optim.steps=60", "optim.lr=3e-3")
     trained, ckpt = load_world_model(last)
     assert ckpt.step == 60 and ckpt.norm_stats["action"]["mean"]
-    assert ckpt.config["data"]["roots"] == [str(episodes)] and ckpt.config["name"] == "debug"
+    assert ckpt.config["data"]["roots"] == [str(episodes)]
+    assert ckpt.config["run_dir"] == str(tmp_path / "run")
     train_set, _, index = build_datasets(
         [episodes], WindowConfig(1, 4, 4, image_size=32, val_fraction=0.3)
     )
@@ -235,11 +237,21 @@ def test_training_lowers_the_loss_and_records_its_provenance(episodes, tmp_path)
 @pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(episodes, tmp_path):
     straight = _train(episodes, tmp_path / "a", "optim.steps=6", "save_every=3")
-    with pytest.raises(ConfigError, match="already has checkpoints"):
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
         _train(episodes, tmp_path / "a", "optim.steps=6")
-    # a run that died after its step-3 checkpoint
+    # a run that died after its step-3 checkpoint, written by the trainer before its names
+    # were the other trainers' (name, val_every, optim.lr_min_ratio, loss knobs under optim)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b/checkpoints/step_000006")
+    record_file = tmp_path / "b/checkpoints/step_000003/checkpoint.json"
+    record = json.loads(record_file.read_text())
+    config = record["config"]
+    del config["run_dir"]
+    config["name"], config["val_every"] = "debug", config.pop("eval_every")
+    config["optim"]["lr_min_ratio"] = config["optim"].pop("final_lr_fraction")
+    for key in ("l1_weight", "decoded_frames", "bf16"):
+        config["optim"][key] = config.pop(key)
+    record_file.write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="model config differs"):
         _train(episodes, tmp_path / "b", "optim.steps=6", "model.dynamics_blocks=2", resume=True)
     resumed = _train(episodes, tmp_path / "b", "optim.steps=6", "save_every=3", resume=True)
@@ -271,7 +283,7 @@ def test_ddp_on_two_cpu_processes(episodes, tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
         "-m", "vla_rft.training.train_world_model", "--recipe", str(DEBUG_RECIPE), "-q",
-        "--run-dir", str(run_dir), "--set", f"data.roots=[{episodes}]", "--set", "threads=1",
+        "--set", f"run_dir={run_dir}", "--set", f"data.roots=[{episodes}]", "--set", "threads=1",
         "--set", "optim.steps=4", "--set", "save_every=2", "--set", "data.val_fraction=0.3",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -172,7 +172,7 @@ def recipe_parser(
     prog: str, description: str, recipe: str, example: str
 ) -> argparse.ArgumentParser:
     """The trainers' shared command line: --recipe, --set KEY=VALUE (repeatable), --resume,
-    -q; `recipe` and `example` fill the help (e.g. "training/cpu/rft.yaml", "grpo.steps=100")."""
+    -q; `recipe` and `example` fill the help (e.g. "training/cpu/rft.yaml", "optim.steps=100")."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--recipe", type=Path, help=f"YAML recipe, e.g. {recipe}")
     parser.add_argument(

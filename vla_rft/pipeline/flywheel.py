@@ -29,6 +29,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from vla_rft.contract.config import load_config, to_dict
@@ -186,8 +187,8 @@ def build_stages(
     round_dir, work = data / tag, root / tag
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(to_dict(config), indent=1))
-    c, fw, suite = config, config.flywheel, config.eval
-    threads = f"threads={c.threads}"
+    fw, suite = config.flywheel, config.eval
+    recipes = jobs.load_recipes(config)
     # the parent's data, plus every earlier round's episodes (kept even when its model was not
     # promoted: data outlives the model it was collected for)
     known = {d["path"] for d in record.data}
@@ -226,30 +227,29 @@ def build_stages(
 
     def world_model(done):
         wm_roots = roots[WORLD_MODEL] + new_roots(WORLD_MODEL)
-        overrides = [
-            f"init_from={parent_dir / 'checkpoints' / 'world_model'}",
-            f"data.roots=[{','.join(wm_roots)}]",
-            f"optim.steps={fw.world_model_steps}",
-            f"optim.lr={fw.world_model_lr}",
-            "optim.warmup_steps=10",
-            threads,
-        ]
-        ckpt = jobs.train_world_model(
-            c.world_model_recipe, work / "world_model", overrides, progress
+        wm = recipes.world_model
+        run_config = replace(
+            wm,
+            run_dir=str(work / "world_model"),
+            init_from=str(parent_dir / "checkpoints" / "world_model"),
+            data=replace(wm.data, roots=tuple(wm_roots)),
+            optim=replace(
+                wm.optim, steps=fw.world_model_steps, lr=fw.world_model_lr, warmup_steps=10
+            ),
         )
-        return {"checkpoint": ckpt, "roots": wm_roots}
+        return {"checkpoint": jobs.train_world_model(run_config, progress), "roots": wm_roots}
 
     def rft(done):
         rft_roots = roots[RFT] + new_roots(RFT)
-        overrides = [
-            f"policy={parent_dir / 'checkpoints' / 'policy'}",
-            f"world_model={done['world_model']['checkpoint']}",
-            f"data=[{','.join(rft_roots)}]",
-            f"grpo.steps={fw.rft_steps}",
-            threads,
-        ]
-        ckpt = jobs.train_rft(c.rft_recipe, work / "rft", overrides, progress)
-        return {"checkpoint": ckpt, "roots": rft_roots}
+        run_config = replace(
+            recipes.rft,
+            run_dir=str(work / "rft"),
+            policy=str(parent_dir / "checkpoints" / "policy"),
+            world_model=done["world_model"]["checkpoint"],
+            data=tuple(rft_roots),
+            optim=replace(recipes.rft.optim, steps=fw.rft_steps),
+        )
+        return {"checkpoint": jobs.train_rft(run_config, progress), "roots": rft_roots}
 
     def export(done):
         out = work / "package"

@@ -1,38 +1,75 @@
-"""The work the pipeline stages do, as plain functions over paths: train, export, evaluate.
+"""The work the pipeline stages do, as plain functions: train, export, evaluate.
 
-Each trainer is called with `resume=True`, so a stage interrupted mid-training continues from
-its run's last checkpoint, and a finished run returns at once.
+The trainers are called with typed configs: `load_recipes` reads a pipeline's three recipes once,
+and the stages change what they decide (run_dir, data, steps) with `dataclasses.replace`. Each
+trainer runs with `resume=True`, so a stage interrupted mid-training continues from its run's last
+checkpoint, and a finished run returns at once.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vla_rft.contract.config import load_config
-from vla_rft.pipeline.config import EvalSuite
+from vla_rft.pipeline.config import EvalSuite, PipelineConfig
+
+if TYPE_CHECKING:  # the trainers import torch; the pipeline's commands load them when they run
+    from vla_rft.training.train_policy import TrainPolicyConfig
+    from vla_rft.training.train_rft import TrainRFTConfig
+    from vla_rft.training.train_world_model import TrainWorldModelConfig
 
 
-def train_world_model(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:
-    from vla_rft.training import train_world_model as twm
+@dataclass(frozen=True)
+class Recipes:
+    """A pipeline's three trainer configs, as its recipes and `threads` give them."""
 
-    config = load_config(twm.TrainWorldModelConfig, Path(recipe), overrides)
-    return str(twm.train(config, run_dir, resume=True, progress=progress))
-
-
-def train_policy(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:
-    from vla_rft.training import train_policy as tp
-
-    config = load_config(tp.TrainPolicyConfig, Path(recipe), [*overrides, f"run_dir={run_dir}"])
-    return str(tp.train(config, resume=True, progress=progress))
+    world_model: TrainWorldModelConfig
+    """World-model pre-training (and the flywheel's fine-tuning)."""
+    policy: TrainPolicyConfig
+    """Behaviour cloning."""
+    rft: TrainRFTConfig
+    """VLA-RFT."""
 
 
-def train_rft(recipe: str, run_dir: Path, overrides: list[str], progress: bool) -> str:
-    from vla_rft.training import train_rft as rft
+def load_recipes(config: PipelineConfig) -> Recipes:
+    """Read the recipes of `config` into their trainers' configs, with the pipeline's threads."""
+    from vla_rft.training.train_policy import TrainPolicyConfig
+    from vla_rft.training.train_rft import TrainRFTConfig
+    from vla_rft.training.train_world_model import TrainWorldModelConfig
 
-    config = load_config(rft.TrainRFTConfig, Path(recipe), [*overrides, f"run_dir={run_dir}"])
-    return str(rft.train(config, resume=True, progress=progress))
+    def load(cls, recipe: str):
+        return replace(load_config(cls, Path(recipe)), threads=config.threads)
+
+    return Recipes(
+        load(TrainWorldModelConfig, config.world_model_recipe),
+        load(TrainPolicyConfig, config.policy_recipe),
+        load(TrainRFTConfig, config.rft_recipe),
+    )
+
+
+def train_world_model(config: TrainWorldModelConfig, progress: bool) -> str:
+    """Train (or finish) a world-model run; returns its last checkpoint."""
+    from vla_rft.training import train_world_model
+
+    return str(train_world_model.train(config, resume=True, progress=progress))
+
+
+def train_policy(config: TrainPolicyConfig, progress: bool) -> str:
+    """Train (or finish) a behaviour-cloning run; returns its last checkpoint."""
+    from vla_rft.training import train_policy
+
+    return str(train_policy.train(config, resume=True, progress=progress))
+
+
+def train_rft(config: TrainRFTConfig, progress: bool) -> str:
+    """Run (or finish) VLA-RFT; returns its last checkpoint."""
+    from vla_rft.training import train_rft
+
+    return str(train_rft.train(config, resume=True, progress=progress))
 
 
 def export_package(policy: str, world_model: str, out: Path) -> str:

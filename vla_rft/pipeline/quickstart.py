@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from vla_rft.contract.config import load_config, to_dict
@@ -48,16 +49,6 @@ from vla_rft.pipeline.stages import (
 DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
 
 
-def recipe_steps(recipe: str, key: str) -> int:
-    """A step count from a recipe file, for the time estimates."""
-    import yaml
-
-    node = yaml.safe_load(Path(recipe).read_text()) or {}
-    for part in key.split("."):
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-    return int(node) if isinstance(node, int) else 0
-
-
 def build_stages(
     config_path: str, overrides: list[str], root: Path, data: Path, models: Path, progress: bool
 ):
@@ -66,8 +57,9 @@ def build_stages(
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(to_dict(config), indent=1))
     episodes = data / "episodes"
+    roots = (str(episodes),)
     suite = c.eval
-    threads = f"threads={c.threads}"
+    recipes = jobs.load_recipes(c)
     n_eval = len(suite.tasks) * len(suite.perturbations) * suite.episodes
 
     def collect(_):
@@ -88,25 +80,26 @@ def build_stages(
         return {"episodes": str(episodes)}
 
     def world_model(_):
-        overrides = [f"data.roots=[{episodes}]", threads]
-        return {"checkpoint": jobs.train_world_model(
-            c.world_model_recipe, root / "world_model", overrides, progress
-        )}  # fmt: skip
+        wm = recipes.world_model
+        run_config = replace(
+            wm, run_dir=str(root / "world_model"), data=replace(wm.data, roots=roots)
+        )
+        return {"checkpoint": jobs.train_world_model(run_config, progress)}
 
     def policy(_):
-        overrides = [f"data.roots=[{episodes}]", threads]
-        return {
-            "checkpoint": jobs.train_policy(c.policy_recipe, root / "policy", overrides, progress)
-        }
+        bc = recipes.policy
+        run_config = replace(bc, run_dir=str(root / "policy"), data=replace(bc.data, roots=roots))
+        return {"checkpoint": jobs.train_policy(run_config, progress)}
 
     def rft(done):
-        overrides = [
-            f"policy={done['policy']['checkpoint']}",
-            f"world_model={done['world_model']['checkpoint']}",
-            f"data=[{episodes}]",
-            threads,
-        ]
-        return {"checkpoint": jobs.train_rft(c.rft_recipe, root / "rft", overrides, progress)}
+        run_config = replace(
+            recipes.rft,
+            run_dir=str(root / "rft"),
+            policy=done["policy"]["checkpoint"],
+            world_model=done["world_model"]["checkpoint"],
+            data=roots,
+        )
+        return {"checkpoint": jobs.train_rft(run_config, progress)}
 
     def export(done):
         wm = done["world_model"]["checkpoint"]
@@ -158,9 +151,9 @@ def build_stages(
         print(f"report: {path}")
         return {"html": str(path)}
 
-    wm_steps = recipe_steps(c.world_model_recipe, "optim.steps")
-    policy_steps = recipe_steps(c.policy_recipe, "optim.steps")
-    rft_steps = recipe_steps(c.rft_recipe, "grpo.steps")
+    wm_steps = recipes.world_model.optim.steps
+    policy_steps = recipes.policy.optim.steps
+    rft_steps = recipes.rft.optim.steps
     n_collect = len(c.collect.tasks) * c.collect.episodes
     return [
         Stage("collect", f"record {n_collect} expert episodes in the simulator",

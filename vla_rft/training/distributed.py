@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vla_rft.contract.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -40,6 +42,15 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank, world_size, local_rank, dev)
+
+
+def per_process(batch_size: int, info: DistInfo) -> int:
+    """This process's share of a global `batch_size` (optim.batch_size)."""
+    if batch_size % info.world_size:
+        raise ConfigError(
+            f"optim.batch_size {batch_size} must divide by {info.world_size} processes"
+        )
+    return batch_size // info.world_size
 
 
 def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:

@@ -14,7 +14,6 @@ Runs write TensorBoard scalars, metrics.jsonl, curves.png and safetensors checkp
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.runtime.transforms import ImageTransform
 from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import distributed as dist
+from vla_rft.training.optim import OptimConfig, clip_gradients, learning_rate
 from vla_rft.training.tracking import RunLogger, plot_metrics
 
 # --- config ----------------------------------------------------------------------------------
@@ -66,30 +66,6 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """AdamW with linear warm-up and cosine decay to lr * final_lr_fraction."""
-
-    steps: int = 3000
-    """Optimiser steps."""
-    batch_size: int = 64
-    """Windows per step and process."""
-    lr: float = 3e-4
-    """Peak learning rate."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    warmup_steps: int = 200
-    """Steps of linear warm-up."""
-    final_lr_fraction: float = 0.1
-    """Learning rate at the last step, as a fraction of lr."""
-    grad_clip: float = 1.0
-    """Gradient-norm clip (0: none)."""
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("steps, batch_size and lr must be positive")
-
-
-@dataclass(frozen=True)
 class TrainPolicyConfig:
     """A behaviour-cloning run."""
 
@@ -97,8 +73,10 @@ class TrainPolicyConfig:
     """The policy (state_dim and action_dim are taken from the data)."""
     data: DataConfig = field(default_factory=DataConfig)
     """The episodes."""
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    """The optimiser."""
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(steps=3000, batch_size=64, lr=3e-4, warmup_steps=200)
+    )
+    """Optimiser and schedule; batch_size counts windows."""
     run_dir: str = "runs/policy/default"
     """Where checkpoints, logs and curves go."""
     augment_shift: int = 0
@@ -131,8 +109,9 @@ class TrainPolicyConfig:
 
 
 def window_order(n: int, batch_size: int, step: int, seed: int, info: dist.DistInfo):
-    """Window indices [batch_size] for `step` on this rank: a fresh permutation per epoch,
-    split between ranks, a pure function of the step (so resuming replays the same batches)."""
+    """Window indices [batch_size] for `step` on this rank (batch_size: this rank's share): a
+    fresh permutation per epoch, split between ranks, a pure function of the step (so resuming
+    replays the same batches)."""
     per_rank = n // info.world_size
     per_epoch = max(per_rank // batch_size, 1)
     epoch, pos = divmod(step, per_epoch)
@@ -162,15 +141,6 @@ def random_shift(image: torch.Tensor, pad: int) -> torch.Tensor:
     padded = torch.nn.functional.pad(image, (pad,) * 4, mode="replicate")
     dx, dy = torch.randint(0, 2 * pad + 1, (2, image.shape[0])).tolist()
     return torch.stack([p[:, y : y + s, x : x + s] for p, x, y in zip(padded, dx, dy, strict=True)])
-
-
-def learning_rate(step: int, c: OptimConfig) -> float:
-    if step < c.warmup_steps:
-        return c.lr * (step + 1) / c.warmup_steps
-    progress = (step - c.warmup_steps) / max(c.steps - c.warmup_steps, 1)
-    return c.lr * (
-        c.final_lr_fraction + (1 - c.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-    )
 
 
 def subset_per_task(train: WindowDataset, index, per_task: int, config: WindowConfig):
@@ -209,16 +179,18 @@ def default_text_encoder():
 
 def train(
     config: TrainPolicyConfig,
-    make_policy: Callable[[PolicyConfig], VLAPolicy] = VLAPolicy,
-    make_text_encoder: Callable[[], object] = default_text_encoder,
     resume: bool = False,
     progress: bool = True,
+    *,
+    make_policy: Callable[[PolicyConfig], VLAPolicy] = VLAPolicy,
+    make_text_encoder: Callable[[], object] = default_text_encoder,
 ) -> Path:
     """Run behaviour cloning; returns the last checkpoint. `make_text_encoder()` returns an
     object with `encode(list[str]) -> [N, E]` (and optionally `fingerprint()`)."""
     info = dist.init_distributed(config.device)
     set_torch_threads(config.threads)
     run_dir = Path(config.run_dir)
+    per_rank = dist.per_process(config.optim.batch_size, info)
     if not resume and latest_checkpoint(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume or another run_dir")
 
@@ -303,7 +275,7 @@ def train(
     for step in bar:
         adapt_threads()
         torch.manual_seed(config.seed + step * info.world_size + info.rank)
-        idx = window_order(len(train_set), config.optim.batch_size, step, config.seed, info)
+        idx = window_order(len(train_set), per_rank, step, config.seed, info)
         batch = to_tensors(train_set.get_batch(idx), embeddings, images, info.device)
         batch[IMAGE_INPUT] = random_shift(batch[IMAGE_INPUT], config.augment_shift)
         lr = learning_rate(step, config.optim)
@@ -312,8 +284,7 @@ def train(
         loss, _ = model(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip = config.optim.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), clip)
+        grad_norm = clip_gradients(policy.trainable_parameters(), config.optim.grad_clip)
         optimizer.step()
 
         done = step + 1
@@ -325,7 +296,7 @@ def train(
                 {
                     "loss/train": loss_mean,
                     "lr": lr,
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": grad_norm,
                     "steps_per_s": (done - start) / elapsed,
                 },
             )

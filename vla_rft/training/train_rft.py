@@ -1,6 +1,6 @@
 """`vla-rft rft`: VLA-RFT, GRPO fine-tuning of the policy inside the world model.
 
-    vla-rft rft --recipe training/cpu/rft.yaml [--set grpo.steps=100 ...] [--resume]
+    vla-rft rft --recipe training/cpu/rft.yaml [--set optim.steps=100 ...] [--resume]
     torchrun --nproc_per_node 2 -m vla_rft.training.train_rft --recipe ...   # data parallel
 
 One loop, top to bottom. Each iteration: B start states (frame, state, instruction and the next
@@ -53,6 +53,7 @@ from vla_rft.training.imagination import (
     policy_inputs,
     reference_rollout,
 )
+from vla_rft.training.optim import OptimConfig, clip_gradients, learning_rate
 from vla_rft.training.tracking import RunLogger, plot_metrics
 
 # --- config ----------------------------------------------------------------------------------
@@ -64,22 +65,14 @@ BC_SCHEDULES = ("drift", "constant")
 class GRPOConfig:
     """Group sampling and the policy update (defaults: the paper's)."""
 
-    steps: int = 400
-    """Iterations, one optimiser step each."""
-    start_states: int = 16
-    """B: start states per iteration and process."""
     group_size: int = 16
     """G: chunks sampled per start state."""
     clip: float = 0.2
     """PPO ratio clip."""
     dual_clip: float = 3.0
     """Cap on the loss of negative-advantage samples, as a multiple of |A|."""
-    head_lr: float = 1e-6
-    """Peak learning rate of the action head."""
     sigma_lr: float = 1e-5
-    """Peak learning rate of the sigma net."""
-    warmup_steps: int = 20
-    """Linear warm-up of both learning rates."""
+    """Peak learning rate of the sigma net, on the schedule of optim (optim.lr: the head's)."""
     entropy_weight: float = 0.003
     """Bonus on the entropy of the sampler's Gaussian steps."""
     kl_weight: float = 0.0
@@ -92,16 +85,14 @@ class GRPOConfig:
     """'drift': BC weight grows with the drift up to bc_weight (the paper); 'constant': always."""
     drift_scale: float = 0.05
     """Drift (mean |chunk - base chunk|, normalised units) at which the BC weight is full."""
-    grad_clip: float = 1.0
-    """Gradient-norm clip (0: none)."""
     chunks: int = 1
     """Policy chunks per imagined rollout (1: the paper; more: closed loop on imagined frames)."""
 
     def __post_init__(self):
-        if self.steps < 1 or self.start_states < 1 or self.group_size < 2 or self.chunks < 1:
-            raise ValueError("need steps >= 1, start_states >= 1, group_size >= 2 and chunks >= 1")
-        if self.head_lr < 0 or self.sigma_lr < 0 or self.drift_scale <= 0:
-            raise ValueError("learning rates must be >= 0 and drift_scale > 0")
+        if self.group_size < 2 or self.chunks < 1:
+            raise ValueError("need group_size >= 2 and chunks >= 1")
+        if self.sigma_lr < 0 or self.drift_scale <= 0:
+            raise ValueError("sigma_lr must be >= 0 and drift_scale > 0")
         if self.pg_weight < 0 or self.bc_weight < 0:
             raise ValueError("pg_weight and bc_weight must be >= 0")
         if self.bc_schedule not in BC_SCHEDULES:
@@ -118,6 +109,14 @@ class TrainRFTConfig:
     """World model: checkpoint or run directory."""
     data: tuple[str, ...] = ("data/expert200",)
     """Episode directories the start states come from (training split only)."""
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            steps=400, batch_size=16, lr=1e-6, weight_decay=0.0, warmup_steps=20,
+            final_lr_fraction=1.0,
+        )
+    )  # fmt: skip
+    """Optimiser and schedule of the action head, one step per iteration; batch_size counts
+    start states (B), lr is the head's peak learning rate."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     """Sampling and update."""
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -152,25 +151,23 @@ def sampler_entropy(policy: VLAPolicy, obs: dict[str, torch.Tensor]) -> torch.Te
     return gaussian_entropy(torch.stack(steps, 1).flatten(2)).mean()
 
 
-def learning_rate_scale(step: int, warmup: int) -> float:
-    return min(1.0, (step + 1) / max(warmup, 1))
-
-
 # --- training --------------------------------------------------------------------------------
 
 
 def train(
     config: TrainRFTConfig,
-    make_policy: Callable[[str], TorchPolicy] = TorchPolicy.from_checkpoint,
-    make_world_model: Callable[[str], tuple] = load_world_model,
     resume: bool = False,
     progress: bool = True,
+    *,
+    make_policy: Callable[[str], TorchPolicy] = TorchPolicy.from_checkpoint,
+    make_world_model: Callable[[str], tuple] = load_world_model,
 ) -> Path:
     """Fine-tune the policy in the world model; returns the last checkpoint."""
     info = dist.init_distributed(config.device)
     set_torch_threads(config.threads)
-    g = config.grpo
+    g, optim = config.grpo, config.optim
     run_dir = Path(config.run_dir)
+    per_rank = dist.per_process(optim.batch_size, info)
     if not resume and latest_checkpoint(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume or another run_dir")
 
@@ -188,12 +185,10 @@ def train(
     policy.head.requires_grad_(True)  # includes the sigma net, frozen during behaviour cloning
     sigma_params = list(policy.head.sigma.parameters())
     head_params = [p for n, p in policy.head.named_parameters() if not n.startswith("sigma.")]
+    peaks = (optim.lr, g.sigma_lr)  # of the param groups
     optimizer = torch.optim.AdamW(
-        [
-            {"params": head_params, "lr": g.head_lr, "base_lr": g.head_lr},
-            {"params": sigma_params, "lr": g.sigma_lr, "base_lr": g.sigma_lr},
-        ],
-        weight_decay=0.0,
+        [{"params": head_params, "lr": optim.lr}, {"params": sigma_params, "lr": g.sigma_lr}],
+        weight_decay=optim.weight_decay,
     )
     start, seconds_before = 0, 0.0
     if resume and latest_checkpoint(run_dir) is not None:
@@ -236,7 +231,7 @@ def train(
         print(
             f"RFT: {trainable / 1e6:.2f} M trainable parameters (head + sigma net); "
             f"{len(candidates)} start states from {len(train_set.episode_names)} episodes; "
-            f"B={g.start_states} x G={g.group_size} rollouts of {g.chunks} x {chunk} frames "
+            f"B={optim.batch_size} x G={g.group_size} rollouts of {g.chunks} x {chunk} frames "
             "per iteration, "
             f"{info.world_size} process(es) on {info.device}"
         )
@@ -257,13 +252,16 @@ def train(
     # --- loop ------------------------------------------------------------------------------
     t0, last = time.perf_counter(), None
     bar = tqdm(
-        range(start, g.steps), disable=not (progress and info.is_main), initial=start, total=g.steps
+        range(start, optim.steps),
+        disable=not (progress and info.is_main),
+        initial=start,
+        total=optim.steps,
     )
     for step in bar:
         adapt_threads()
         rng = np.random.default_rng((config.seed, step, info.rank))
         noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        picks = np.sort(rng.choice(candidates, g.start_states, replace=False))
+        picks = np.sort(rng.choice(candidates, per_rank, replace=False))
         batch = train_set.get_batch(picks)  # raw: "action" [B, chunks * K, A] robot units
         obs = policy_inputs(
             base, batch["image"][:, -1], batch["state"], batch["instruction"], info.device
@@ -322,15 +320,14 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         dist.average_gradients(head_params + sigma_params, info)
-        if g.grad_clip:
-            torch.nn.utils.clip_grad_norm_(head_params + sigma_params, g.grad_clip)
-        scale = learning_rate_scale(step, g.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * scale
+        clip_gradients(head_params + sigma_params, optim.grad_clip)
+        lrs = [learning_rate(step, optim, peak) for peak in peaks]
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
         optimizer.step()
 
         done = step + 1
-        if done % config.log_every == 0 or done == g.steps:
+        if done % config.log_every == 0 or done == optim.steps:
             scalars = {
                 "reward/mean": rewards.mean(),
                 "reward/std_in_group": rewards.std(1).mean(),
@@ -343,8 +340,8 @@ def train(
                 "policy/clip_fraction": pg_stats["clip_fraction"],
                 "loss/policy_gradient": pg_loss,
                 "loss/bc": bc_loss.mean(),
-                "lr/head": g.head_lr * scale,
-                "lr/sigma": g.sigma_lr * scale,
+                "lr/head": lrs[0],
+                "lr/sigma": lrs[1],
                 "time/s_per_step": (time.perf_counter() - t0) / (done - start),
             }
             scalars = {k: dist.all_reduce_mean(v, info) for k, v in scalars.items()}
@@ -352,7 +349,7 @@ def train(
             bar.set_postfix(
                 reward=f"{scalars['reward/mean']:.4f}", kl=f"{scalars['policy/kl_to_base']:.2e}"
             )
-        if done % config.save_every == 0 or done == g.steps:
+        if done % config.save_every == 0 or done == optim.steps:
             if info.is_main:
                 last = save(done, seconds_before + time.perf_counter() - t0)
             dist.barrier(info)
@@ -378,19 +375,19 @@ def train(
         )
         seconds = seconds_before + time.perf_counter() - t0
         print(
-            f"fine-tuned to step {g.steps} in {seconds:.0f} s ({seconds / 60:.1f} min); "
+            f"fine-tuned to step {optim.steps} in {seconds:.0f} s ({seconds / 60:.1f} min); "
             f"checkpoint {last}; curves {run_dir / 'curves.png'}"
         )
     trained = b"".join(p.detach().cpu().numpy().tobytes() for p in head_params + sigma_params)
     digest = hashlib.sha256(trained).hexdigest()[:16]
-    print(f"rank {info.rank}: finished at step {g.steps}, head weights {digest}")  # equal on all
+    print(f"rank {info.rank}: finished at step {optim.steps}, head weights {digest}")  # same on all
     dist.cleanup(info)
     return last or latest_checkpoint(run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = recipe_parser(
-        "vla-rft rft", __doc__.split("\n")[0], "training/cpu/rft.yaml", "grpo.steps=100"
+        "vla-rft rft", __doc__.split("\n")[0], "training/cpu/rft.yaml", "optim.steps=100"
     )
     parser.add_argument("--policy", help="base policy checkpoint or run (overrides the recipe)")
     parser.add_argument(

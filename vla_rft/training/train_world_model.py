@@ -12,7 +12,6 @@ frames past the end of an episode are masked out. Batches are drawn from a gener
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +30,8 @@ from vla_rft.models import checkpoint as ckpt_io
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
 from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import distributed as dist
+from vla_rft.training.optim import OptimConfig, clip_gradients, learning_rate
+from vla_rft.training.stored_config import stored_config
 from vla_rft.training.tracking import RunLogger, plot_metrics, read_metrics
 
 # --- config ------------------------------------------------------------------------------------
@@ -55,43 +56,11 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """Optimiser and schedule."""
-
-    steps: int = 2000
-    """Optimiser steps in total (a resumed run continues up to this number)."""
-    batch_size: int = 16
-    """Windows per step over all processes (each of N processes takes batch_size / N)."""
-    lr: float = 1e-3
-    """Peak learning rate of AdamW."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    warmup_steps: int = 100
-    """Linear warm-up, then cosine decay to lr_min_ratio * lr."""
-    lr_min_ratio: float = 0.05
-    """Final learning rate as a share of the peak."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip (0: off)."""
-    l1_weight: float = 0.5
-    """Weight of the L1 pixel loss added to the MSE (sharper frames)."""
-    decoded_frames: int = 0
-    """Frames of each window decoded and scored per step: the first and random others (0: all)."""
-    bf16: bool = False
-    """Forward and backward under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, GPUs)."""
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.warmup_steps < 0:
-            raise ValueError("optim.steps and optim.batch_size must be >= 1, warmup_steps >= 0")
-        if self.lr <= 0 or not 0 <= self.lr_min_ratio <= 1:
-            raise ValueError(f"optim.lr must be > 0 and lr_min_ratio in [0, 1], got {self}")
-
-
-@dataclass(frozen=True)
 class TrainWorldModelConfig:
     """A world-model training run: model, data, optimiser and bookkeeping."""
 
-    name: str = "default"
-    """Run name; the run directory is runs/world_model/<name> unless --run-dir is given."""
+    run_dir: str = "runs/world_model/default"
+    """Where checkpoints, logs and curves go."""
     seed: int = 0
     """Seeds the model's initial weights and the batch order."""
     device: str = "auto"
@@ -102,11 +71,21 @@ class TrainWorldModelConfig:
     """Architecture."""
     data: DataConfig = field(default_factory=DataConfig)
     """Episodes and windows."""
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    """Optimiser and schedule."""
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            steps=2000, batch_size=16, lr=1e-3, warmup_steps=100, final_lr_fraction=0.05
+        )
+    )
+    """Optimiser and schedule; batch_size counts windows."""
+    l1_weight: float = 0.5
+    """Weight of the L1 pixel loss added to the MSE (sharper frames)."""
+    decoded_frames: int = 0
+    """Frames of each window decoded and scored per step: the first and random others (0: all)."""
+    bf16: bool = False
+    """Forward and backward under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, GPUs)."""
     log_every: int = 20
     """Steps between logged training scalars."""
-    val_every: int = 250
+    eval_every: int = 250
     """Steps between validation passes (and at the end)."""
     val_windows: int = 64
     """Fixed validation windows scored at each validation pass."""
@@ -119,29 +98,31 @@ class TrainWorldModelConfig:
     normalisation statistics; its model config must equal `model` ("" = from scratch)."""
 
     def __post_init__(self):
-        for name in ("log_every", "val_every", "val_windows", "save_every", "threads"):
+        for name in ("log_every", "eval_every", "val_windows", "save_every", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.decoded_frames < 0:
+            raise ValueError(f"decoded_frames must be >= 0, got {self.decoded_frames}")
 
 
 # --- data --------------------------------------------------------------------------------------
 
 
-def load_data(cfg: TrainWorldModelConfig, progress: bool, stats: NormStats | None = None):
+def load_data(config: TrainWorldModelConfig, progress: bool, stats: NormStats | None = None):
     """Train and validation windows of (context frames, T actions, T future frames); `stats`
     fixes the normalisation (a fine-tuned model keeps its parent's)."""
     window = WindowConfig(
-        context_frames=cfg.model.context_frames,
-        action_horizon=cfg.data.horizon,
-        future_frames=cfg.data.horizon,
-        image_size=cfg.model.image_size,
-        val_fraction=cfg.data.val_fraction,
+        context_frames=config.model.context_frames,
+        action_horizon=config.data.horizon,
+        future_frames=config.data.horizon,
+        image_size=config.model.image_size,
+        val_fraction=config.data.val_fraction,
     )
-    train, val, index = build_datasets(list(cfg.data.roots), window, progress, stats)
+    train, val, index = build_datasets(list(config.data.roots), window, progress, stats)
     action_dim = train.actions.shape[1]
-    if action_dim != cfg.model.action_dim:
+    if action_dim != config.model.action_dim:
         raise ConfigError(
-            f"model.action_dim is {cfg.model.action_dim} but the data has {action_dim}"
+            f"model.action_dim is {config.model.action_dim} but the data has {action_dim}"
         )
     return train, val, index
 
@@ -176,22 +157,15 @@ def pixel_loss(pred, target, valid, l1_weight: float):
     return loss, mse
 
 
-def learning_rate(step: int, o: OptimConfig) -> float:
-    if step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
-    progress = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
-    return o.lr * (o.lr_min_ratio + (1 - o.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 @torch.no_grad()
-def validate(model: WorldModel, val, idx: np.ndarray, cfg, device) -> dict[str, float]:
+def validate(model: WorldModel, val, idx: np.ndarray, config, device) -> dict[str, float]:
     """Loss and PSNR at the first and last horizon step, next to repeating the last real frame."""
     model.eval()
     rows = {"loss": [], "mse": [], "base": [], "valid": []}
     for s in range(0, len(idx), 32):
         context, actions, target, valid = to_tensors(val.get_batch(idx[s : s + 32]), device)
         pred = model(context, actions)
-        loss, mse = pixel_loss(pred, target, valid, cfg.optim.l1_weight)
+        loss, mse = pixel_loss(pred, target, valid, config.l1_weight)
         rows["loss"].append(loss.item() * len(context))
         rows["mse"].append(mse)
         rows["base"].append((context[:, -1:] - target).square().mean(dim=(2, 3, 4)))
@@ -199,7 +173,7 @@ def validate(model: WorldModel, val, idx: np.ndarray, cfg, device) -> dict[str, 
     model.train()
     mse, base, valid = (torch.cat(rows[k]) for k in ("mse", "base", "valid"))
     out = {"loss/val": sum(rows["loss"]) / len(idx)}
-    for h in sorted({1, cfg.data.horizon}):
+    for h in sorted({1, config.data.horizon}):
         v = valid[:, h - 1]
         for name, m in (("model", mse), ("repeat_last", base)):
             out[f"val_psnr_h{h}/{name}"] = (
@@ -212,44 +186,41 @@ def validate(model: WorldModel, val, idx: np.ndarray, cfg, device) -> dict[str, 
 
 
 def train(
-    cfg: TrainWorldModelConfig,
-    run_dir: Path,
+    config: TrainWorldModelConfig,
     resume: bool = False,
     progress: bool = True,
+    *,
     make_world_model: Callable[[WorldModelConfig], WorldModel] = WorldModel,
 ) -> Path:
     """Train (or resume) a run; returns the final checkpoint's path (None on ranks other than 0)."""
-    info = dist.init_distributed(cfg.device)
-    set_torch_threads(cfg.threads)
-    if cfg.optim.batch_size % info.world_size:
-        raise ConfigError(
-            f"optim.batch_size {cfg.optim.batch_size} must divide by {info.world_size} processes"
-        )
-    per_rank = cfg.optim.batch_size // info.world_size
-    parent = ckpt_io.load_checkpoint(cfg.init_from) if cfg.init_from else None
-    if parent is not None and parent.config.get("model") != to_dict(cfg.model):
+    info = dist.init_distributed(config.device)
+    set_torch_threads(config.threads)
+    run_dir = Path(config.run_dir)
+    per_rank = dist.per_process(config.optim.batch_size, info)
+    parent = ckpt_io.load_checkpoint(config.init_from) if config.init_from else None
+    if parent is not None and stored_config(TrainWorldModelConfig, parent).model != config.model:
         raise ConfigError(f"init_from {parent.path}: its model config differs from the recipe's")
     parent_stats = NormStats.from_dict(parent.norm_stats) if parent else None
     if not info.is_main:  # rank 0 fills the episode cache first, the others then read it
         dist.barrier(info)
-    train_ds, val_ds, index = load_data(cfg, progress and info.is_main, parent_stats)
+    train_ds, val_ds, index = load_data(config, progress and info.is_main, parent_stats)
     if info.is_main:
         dist.barrier(info)
     starts = window_starts(train_ds)
     fingerprint = index.fingerprint()
 
-    torch.manual_seed(cfg.seed)
-    model = make_world_model(cfg.model).to(info.device)
+    torch.manual_seed(config.seed)
+    model = make_world_model(config.model).to(info.device)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
     )
     step = 0
     latest = ckpt_io.latest_checkpoint(run_dir)
     if latest is not None and not resume:
-        raise ConfigError(f"{run_dir} already has checkpoints; pass --resume or another --run-dir")
+        raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume or another run_dir")
     if resume and latest is not None:
         ckpt = ckpt_io.load_checkpoint(latest, with_optimizer=True)
-        if ckpt.config.get("model") != to_dict(cfg.model):
+        if stored_config(TrainWorldModelConfig, ckpt).model != config.model:
             raise ConfigError(
                 f"{latest}: its model config differs from the recipe's; cannot resume"
             )
@@ -266,70 +237,66 @@ def train(
     ddp_model = dist.wrap_ddp(model, info)
     logger = RunLogger(run_dir, info)
     if info.is_main:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     val_idx = None
     if val_ds is not None:
         val_starts = window_starts(val_ds)
-        pick = np.random.default_rng(0).permutation(len(val_starts))[: cfg.val_windows]
+        pick = np.random.default_rng(0).permutation(len(val_starts))[: config.val_windows]
         val_idx = np.sort(val_starts[pick])
 
     def save(at: int) -> Path | None:
         if not info.is_main:
             return None
         return ckpt_io.save_checkpoint(
-            run_dir, at, model, to_dict(cfg), train_ds.stats.to_dict(), fingerprint,
-            optimizer_state=optimizer.state_dict(), keep_last=cfg.keep_last,
+            run_dir, at, model, to_dict(config), train_ds.stats.to_dict(), fingerprint,
+            optimizer_state=optimizer.state_dict(), keep_last=config.keep_last,
             extra={"world_size": info.world_size, "train_windows": len(starts)},
         )  # fmt: skip
 
     if info.is_main:
         params = sum(p.numel() for p in model.parameters())
         print(
-            f"world model: {params / 1e6:.2f} M parameters, latent {cfg.model.latent_size}x"
-            f"{cfg.model.latent_size}; {len(starts)} training windows of {cfg.data.horizon} steps; "
-            f"{info.world_size} process(es); run dir {run_dir}"
+            f"world model: {params / 1e6:.2f} M parameters, latent {config.model.latent_size}x"
+            f"{config.model.latent_size}; {len(starts)} training windows of "
+            f"{config.data.horizon} steps; {info.world_size} process(es); run dir {run_dir}"
         )
-    bar = tqdm(total=cfg.optim.steps, initial=step, disable=not (progress and info.is_main))
+    bar = tqdm(total=config.optim.steps, initial=step, disable=not (progress and info.is_main))
     model.train()
     tic = time.perf_counter()
-    while step < cfg.optim.steps:
+    while step < config.optim.steps:
         adapt_threads()
         # batch [per_rank windows] drawn by (seed, step, rank)
-        rng = np.random.default_rng([cfg.seed, step, info.rank])
+        rng = np.random.default_rng([config.seed, step, info.rank])
         batch = train_ds.get_batch(np.sort(rng.choice(starts, per_rank)))
         context, actions, target, valid = to_tensors(batch, info.device)
-        lr = learning_rate(step, cfg.optim)
+        lr = learning_rate(step, config.optim)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        horizon, keep = cfg.data.horizon, cfg.optim.decoded_frames
+        horizon, keep = config.data.horizon, config.decoded_frames
         later = (1 + rng.permutation(horizon - 1)[: keep - 1]).tolist()
         steps = [0, *sorted(later)] if 0 < keep < horizon else None  # always the first frame
         if steps is not None:
             target, valid = target[:, steps], valid[:, steps]
-        with torch.autocast(info.device.type, torch.bfloat16, enabled=cfg.optim.bf16):
+        with torch.autocast(info.device.type, torch.bfloat16, enabled=config.bf16):
             pred = ddp_model(context, actions, steps)  # [N, T', 3, H, W]
-        loss, _ = pixel_loss(pred.float(), target, valid, cfg.optim.l1_weight)
+        loss, _ = pixel_loss(pred.float(), target, valid, config.l1_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower optim.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            if cfg.optim.grad_clip > 0
-            else torch.tensor(0.0)
-        )
+        grad_norm = clip_gradients(model.parameters(), config.optim.grad_clip)
         optimizer.step()
         step += 1
         bar.update()
 
-        if step % cfg.log_every == 0 or step == cfg.optim.steps:
+        if step % config.log_every == 0 or step == config.optim.steps:
             elapsed = time.perf_counter() - tic
             scalars = {
                 "loss/train": dist.all_reduce_mean(loss.item(), info),
                 "optim/lr": lr,
-                "optim/grad_norm": float(grad_norm),
-                "time/step_s": elapsed / cfg.log_every,
+                "optim/grad_norm": grad_norm,
+                "time/step_s": elapsed / config.log_every,
             }
             logger.log(step, scalars)
             bar.set_postfix(loss=f"{scalars['loss/train']:.4f}")
@@ -337,10 +304,10 @@ def train(
         if (
             val_idx is not None
             and info.is_main
-            and (step % cfg.val_every == 0 or step == cfg.optim.steps)
+            and (step % config.eval_every == 0 or step == config.optim.steps)
         ):
-            logger.log(step, validate(model, val_ds, val_idx, cfg, info.device))
-        if step % cfg.save_every == 0 or step == cfg.optim.steps:
+            logger.log(step, validate(model, val_ds, val_idx, config, info.device))
+        if step % config.save_every == 0 or step == config.optim.steps:
             save(step)
         dist.barrier(info)
     bar.close()
@@ -368,12 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         "training/cpu/world_model.yaml",
         "optim.steps=100",
     )
-    parser.add_argument("--run-dir", type=Path, help="default: runs/world_model/<name>")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(TrainWorldModelConfig, args.recipe, args.set)
-        run_dir = args.run_dir or Path("runs/world_model") / cfg.name
-        path = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+        config = load_config(TrainWorldModelConfig, args.recipe, args.set)
+        path = train(config, resume=args.resume, progress=not args.quiet)
     except (ConfigError, ValueError, FileNotFoundError, ckpt_io.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
