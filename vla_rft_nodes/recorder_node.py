@@ -67,7 +67,8 @@ class RecorderNode(NodeBase):
         }
         for topic, msgtype in EPISODE_TOPICS.items():
             qos = EPISODE_TOPIC_QOS[topic]
-            depth = None if qos is QoS.LATCHED else QUEUE_DEPTH  # a deep queue for streams
+            step_stream = topic in (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC)
+            depth = QUEUE_DEPTH if step_stream else None  # a deep queue while writing to disk
             heard_on = config.spec.main_camera.topic if topic == IMAGE_TOPIC else topic
             self.subscribe(heard_on, msgtype, callbacks[topic], qos, depth)
 
