@@ -29,7 +29,6 @@ from vla_rft.contract.constants import (
     STATE_TOPIC,
 )
 from vla_rft.contract.instruction import check_instruction
-from vla_rft.contract.qos import QoS
 from vla_rft.data.episode import EpisodeError, EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, list_partial_episodes, recover_episode
 from vla_rft.data.messages import MessageError
