@@ -131,14 +131,15 @@ class SimRobotNode(NodeBase):
         if not done:
             self._publish_obs()
             return
-        # the end goes out before the last frame, so that nobody acts on that frame
+        # the frame after the last action is not published: topics are not ordered against
+        # each other (rclpy), so a policy could act on it and a recorder record it as a step
+        # past the end; the end event carries the final state
         end = EndEvent(
             episode=self._episode.episode, success=success,
             reason="success" if success else "max_steps", by="sim", steps=self._steps,
             state=tuple(float(x) for x in self._obs[OBS_STATE]),
         )  # fmt: skip
         self._event_pub.publish(self.codec.string_to_msg(to_json(end)))
-        self._publish_obs()
         self.counters.add("episodes")
         self.log.info(f"episode {self._episode.episode!r}: {end.reason} after {end.steps} steps")
         self._episode = None
