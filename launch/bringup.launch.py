@@ -13,9 +13,16 @@ launch.
 """
 
 import os
+import uuid
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, Shutdown
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+    Shutdown,
+)
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import matches_action
@@ -26,6 +33,7 @@ from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
+from vla_rft.contract.constants import GRAPH_ID_ENV
 
 PACKAGE = "vla_rft"
 
@@ -166,6 +174,8 @@ def generate_launch_description():
     return LaunchDescription(
         [
             *arguments,
+            # one id for this graph's nodes: their status and events carry it (docs/NODES.md)
+            SetEnvironmentVariable(GRAPH_ID_ENV, uuid.uuid4().hex[:8]),
             activate_when_inactive,
             *exit_handlers,
             policy_node,

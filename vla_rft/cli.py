@@ -107,6 +107,10 @@ def cmd_episodes(args) -> int:
                 episode, crcs = store.read_episode_verified(path)
                 meta, steps = episode.meta, len(episode)
                 without_crcs += crcs.verified == 0
+                if problems := episode.problems():
+                    bad += 1
+                    rows.append(f"| {path.name} | unfit: {'; '.join(problems)} | {steps} | | | |")
+                    continue
             else:
                 meta, steps = store.read_episode_meta(path), store.episode_steps(path)
         except store.EpisodeError as err:
@@ -121,7 +125,7 @@ def cmd_episodes(args) -> int:
     print("\n".join(rows))
     partial = store.list_partial_episodes(root)
     print(
-        f"\n{len(rows) - 2} episodes, {bad} unreadable"
+        f"\n{len(rows) - 2} episodes, {bad} unreadable or unfit"
         + (f" ({corrupt} checksum mismatch)" if corrupt else "")
         + f", {len(partial)} interrupted"
         + (" (run `vla-rft episodes recover DIR`)" if partial else "")

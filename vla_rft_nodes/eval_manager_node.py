@@ -32,7 +32,7 @@ from vla_rft.data.messages import MessageError
 from vla_rft.rollout.report import EpisodeResult, build_report, markdown_table, save_media
 from vla_rft.sim.instructions import instruction_for
 from vla_rft_nodes.configs import EvalManagerNodeConfig
-from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event, to_json
+from vla_rft_nodes.events import EndEvent, StartEvent, to_json
 from vla_rft_nodes.host import NodeBase, run_node
 
 MAX_MEDIA_FRAMES = 1000
@@ -69,10 +69,8 @@ class EvalManagerNode(NodeBase):
     # --- callbacks ------------------------------------------------------------------------------
 
     def on_event(self, msg) -> None:
-        try:
-            event = parse_event(msg.data)
-        except EventError as err:
-            self.reject("episode_event", err)
+        event = self.read_event(msg)
+        if event is None:
             return
         current = self._current
         if isinstance(event, EndEvent) and current and event.episode in ("", current):
@@ -187,7 +185,7 @@ class EvalManagerNode(NodeBase):
         self._instruction_pub.publish(self.codec.string_to_msg(instruction))
         start = StartEvent(
             episode=name, task=task, instruction=instruction, seed=seed,
-            perturbation=perturbation, max_steps=c.max_steps, source="policy",
+            perturbation=perturbation, max_steps=c.max_steps, source="policy", graph=self.graph,
         )  # fmt: skip
         self._event_pub.publish(self.codec.string_to_msg(to_json(start)))
         ended = self._ended.wait(c.episode_timeout_s)
@@ -196,7 +194,9 @@ class EvalManagerNode(NodeBase):
             raise _Stopped
         end = self._end
         if not ended or end is None:
-            end = EndEvent(episode=name, success=False, reason="timeout", by=self.NAME)
+            end = EndEvent(
+                episode=name, success=False, reason="timeout", by=self.NAME, graph=self.graph
+            )
             self._event_pub.publish(self.codec.string_to_msg(to_json(end)))
             self.counters.add("timeouts")
         frames, self._frames = self._frames, None

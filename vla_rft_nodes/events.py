@@ -47,6 +47,8 @@ class StartEvent:
     """Robot name for the recorder; empty keeps its own."""
     fps: float | None = None
     """Control rate for the recorder; None keeps its own."""
+    graph: str = ""
+    """The graph that sent it (GRAPH_ID_ENV); empty from an operator or another tool."""
 
     def __post_init__(self):
         if self.perturbation not in PERTURBATION_KINDS:
@@ -74,6 +76,8 @@ class EndEvent:
     """Steps the robot took, when known."""
     state: tuple[float, ...] = field(default_factory=tuple)
     """Final robot state, when known."""
+    graph: str = ""
+    """The graph that sent it (GRAPH_ID_ENV); empty from an operator or another tool."""
 
 
 Event = StartEvent | EndEvent
@@ -110,8 +114,8 @@ def parse_event(text: str) -> Event:
 
 _TYPES = {
     "episode": str, "task": str, "instruction": str, "perturbation": str, "source": str,
-    "robot": str, "reason": str, "by": str, "success": bool, "seed": int, "max_steps": int,
-    "steps": int, "fps": (int, float), "state": list,
+    "robot": str, "reason": str, "by": str, "graph": str, "success": bool, "seed": int,
+    "max_steps": int, "steps": int, "fps": (int, float), "state": list,
 }  # fmt: skip
 
 

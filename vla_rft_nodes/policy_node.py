@@ -57,7 +57,7 @@ from vla_rft.contract.qos import QoS
 from vla_rft.data.messages import MessageError
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft_nodes.configs import PolicyNodeConfig
-from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event
+from vla_rft_nodes.events import EndEvent, StartEvent
 from vla_rft_nodes.host import NodeBase, run_node
 from vla_rft_nodes.host.base import latency_summary, rss_mb
 from vla_rft_nodes.inference import InferenceWorker, Request, Result
@@ -258,10 +258,8 @@ class PolicyNode(NodeBase):
             self.log.warning("e-stop released on the topic; the latch holds until reactivation")
 
     def on_event(self, msg) -> None:
-        try:
-            event = parse_event(msg.data)
-        except EventError as err:
-            self.reject("episode_event", err)
+        event = self.read_event(msg)
+        if event is None:
             return
         if isinstance(event, StartEvent):
             self._frame = None  # frames of the last episode must not drive this one

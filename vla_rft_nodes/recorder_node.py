@@ -13,6 +13,7 @@ it partial and the next start recovers it (`recover_on_start`). Nothing received
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -27,13 +28,16 @@ from vla_rft.contract.constants import (
     INSTRUCTION_TOPIC,
     PARTIAL_PREFIX,
     STATE_TOPIC,
+    STATUS_MSGTYPE,
+    STATUS_TOPIC,
 )
 from vla_rft.contract.instruction import check_instruction
+from vla_rft.contract.qos import QoS
 from vla_rft.data.episode import EpisodeError, EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, list_partial_episodes, recover_episode
 from vla_rft.data.messages import MessageError
 from vla_rft_nodes.configs import RecorderNodeConfig
-from vla_rft_nodes.events import EventError, StartEvent, parse_event
+from vla_rft_nodes.events import StartEvent
 from vla_rft_nodes.host import NodeBase, run_node
 
 QUEUE_DEPTH = 100
@@ -57,6 +61,7 @@ class RecorderNode(NodeBase):
         self._instruction: str | None = None
         self._first_stamp = 0
         self._last_t = 0.0
+        self._foreign_graph: str | None = None  # another graph's node heard on the domain
         callbacks = {
             IMAGE_TOPIC: self.on_image,
             STATE_TOPIC: self.on_state,
@@ -70,6 +75,7 @@ class RecorderNode(NodeBase):
             depth = QUEUE_DEPTH if step_stream else None  # a deep queue while writing to disk
             heard_on = config.spec.main_camera.topic if topic == IMAGE_TOPIC else topic
             self.subscribe(heard_on, msgtype, callbacks[topic], qos, depth)
+        self.subscribe(STATUS_TOPIC, STATUS_MSGTYPE, self.on_status, QoS.LATCHED, QUEUE_DEPTH)
 
     def on_configure(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +115,32 @@ class RecorderNode(NodeBase):
         except ValueError as err:
             self.reject("instruction", err)
 
+    def on_status(self, msg) -> None:
+        """Another graph's node on this domain: its messages would mix into this graph's on
+        the same topics, so the episode in progress is closed as interrupted and nothing more
+        is recorded until the recorder is restarted with the domain to itself."""
+        try:
+            status = json.loads(msg.data)
+            node, graph = str(status["node"]), str(status.get("graph") or "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return  # another tool's status message: nothing to act on
+        if not (graph and self.graph and graph != self.graph) or self._foreign_graph:
+            return
+        self._foreign_graph = f"{node} of graph {graph}"
+        self.counters.add("foreign_graphs")
+        self.log.error(
+            f"another vla_rft graph is on this DDS domain ({self._foreign_graph}); recording "
+            "stopped: its camera, state and action messages would mix into these episodes"
+        )
+        if self._episode is not None:
+            self._close(
+                False, {"interrupted": f"another graph on the domain: {self._foreign_graph}"}
+            )
+
     def on_action(self, msg) -> None:
+        if self._foreign_graph is not None:
+            self.counters.add("actions_refused_foreign_graph")
+            return
         if self._episode is None or not self.active:
             self.counters.add("actions_between_episodes")
             return
@@ -133,10 +164,8 @@ class RecorderNode(NodeBase):
         self.counters.add("steps")
 
     def on_event(self, msg) -> None:
-        try:
-            event = parse_event(msg.data)
-        except EventError as err:
-            self.reject("episode_event", err)
+        event = self.read_event(msg)
+        if event is None:
             return
         if isinstance(event, StartEvent):
             if self._episode is not None:
@@ -163,6 +192,7 @@ class RecorderNode(NodeBase):
             start_time_ns=first_stamp,
             extra={
                 "seed": event.seed, "perturbation": event.perturbation,
+                "max_steps": event.max_steps, "graph": self.graph or None,
                 "recorder": {"node": self.NAME, "host": self.host.kind},
             },
         )  # fmt: skip
@@ -199,6 +229,7 @@ class RecorderNode(NodeBase):
             "out_dir": str(self.out_dir),
             "episode": writer.final_path.name if writer else None,
             "episode_steps": writer.num_steps if writer else 0,
+            "foreign_graph": self._foreign_graph,
         }
 
 

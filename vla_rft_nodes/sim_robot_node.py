@@ -29,7 +29,7 @@ from vla_rft.contract.qos import QoS
 from vla_rft.data.messages import MessageError
 from vla_rft.sim.spec import SAWYER
 from vla_rft_nodes.configs import SimRobotNodeConfig
-from vla_rft_nodes.events import EndEvent, EventError, StartEvent, parse_event, to_json
+from vla_rft_nodes.events import EndEvent, StartEvent, to_json
 from vla_rft_nodes.host import NodeBase, run_node
 
 
@@ -89,10 +89,8 @@ class SimRobotNode(NodeBase):
         self._pending = action
 
     def on_event(self, msg) -> None:
-        try:
-            event = parse_event(msg.data)
-        except EventError as err:
-            self.reject("episode_event", err)
+        event = self.read_event(msg)
+        if event is None:
             return
         if isinstance(event, StartEvent) and self.active:
             self._start(event)
@@ -137,7 +135,7 @@ class SimRobotNode(NodeBase):
         end = EndEvent(
             episode=self._episode.episode, success=success,
             reason="success" if success else "max_steps", by="sim", steps=self._steps,
-            state=tuple(float(x) for x in self._obs[OBS_STATE]),
+            state=tuple(float(x) for x in self._obs[OBS_STATE]), graph=self.graph,
         )  # fmt: skip
         self._event_pub.publish(self.codec.string_to_msg(to_json(end)))
         self.counters.add("episodes")

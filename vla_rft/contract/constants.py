@@ -32,6 +32,10 @@ ACTION_TRAJECTORY_TOPIC = "/vla_rft/action_trajectory"
 """The policy node's JointTrajectory option: each new action chunk, one point per tick."""
 STATUS_TOPIC = "/vla_rft/status"
 """Every node's counters and state as JSON, latched per node (std_msgs/String)."""
+GRAPH_ID_ENV = "VLA_RFT_GRAPH_ID"
+"""Environment variable naming the graph a node belongs to: `vla-rft bringup` and the launch
+file give every node of one graph the same new id; it is in each status message and in the
+episode events the graph's nodes send, and nodes ignore another graph's events."""
 MAX_INSTRUCTION_CHARS = 500
 """Default bound on an instruction received on the topic (longer ones are refused)."""
 

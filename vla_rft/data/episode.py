@@ -117,3 +117,19 @@ class Episode:
             if names and len(names) != arr.shape[1]:
                 raise EpisodeError(path, f"{len(names)} {what} names for {arr.shape[1]} dimensions")
         return self
+
+    def problems(self) -> list[str]:
+        """What makes a readable episode unfit for training (`vla-rft episodes check` reports
+        them): more steps than the limit it was started with, or steps whose stamps do not
+        advance (messages of another graph on the same DDS domain interleaved with its own)."""
+        found = []
+        limit = self.meta.extra.get("max_steps")
+        if isinstance(limit, int) and len(self) > limit:
+            found.append(f"{len(self)} steps, more than its limit of {limit}")
+        stalled = np.flatnonzero(np.diff(self.timestamps) <= 0) + 1
+        if len(stalled):
+            found.append(
+                f"{len(stalled)} steps stamped no later than the one before (first: step "
+                f"{int(stalled[0])}): interleaved messages?"
+            )
+        return found

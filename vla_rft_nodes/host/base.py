@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ from vla_rft.contract.constants import (
     BOOL_TYPE,
     DOUBLES_TYPE,
     FLOATS_TYPE,
+    GRAPH_ID_ENV,
     IMAGE_TYPE,
     JOINT_STATE_TYPE,
     STATUS_MSGTYPE,
@@ -39,6 +41,7 @@ from vla_rft.contract.constants import (
 from vla_rft.contract.qos import QoS
 from vla_rft.data import messages
 from vla_rft.data.messages import MessageError
+from vla_rft_nodes.events import EventError, parse_event
 
 # --- Messages ----------------------------------------------------------------------------------
 
@@ -317,6 +320,8 @@ class NodeBase:
         self.counters = Counters()
         self.exit_code = 0
         self._last_log: dict[str, float] = {}
+        self.graph = os.environ.get(GRAPH_ID_ENV, "")
+        """The graph this node belongs to (empty: started on its own)."""
         self._status_pub = host.publisher(STATUS_TOPIC, STATUS_MSGTYPE, QoS.LATCHED)
         host.timer(config.status_period_s, self.publish_status)
 
@@ -361,11 +366,28 @@ class NodeBase:
         """What the node reports on /vla_rft/status; subclasses add their own facts."""
         return {
             "node": self.NAME,
+            "graph": self.graph,
             "host": self.host.kind,
             "state": self.state,
             "stamp_ns": self.host.now_ns(),
             "counters": self.counters.snapshot(),
         }
+
+    def read_event(self, msg):
+        """The episode event in `msg`, or None: a malformed one is rejected (counted, logged)
+        and one from another graph on the domain is counted as `foreign_events` and ignored."""
+        try:
+            event = parse_event(msg.data)
+        except EventError as err:
+            self.reject("episode_event", err)
+            return None
+        if event.graph and self.graph and event.graph != self.graph:
+            self.counters.add("foreign_events")
+            self.warn_throttled(
+                "foreign", f"ignored an episode event of graph {event.graph} (this is {self.graph})"
+            )
+            return None
+        return event
 
     def publish_status(self) -> None:
         self._status_pub.publish(self.codec.string_to_msg(json.dumps(self.status())))
