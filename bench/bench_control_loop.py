@@ -43,7 +43,7 @@ from vla_rft.contract.constants import (
     STATUS_TOPIC,
 )
 from vla_rft.contract.qos import QoS
-from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 from vla_rft_nodes.host.base import rss_mb
 from vla_rft_nodes.host.ros2_env import ros2_prefix, sourced_env
 from vla_rft_nodes.policy_node import IDLE_REASONS

@@ -27,7 +27,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report
 
-from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 from vla_rft_nodes.host.ros2_env import sourced_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -70,7 +70,7 @@ def dds(monkeypatch):
     """A private DDS domain on loopback, for this process and the nodes it starts."""
     import random
 
-    from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+    from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 
     monkeypatch.setenv("CYCLONEDDS_URI", LOOPBACK_CYCLONEDDS)
     monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(100, 230)))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 from vla_rft_nodes.host.ros2_env import ros2_prefix, sourced_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from vla_rft.pipeline.registry import (
     verify,
 )
 from vla_rft.pipeline.stages import PipelineState, Stage, run_stages
-from vla_rft_nodes.bringup import LOOPBACK_CYCLONEDDS
+from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 
 REPO = Path(__file__).resolve().parents[1]
 DEBUG = str(REPO / "training" / "debug" / "pipeline.yaml")

@@ -209,6 +209,10 @@ STAGE_COMMANDS = {
         "vla_rft_nodes.bringup",
         "the node graph over Cyclone DDS: sim, policy, recorder, eval",
     ),
+    "op": (
+        "vla_rft_nodes.op",
+        "drive a running graph: status, e-stop, instruction, label (`vla-rft op --help`)",
+    ),
     "import": (
         "vla_rft.data.importers.command",
         "import LeRobot data sets or rosbag2 bags as episodes",

@@ -16,8 +16,6 @@ unless CYCLONEDDS_URI says otherwise; the domain is ROS_DOMAIN_ID (or --domain-i
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,48 +25,14 @@ import uuid
 from pathlib import Path
 
 from vla_rft.contract.config import ConfigError
-from vla_rft.contract.constants import BACKENDS, GRAPH_ID_ENV, STATUS_MSGTYPE, STATUS_TOPIC
-from vla_rft.contract.qos import QoS
+from vla_rft.contract.constants import BACKENDS, GRAPH_ID_ENV
 from vla_rft_nodes.configs import NODE_CONFIGS, load_node_config
+from vla_rft_nodes.domain import DomainClient, describe, graph_env
 from vla_rft_nodes.node_table import NODES
-
-LOOPBACK_CYCLONEDDS = (
-    "<CycloneDDS><Domain Id='any'><General><Interfaces><NetworkInterface name='lo'/>"
-    "</Interfaces><AllowMulticast>false</AllowMulticast></General><Discovery><Peers>"
-    "<Peer address='127.0.0.1'/></Peers><ParticipantIndex>auto</ParticipantIndex>"
-    "<MaxAutoParticipantIndex>40</MaxAutoParticipantIndex></Discovery></Domain></CycloneDDS>"
-)
-"""Discovery and data on loopback only (unicast to 127.0.0.1, no multicast)."""
 
 STOP_GRACE_S = 10.0
 GRAPH_PROBE_S = 1.5
 """How long bringup listens for another graph's (latched) status messages before starting."""
-
-
-def nodes_on_domain(env: dict[str, str], seconds: float = GRAPH_PROBE_S) -> list[str]:
-    """'node (graph G)' for every vla_rft node already on the DDS domain that `env` selects,
-    heard from their latched status messages."""
-    os.environ["CYCLONEDDS_URI"] = env["CYCLONEDDS_URI"]  # read when the participant is made
-    from vla_rft_nodes.host.cyclonedds_host import CycloneHost
-
-    heard: dict[str, str] = {}
-
-    def keep(msg) -> None:
-        try:
-            status = json.loads(msg.data)
-            heard[str(status["node"])] = str(status.get("graph") or "none")
-        except (ValueError, KeyError, TypeError):
-            heard["a node with an unreadable status"] = "?"
-
-    host = CycloneHost("bringup_probe", domain_id=int(env.get("ROS_DOMAIN_ID", "0")))
-    try:
-        host.subscribe(STATUS_TOPIC, STATUS_MSGTYPE, keep, QoS.LATCHED)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            host.spin_once(0.1)
-    finally:
-        host.close()
-    return [f"{node} (graph {graph})" for node, graph in sorted(heard.items())]
 
 
 def default_params_file() -> Path:
@@ -205,25 +169,28 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    env = {**os.environ, "VLA_RFT_HOST": "cyclonedds", "PYTHONUNBUFFERED": "1"}
-    env.setdefault("CYCLONEDDS_URI", LOOPBACK_CYCLONEDDS)
-    if args.domain_id is not None:
-        env["ROS_DOMAIN_ID"] = str(args.domain_id)
-    domain = env.get("ROS_DOMAIN_ID", "0")
-    others = nodes_on_domain(env)
+    env = {**graph_env(args.domain_id), "PYTHONUNBUFFERED": "1"}
+    with DomainClient(env, "bringup_probe") as domain:
+        others = domain.statuses(GRAPH_PROBE_S)
     if others:
+        named = ", ".join(
+            f"{n} (graph {s.get('graph') or 'none'})" for n, s in sorted(others.items())
+        )
         print(
-            f"error: another vla_rft graph is on DDS domain {domain}: {', '.join(others)}; two "
-            "graphs on one domain mix their messages and corrupt each other's episodes. Stop "
-            "it, or start this graph on another domain (--domain-id N)",
+            f"error: another vla_rft graph is on {describe(env)}: {named}; two graphs on one "
+            "domain mix their messages and corrupt each other's episodes. Stop it, or start "
+            "this graph on another domain (--domain-id N)",
             file=sys.stderr,
         )
         return 2
     env[GRAPH_ID_ENV] = uuid.uuid4().hex[:8]
-    dds = "loopback only" if env["CYCLONEDDS_URI"] == LOOPBACK_CYCLONEDDS else "CYCLONEDDS_URI"
     print(
-        f"[bringup] graph {env[GRAPH_ID_ENV]} on DDS domain {domain} ({dds}): starting "
-        f"{', '.join(nodes)} with {params_file}"
+        f"[bringup] graph {env[GRAPH_ID_ENV]} on {describe(env)}: starting {', '.join(nodes)} "
+        f"with {params_file}"
+    )
+    print(
+        f"[bringup] operators: `vla-rft op status|estop|instruction|label --domain-id "
+        f"{env['ROS_DOMAIN_ID']}` reaches this graph"
     )
 
     stop = threading.Event()
