@@ -74,12 +74,36 @@ def cmd_collect(args) -> int:
 # --- episodes --------------------------------------------------------------------------------
 
 
+def _relabel(store, path: Path, args) -> int:
+    if args.outcome is None:
+        print("error: `episodes label EPISODE success|failure [--note TEXT]`", file=sys.stderr)
+        return 2
+    import getpass
+
+    try:
+        before = store.read_episode_meta(path).success
+        meta = store.relabel_episode(path, args.outcome == "success", args.note, getpass.getuser())
+    except store.EpisodeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{path.name}: success {before} -> {meta.success} ({len(meta.extra['labels'])} relabel(s) "
+        f"in {path / 'labels.jsonl'}; the recording is unchanged)"
+    )
+    return 0
+
+
 def cmd_episodes(args) -> int:
     from vla_rft.data import episode_store as store
 
     root = args.dir
     if not root.is_dir():
         print(f"error: {root} is not a directory", file=sys.stderr)
+        return 2
+    if args.action == "label":
+        return _relabel(store, root, args)
+    if args.outcome:
+        print("error: an outcome is given only to `episodes label`", file=sys.stderr)
         return 2
     if args.action == "recover":
         todo = [(store.recover_episode, p) for p in store.list_partial_episodes(root)]
@@ -251,14 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collect_args(p)
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("episodes", help="list, check or recover the episodes in a directory")
+    p = sub.add_parser(
+        "episodes", help="list, check, recover or relabel episodes (`vla-rft episodes --help`)"
+    )
     p.add_argument(
         "action",
-        choices=("info", "check", "recover"),
-        help="info: list from metadata; check: read every message; "
-        "recover: complete interrupted episodes",
+        choices=("info", "check", "recover", "label"),
+        help="info: list from metadata; check: read every message; recover: complete "
+        "interrupted episodes; label: give one episode (DIR) a new outcome",
     )
-    p.add_argument("dir", type=Path, help="directory of episodes")
+    p.add_argument("dir", type=Path, help="directory of episodes (label: one episode)")
+    p.add_argument("outcome", nargs="?", choices=("success", "failure"), help="label: the outcome")
+    p.add_argument("--note", default="", help="label: why (kept with the label)")
     p.set_defaults(func=cmd_episodes)
 
     p = sub.add_parser("dataset", help="index episodes into the training data set and summarise it")

@@ -62,6 +62,7 @@ class RecorderNode(NodeBase):
         self._first_stamp = 0
         self._last_t = 0.0
         self._foreign_graph: str | None = None  # another graph's node heard on the domain
+        self._last_closed: str | None = None  # name of the last episode written
         callbacks = {
             IMAGE_TOPIC: self.on_image,
             STATE_TOPIC: self.on_state,
@@ -172,6 +173,14 @@ class RecorderNode(NodeBase):
                 self._close(False, {"interrupted": "a new episode started before this one ended"})
             self._episode = event
             self._image = self._state = None  # only what arrives after the start belongs to it
+        elif self._episode is None and self._last_closed is not None:
+            self.counters.add("ends_after_close")
+            outcome = "success" if event.success else "failure"
+            self.log.warning(
+                f"an end event ({outcome}, by {event.by or 'someone'}) came after "
+                f"{self._last_closed} was closed: it is not in that episode; if it is the right "
+                f"label: vla-rft episodes label {self.out_dir / self._last_closed} {outcome}"
+            )
         elif self._episode is None:
             self.counters.add("ends_without_start")
         else:
@@ -220,6 +229,7 @@ class RecorderNode(NodeBase):
             self.reject("episode", err)
             return
         self.counters.add("episodes")
+        self._last_closed = path.name
         self.log.info(f"episode {path.name}: {writer.num_steps} steps, success={success}")
 
     def status(self) -> dict:

@@ -18,6 +18,9 @@ PARTIAL_PREFIX = ".partial-"
 TRUNCATED_MARK = ".truncated-"
 """`.partial-<name>.truncated-<ns>` holds a finished episode whose file was cut short, set aside
 by recovery; the salvaged steps go back to `<name>`."""
+LABELS_FILE = "labels.jsonl"
+"""Beside an episode's bag: the relabels made after it was written (`vla-rft episodes label`),
+one JSON line each, the newest last; readers take the newest outcome, the bag is never edited."""
 QUARANTINE_PREFIX = ".quarantine-"
 """An interrupted episode with no complete step is moved here by recovery, files as found."""
 

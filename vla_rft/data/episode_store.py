@@ -52,6 +52,7 @@ from vla_rft.contract.constants import (
     EPISODE_TOPICS,
     IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
+    LABELS_FILE,
     PARTIAL_PREFIX,
     QUARANTINE_PREFIX,
     STATE_TOPIC,
@@ -418,10 +419,50 @@ def _bag_info(path: Path) -> dict:
 
 
 def read_episode_meta(path: str | Path) -> EpisodeMeta:
-    """Only the facts from metadata.yaml (fast: no message is read)."""
+    """Only the facts from metadata.yaml (fast: no message is read), with the newest relabel
+    (LABELS_FILE) applied: `success` is its outcome, `extra["labels"]` every relabel."""
     path = Path(path)
     custom = _bag_info(path).get("custom_data") or {}
-    return _parse_meta(path, custom.get(META_KEY))
+    meta = _parse_meta(path, custom.get(META_KEY))
+    labels = read_labels(path)
+    if labels:
+        meta.success = labels[-1]["success"]
+        meta.extra = {**meta.extra, "labels": labels}
+    return meta
+
+
+def read_labels(path: str | Path) -> list[dict]:
+    """The relabels of the episode at `path`, oldest first; EpisodeError for a damaged file."""
+    file = Path(path) / LABELS_FILE
+    if not file.is_file():
+        return []
+    labels = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        try:
+            label = json.loads(line)
+            ok = isinstance(label, dict) and isinstance(label.get("success"), bool)
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            raise EpisodeError(file, f"line {n} is not a label ({line[:60]!r})")
+        labels.append(label)
+    return labels
+
+
+def relabel_episode(path: str | Path, success: bool, note: str, by: str) -> EpisodeMeta:
+    """Record a new outcome for a finished episode beside it (the bag is not touched): who,
+    when, why and what it was before. Returns the metadata as readers now see it."""
+    path = Path(path)
+    before = read_episode_meta(path)  # refuses what is not a complete episode
+    label = {
+        "success": bool(success), "previous": before.success, "note": note, "by": by,
+        "at_ns": time.time_ns(),
+    }  # fmt: skip
+    with open(path / LABELS_FILE, "a") as f:
+        f.write(json.dumps(label, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return read_episode_meta(path)
 
 
 def episode_steps(path: str | Path) -> int:
