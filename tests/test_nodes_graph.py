@@ -69,7 +69,7 @@ def _read_bag(path):
 
 def test_closed_loop_episode_is_recorded_as_it_crossed_the_wire(spy, dds, tmp_path):
     """bringup --sim: simulated robot, policy (ONNX Runtime) and recorder as processes."""
-    build_standin_onnx(tmp_path / "models" / "standin" / "policy.onnx")
+    build_standin_onnx(tmp_path / "runs" / "standin" / "policy.onnx")
     cmd = [
         sys.executable, "-m", "vla_rft_nodes.bringup", "--sim", "--standin-policy",
         "--episodes", "1", "--record-dir", "rec", "--report-dir", "report", "--timeout", "60",

@@ -317,8 +317,13 @@ def test_registry_versions_statuses_rollback_and_tampering(tmp_path, capsys):
     assert current_version(models) == "v001"
     assert (models / "v002" / "checkpoints" / "policy" / "model.safetensors").is_file()
     assert not list(models.glob(".*partial"))
-    assert models_command.main(["promote", "v002", "--models", str(models)]) == 0
+    # the gate rejected v002: promoting it asks for --force, then does it
+    assert models_command.main(["promote", "v002", "--models", str(models)]) == 2
+    assert "the gate rejected v002" in capsys.readouterr().err and current_version(models) == "v001"
+    assert models_command.main(["promote", "v002", "--models", str(models), "--force"]) == 0
     assert current_version(models) == "v002"
+    assert models_command.main(["list", "--models", str(tmp_path / "no-registry")]) == 2
+    assert "not a model registry" in capsys.readouterr().err
     # a changed file: verify names it and promotion (a rollback to it) is refused
     (models / "v001" / "policy.onnx").write_bytes(b"tampered")
     assert verify(models, "v001") == ["policy.onnx"]

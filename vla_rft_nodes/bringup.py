@@ -28,6 +28,7 @@ from vla_rft.contract.config import ConfigError
 from vla_rft.contract.constants import BACKENDS, GRAPH_ID_ENV
 from vla_rft_nodes.configs import NODE_CONFIGS, load_node_config
 from vla_rft_nodes.domain import DomainClient, describe, graph_env
+from vla_rft_nodes.eval_manager_node import INTERRUPTED_EXIT
 from vla_rft_nodes.node_table import NODES
 
 STOP_GRACE_S = 10.0
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             break
     codes = graph.stop()
     print(f"[bringup] exit codes: {codes}")
+    if stop.is_set() and codes.get("eval_manager_node") == INTERRUPTED_EXIT:
+        print("[bringup] interrupted before the evaluation's last episode: its report is partial")
+        rc = INTERRUPTED_EXIT
     return rc
 
 

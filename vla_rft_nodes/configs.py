@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import itertools
 import math
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -237,8 +238,10 @@ class EvalManagerNodeConfig:
     """Nodes whose status must say 'active' before the first episode."""
     settle_s: float = 0.3
     """Pause between the end of one episode and the start of the next."""
-    out_dir: str = "runs/eval/bringup"
-    """Directory for report.json, report.md and the episode strip and GIF."""
+    out_dir: str = "runs/eval/bringup/{time}"
+    """Directory for report.json, report.md and the episode strip and GIF; {time} becomes the
+    start time (YYYYmmdd-HHMMSS), so runs never overwrite each other. A directory that already
+    holds a report is refused."""
     save_media: bool = True
     """Keep the frames of the first success and failure for the strip and GIF."""
     exit_when_done: bool = True
@@ -261,6 +264,16 @@ class EvalManagerNodeConfig:
             _positive(name, getattr(self, name))
         _require(self.settle_s >= 0, f"settle_s must be >= 0, got {self.settle_s}")
         _require(bool(self.out_dir.strip()), "out_dir is empty")
+        _require(
+            "{time}" in self.out_dir or not (Path(self.out_dir) / "report.json").exists(),
+            f"out_dir {self.out_dir} already holds a report.json; give a new directory (the "
+            "default makes one per run)",
+        )
+
+    def run_dir(self, now: float | None = None) -> Path:
+        """out_dir with {time} filled in."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+        return Path(self.out_dir.replace("{time}", stamp))
 
 
 NODE_CONFIGS: dict[str, type] = {

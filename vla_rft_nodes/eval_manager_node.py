@@ -37,6 +37,10 @@ from vla_rft_nodes.host import NodeBase, run_node
 
 MAX_MEDIA_FRAMES = 1000
 
+INTERRUPTED_EXIT = 130
+"""Exit status of an evaluation stopped (Ctrl-C, SIGTERM) before its last episode: 128 + SIGINT,
+as a shell reports an interrupted command; its report is partial and says so."""
+
 
 class _Stopped(Exception):
     """The node is shutting down."""
@@ -52,6 +56,9 @@ class EvalManagerNode(NodeBase):
         super().__init__(host, config)
         self.results: list[EpisodeResult] = []
         self.report_path: Path | None = None
+        self.out_dir = config.run_dir()
+        self.interrupted: str | None = None
+        """Why the evaluation ended before its last episode (None: it did not)."""
         self._statuses: dict[str, dict] = {}
         self._current: str | None = None  # the episode waiting for its end event
         self._end: EndEvent | None = None
@@ -122,7 +129,7 @@ class EvalManagerNode(NodeBase):
                     for i in range(c.episodes):
                         record = c.save_media and len(media) < 2
                         result, frames = self._run_episode(task, perturbation, c.seed + i, record)
-                        self.results.append(result)
+                        self.results.append(result)  # kept even if a stop cuts the pause short
                         if frames is not None and result.success not in media:
                             label = "success" if result.success else "failure"
                             media[result.success] = (
@@ -130,8 +137,12 @@ class EvalManagerNode(NodeBase):
                                 f"{result.steps} steps",
                                 frames,
                             )
+                        self._wait(c.settle_s)
         except _Stopped:
-            self.log.warning(f"stopped after {len(self.results)} episodes")
+            planned = len(c.tasks) * len(c.perturbations) * c.episodes
+            self.interrupted = f"stopped after {len(self.results)} of {planned} episodes"
+            self.log.warning(f"{self.interrupted}; the report (if any) is partial")
+            self.exit_code = INTERRUPTED_EXIT
         except Exception as err:
             self.log.error(f"evaluation failed: {err}")
             self.exit_code = 1
@@ -140,7 +151,7 @@ class EvalManagerNode(NodeBase):
                 media_rows = [media[k] for k in (True, False) if k in media]
                 self._write_report(time.monotonic() - start, media_rows)
         except Exception as err:  # e.g. an unwritable out_dir: say so, and still end
-            self.log.error(f"cannot write the report to {self.config.out_dir}: {err}")
+            self.log.error(f"cannot write the report to {self.out_dir}: {err}")
             self.exit_code = 1
         if not self.results and not self._stop.is_set():
             self.exit_code = 1
@@ -202,7 +213,6 @@ class EvalManagerNode(NodeBase):
         frames, self._frames = self._frames, None
         steps = end.steps if end.steps is not None else max(0, len(self._frame_stamps) - 1)
         self.log.info(f"{name}: success={end.success} ({end.reason or 'ended'}, {steps} steps)")
-        self._wait(c.settle_s)
         result = EpisodeResult(task, perturbation, seed, end.success, steps, list(end.state))
         return result, (np.stack(frames) if frames else None)
 
@@ -218,8 +228,9 @@ class EvalManagerNode(NodeBase):
             "max_steps": c.max_steps,
             "graph": {"host": self.host.kind, "policy_status": policy},
             "seconds": round(seconds, 1),
+            "interrupted": self.interrupted,
         }
-        out = Path(c.out_dir)
+        out = self.out_dir
         out.mkdir(parents=True, exist_ok=True)
         report = build_report(self.results, meta)
         try:

@@ -7,7 +7,7 @@ Runtime session, an action chunk out. Its actions mean nothing.
     image uint8 [1, H, W, 3] -> mean colour / 255 [1, 3] ┐
     state float32 [1, S] ────────────────────────────────┴─ concat -> Gemm -> tanh -> [1, K, A]
 
-    vla-rft bringup --sim --standin-policy          # builds models/standin/policy.onnx if absent
+    vla-rft bringup --sim --standin-policy          # builds runs/standin/policy.onnx if absent
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from vla_rft.contract.policy import PolicySpec
 
 EMBODIMENT_METADATA = "vla_rft.embodiment"
 """ONNX metadata key of the robot the stand-in was built for (`EmbodimentSpec.summary()`)."""
-STANDIN_PATH = Path("models/standin/policy.onnx")
-"""Where `vla-rft bringup --standin-policy` keeps the stand-in model."""
+STANDIN_PATH = Path("runs/standin/policy.onnx")
+"""Where `vla-rft bringup --standin-policy` keeps the stand-in model (outside the model
+registry, `models/`, which holds only registered versions)."""
 _OPSET = 17
 
 

@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--replan-every", type=int, default=REPLAN_EVERY, help="ticks between policy calls"
     )
     p.add_argument("--temporal-ensemble", action="store_true", help="average overlapping chunks")
-    p.add_argument("--out", type=Path, help="report directory (default: <run>/eval/<name>)")
+    p.add_argument(
+        "--out", type=Path, help="report directory (default: runs/eval/<run>-<checkpoint>-<name>)"
+    )
     p.add_argument("--device", default="cpu", help="torch device of the policy")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -175,8 +177,8 @@ def _default_out(args) -> Path:
         return Path("runs/eval/expert") / name
     from vla_rft.models.checkpoint import resolve_checkpoint
 
-    checkpoint = resolve_checkpoint(args.policy)
-    return checkpoint.parent.parent / "eval" / f"{checkpoint.name}-{name}"
+    checkpoint = resolve_checkpoint(args.policy)  # runs/eval, never inside a model version
+    return Path("runs/eval") / f"{checkpoint.parent.parent.name}-{checkpoint.name}-{name}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,8 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("list", "promote", "verify"))
     parser.add_argument("version", nargs="?", help="for promote and verify, e.g. v001")
     parser.add_argument("--models", type=Path, default=Path("models"), help="default: models")
+    parser.add_argument(
+        "--force", action="store_true", help="promote: also a version the gate rejected"
+    )
     args = parser.parse_args(argv)
     try:
+        if not args.models.is_dir():
+            raise RegistryError(f"{args.models} is not a model registry (no such directory)")
         if args.action == "list":
             print(table(args.models))
             return 0
@@ -55,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.version}: " + (f"changed files: {bad}" if bad else "intact"))
             return 1 if bad else 0
         before = current_version(args.models)
-        VersionRecord.read(args.models / args.version)
+        record = VersionRecord.read(args.models / args.version)
+        if record.status == "rejected" and not args.force:
+            reasons = "; ".join(record.gate.get("reasons", [])) or "see its version.json"
+            raise RegistryError(
+                f"the gate rejected {args.version} ({reasons}); promote it anyway with --force"
+            )
         if verify(args.models, args.version):
             raise RegistryError(f"{args.version}: its files changed since registration; refusing")
         set_current(args.models, args.version)
