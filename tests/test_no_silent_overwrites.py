@@ -64,6 +64,7 @@ def test_an_evaluation_stopped_with_ctrl_c_exits_130_with_a_partial_report(dds, 
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, "".join(lines[-20:]) + out[-3000:]
     assert "its report is partial" in out
+    assert (report_dir / "report.json").is_file(), "".join(lines)[-2500:] + out[-2500:]
     report = json.loads((report_dir / "report.json").read_text())
     assert report["interrupted"].startswith("stopped after")
     assert 1 <= len(report["episodes"]) < 20
