@@ -85,8 +85,8 @@ def test_check_flags_episodes_past_their_limit_or_with_interleaved_stamps(tmp_pa
     )  # fmt: skip
     assert done.returncode == 1, done.stdout
     assert "| too_long | unfit: 6 steps, more than its limit of 4 |" in done.stdout
+    out = done.stdout
     assert (
-        "| interleaved | unfit: 1 steps stamped no later than the one before (first: step 3)"
-        in (done.stdout)
+        "| interleaved | unfit: 1 steps stamped no later than the one before (first: step 3)" in out
     )
-    assert "| fine | reach-v3 | 6 |" in done.stdout and "2 unreadable or unfit" in done.stdout
+    assert "| fine | reach-v3 | 6 |" in out and "0 unreadable, 2 unfit for training" in out

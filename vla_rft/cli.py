@@ -120,7 +120,7 @@ def cmd_episodes(args) -> int:
                 print(f"cannot recover: {err}", file=sys.stderr)
         return 1 if failed else 0
 
-    bad, corrupt, without_crcs = 0, 0, 0
+    bad, unfit, corrupt, without_crcs = 0, 0, 0, 0
     rows = [
         "| episode | task | steps | success | source | MB |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -132,7 +132,7 @@ def cmd_episodes(args) -> int:
                 meta, steps = episode.meta, len(episode)
                 without_crcs += crcs.verified == 0
                 if problems := episode.problems():
-                    bad += 1
+                    unfit += 1
                     rows.append(f"| {path.name} | unfit: {'; '.join(problems)} | {steps} | | | |")
                     continue
             else:
@@ -149,8 +149,9 @@ def cmd_episodes(args) -> int:
     print("\n".join(rows))
     partial = store.list_partial_episodes(root)
     print(
-        f"\n{len(rows) - 2} episodes, {bad} unreadable or unfit"
+        f"\n{len(rows) - 2} episodes, {bad} unreadable"
         + (f" ({corrupt} checksum mismatch)" if corrupt else "")
+        + (f", {unfit} unfit for training" if unfit else "")
         + f", {len(partial)} interrupted"
         + (" (run `vla-rft episodes recover DIR`)" if partial else "")
         + (
@@ -159,7 +160,7 @@ def cmd_episodes(args) -> int:
             else ""
         )
     )
-    return 1 if bad else 0
+    return 1 if bad or unfit else 0
 
 
 # --- dataset ---------------------------------------------------------------------------------

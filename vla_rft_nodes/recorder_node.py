@@ -45,6 +45,10 @@ QUEUE_DEPTH = 100
 makes the recorder drop a frame or an action."""
 
 
+STATUS_DEPTH = 50
+"""Status messages kept unread: one topic carries every node's, so one per node is not enough."""
+
+
 class RecorderNode(NodeBase):
     """The recorder: episodes from the wire, written step by step."""
 
@@ -72,11 +76,13 @@ class RecorderNode(NodeBase):
         }
         for topic, msgtype in EPISODE_TOPICS.items():
             qos = EPISODE_TOPIC_QOS[topic]
-            step_stream = topic in (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC)
-            depth = QUEUE_DEPTH if step_stream else None  # a deep queue while writing to disk
+            # a deep queue while a step is written to disk; every instruction counts (a latched
+            # reader keeping one would lose one of two sent while the executor was busy)
+            keep_all = topic in (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC, INSTRUCTION_TOPIC)
+            depth = QUEUE_DEPTH if keep_all else None
             heard_on = config.spec.main_camera.topic if topic == IMAGE_TOPIC else topic
             self.subscribe(heard_on, msgtype, callbacks[topic], qos, depth)
-        self.subscribe(STATUS_TOPIC, STATUS_MSGTYPE, self.on_status, QoS.LATCHED, QUEUE_DEPTH)
+        self.subscribe(STATUS_TOPIC, STATUS_MSGTYPE, self.on_status, QoS.LATCHED, STATUS_DEPTH)
 
     def on_configure(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
