@@ -328,6 +328,10 @@ def test_registry_versions_statuses_rollback_and_tampering(tmp_path, capsys):
     (models / "v001" / "policy.onnx").write_bytes(b"tampered")
     assert verify(models, "v001") == ["policy.onnx"]
     capsys.readouterr()
+    assert models_command.main(["verify", "all", "--models", str(models)]) == 1
+    verified = capsys.readouterr().out
+    assert "v001: changed files: ['policy.onnx']" in verified and "v002: intact" in verified
+    capsys.readouterr()
     assert models_command.main(["promote", "v001", "--models", str(models)]) == 2
     assert "changed since registration" in capsys.readouterr().err
     assert current_version(models) == "v002"

@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="NODE.KEY=VALUE", help="any parameter"
     )
     p.add_argument("--domain-id", type=int, help="DDS domain (default: ROS_DOMAIN_ID or 0)")
-    p.add_argument("--timeout", type=float, help="stop the graph after this many seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="stop the graph after this many seconds and exit 1 (the evaluation did not finish)",
+    )
     return p
 
 
@@ -165,8 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     params_file = args.params_file or default_params_file()
     try:
         nodes, sets = plan(args)
-        for name in nodes:  # every parameter checked before any process starts
-            load_node_config(NODE_CONFIGS[name], params_file, name, sets[name])
+        configs = {  # every parameter checked before any process starts
+            name: load_node_config(NODE_CONFIGS[name], params_file, name, sets[name])
+            for name in nodes
+        }
+        model = Path(configs["policy_node"].model_path)
+        if not model.exists():
+            raise ConfigError(
+                f"no policy model at {model} (policy_node.model_path; --policy-model, or "
+                "--standin-policy to try the graph without one)"
+            )
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ from vla_rft.contract.constants import (
     SIM_EMBODIMENT,
 )
 from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
-from vla_rft.sim.instructions import TASK_INSTRUCTIONS
+from vla_rft.sim.instructions import TASK_INSTRUCTIONS, unknown_task
 from vla_rft.sim.spec import SIM_CAMERA, SIM_IMAGE_SIZE
 from vla_rft_nodes.robot_interfaces import check_interfaces
 
@@ -207,7 +207,7 @@ class SimRobotNodeConfig:
     """Seconds between status messages."""
 
     def __post_init__(self):
-        _require(self.task in TASK_INSTRUCTIONS, f"unknown Meta-World task {self.task!r}")
+        _require(self.task in TASK_INSTRUCTIONS, unknown_task(self.task))
         _require(
             16 <= self.image_size <= 1024, f"image_size must be in [16, 1024]: {self.image_size}"
         )
@@ -252,7 +252,7 @@ class EvalManagerNodeConfig:
     def __post_init__(self):
         _require(bool(self.tasks), "tasks is empty")
         unknown = [t for t in self.tasks if t not in TASK_INSTRUCTIONS]
-        _require(not unknown, f"unknown Meta-World tasks {unknown}")
+        _require(not unknown, "; ".join(unknown_task(t) for t in unknown))
         bad = [p for p in self.perturbations if p not in PERTURBATION_KINDS]
         _require(
             bool(self.perturbations) and not bad,

@@ -67,6 +67,7 @@ class RecorderNode(NodeBase):
         self._last_t = 0.0
         self._foreign_graph: str | None = None  # another graph's node heard on the domain
         self._last_closed: str | None = None  # name of the last episode written
+        self._instruction_changes: list[dict] = []  # instructions given during the episode
         callbacks = {
             IMAGE_TOPIC: self.on_image,
             STATE_TOPIC: self.on_state,
@@ -118,9 +119,14 @@ class RecorderNode(NodeBase):
 
     def on_instruction(self, msg) -> None:
         try:
-            self._instruction = check_instruction(msg.data, self.config.max_instruction_chars)
+            text = check_instruction(msg.data, self.config.max_instruction_chars)
         except ValueError as err:
             self.reject("instruction", err)
+            return
+        if self._writer is not None and text != self._writer.meta.instruction:
+            # the episode's metadata keeps its first instruction; later ones are listed
+            self._instruction_changes.append({"step": self._writer.num_steps, "instruction": text})
+        self._instruction = text
 
     def on_status(self, msg) -> None:
         """Another graph's node on this domain: its messages would mix into this graph's on
@@ -225,6 +231,9 @@ class RecorderNode(NodeBase):
 
     def _close(self, success: bool, extra: dict) -> None:
         writer, self._writer, self._episode = self._writer, None, None
+        if self._instruction_changes:
+            extra = {**extra, "instruction_changes": self._instruction_changes}
+            self._instruction_changes = []
         if writer is None:
             self.counters.add("episodes_without_steps")
             return

@@ -2,7 +2,7 @@
 
 vla-rft models list                 # versions, status, success per perturbation, current
 vla-rft models promote v001         # make v001 current (a rollback, or overriding the gate)
-vla-rft models verify v002          # are its files still what was registered?
+vla-rft models verify v002          # are its files still what was registered? (or: all)
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def table(models: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vla-rft models", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("list", "promote", "verify"))
-    parser.add_argument("version", nargs="?", help="for promote and verify, e.g. v001")
+    parser.add_argument(
+        "version", nargs="?", help="for promote and verify, e.g. v001 (verify: or all)"
+    )
     parser.add_argument("--models", type=Path, default=Path("models"), help="default: models")
     parser.add_argument(
         "--force", action="store_true", help="promote: also a version the gate rejected"
@@ -56,9 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.version:
             parser.error(f"{args.action} needs a version, e.g. v001")
         if args.action == "verify":
-            bad = verify(args.models, args.version)
-            print(f"{args.version}: " + (f"changed files: {bad}" if bad else "intact"))
-            return 1 if bad else 0
+            versions = (
+                [v.version for v in list_versions(args.models)]
+                if args.version == "all"
+                else [args.version]
+            )
+            changed = 0
+            for version in versions:
+                bad = verify(args.models, version)
+                changed += bool(bad)
+                print(f"{version}: " + (f"changed files: {bad}" if bad else "intact"))
+            return 1 if changed else 0
         before = current_version(args.models)
         record = VersionRecord.read(args.models / args.version)
         if record.status == "rejected" and not args.force:

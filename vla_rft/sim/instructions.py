@@ -7,6 +7,8 @@ short lower-case imperatives, like LIBERO's. This module needs neither MuJoCo no
 
 from __future__ import annotations
 
+import difflib
+
 TASK_INSTRUCTIONS: dict[str, str] = {
     # The ten MT10 tasks
     "reach-v3": "move the gripper to the target",
@@ -64,10 +66,17 @@ TASK_INSTRUCTIONS: dict[str, str] = {
 """Meta-World v3 task name -> natural-language instruction (all 50 tasks)."""
 
 
+def unknown_task(task: str) -> str:
+    """Why `task` is refused, with the closest known names (a typo gets a suggestion)."""
+    close = difflib.get_close_matches(task, TASK_INSTRUCTIONS, n=3, cutoff=0.6)
+    if close:
+        return f"unknown Meta-World task {task!r}; did you mean {' or '.join(close)}?"
+    return f"unknown Meta-World task {task!r}; known tasks: {', '.join(sorted(TASK_INSTRUCTIONS))}"
+
+
 def instruction_for(task: str) -> str:
-    """The instruction for a Meta-World v3 task; ValueError naming the known tasks otherwise."""
+    """The instruction for a Meta-World v3 task; ValueError naming the closest tasks otherwise."""
     try:
         return TASK_INSTRUCTIONS[task]
     except KeyError:
-        known = ", ".join(sorted(TASK_INSTRUCTIONS))
-        raise ValueError(f"no instruction for task {task!r}; known tasks: {known}") from None
+        raise ValueError(unknown_task(task)) from None
