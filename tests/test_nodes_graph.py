@@ -108,6 +108,10 @@ def test_closed_loop_episode_is_recorded_as_it_crossed_the_wire(spy, dds, tmp_pa
     faults = [k for k in counters if k.startswith("holds.") and k[6:] not in IDLE_REASONS]
     assert len(episode) == 20 if not faults else len(episode) >= 20, counters
     assert (tmp_path / "report" / "report.md").read_text().startswith("| task |")
+    # which model ran, everywhere: the stand-in, with its file's hash; not a registry version
+    model = report["policy"]
+    assert model["standin"] is True and model["version"] is None and len(model["sha256"]) == 64
+    assert episode.meta.source == "standin" and episode.meta.extra["model"] == model
 
 
 # --- recorder: crash, recovery, SIGTERM ------------------------------------------------------

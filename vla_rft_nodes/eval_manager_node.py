@@ -220,7 +220,7 @@ class EvalManagerNode(NodeBase):
         c = self.config
         policy = self._statuses.get("policy_node", {})
         meta = {
-            "policy": policy.get("model_path"),
+            "policy": policy.get("model") or policy.get("model_path"),
             "backend": policy.get("backend"),
             "tasks": list(c.tasks),
             "perturbations": list(c.perturbations),

@@ -25,6 +25,7 @@ the wrong shape is refused. A new instruction or episode start, or any hold, emp
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -52,6 +53,7 @@ from vla_rft.contract.constants import (
 )
 from vla_rft.contract.embodiment import EmbodimentSpec
 from vla_rft.contract.instruction import check_instruction
+from vla_rft.contract.manifest import sha256_file
 from vla_rft.contract.policy import PolicySpec
 from vla_rft.contract.qos import QoS
 from vla_rft.data.messages import MessageError
@@ -93,6 +95,9 @@ class Halted(RuntimeError):
     """The e-stop or a deactivation ended a tick while it waited for the policy."""
 
 
+VERSION = re.compile(r"v\d{3,}")
+"""A model registry version directory's name (vla_rft/pipeline/registry.py)."""
+
 IDLE_REASONS = frozenset(
     {"no_instruction", "episode_over", "no_image", "no_state", "estop_unknown", "no_estop_state"}
 )
@@ -110,6 +115,24 @@ class Frame:
     """Header stamp."""
     received: float
     """time.monotonic() at arrival."""
+
+
+def model_identity(model_path: str, policy) -> dict:
+    """Which model runs: the path given, where it resolves (models/current -> models/v001), the
+    registry version, the model file's sha256 and whether it is the stand-in."""
+    from vla_rft_nodes.standin_policy import StandinPolicy
+
+    resolved = Path(model_path).resolve()
+    manifest = getattr(policy, "manifest", None)
+    standin = isinstance(policy, StandinPolicy)
+    digest = getattr(manifest, "file_sha256", None)
+    if digest is None and standin and resolved.is_file():
+        digest = sha256_file(resolved)
+    version = next(
+        (p.name for p in (resolved, *resolved.parents) if VERSION.fullmatch(p.name)), None
+    )
+    return {"path": model_path, "resolved": str(resolved), "version": version,
+            "sha256": digest, "standin": standin}  # fmt: skip
 
 
 def package_problems(policy: PolicySpec | None, spec: EmbodimentSpec, config) -> list[str]:
@@ -135,6 +158,7 @@ class PolicyNode(NodeBase):
         super().__init__(host, config)
         c = config
         self.policy = None
+        self.model: dict | None = None  # model_identity() once configured
         self.broker = ChunkBroker(
             ChunkBrokerConfig(c.replan_every, c.temporal_ensemble, c.ensemble_decay)
         )
@@ -288,6 +312,12 @@ class PolicyNode(NodeBase):
                 self.worker.close()
             self.worker = self.policy = None
             raise
+        self.model = model_identity(c.model_path, self.policy)
+        m = self.model
+        self.log.info(
+            f"model: {m['resolved']} (version {m['version'] or 'none'}, sha256 "
+            f"{str(m['sha256'])[:12]}{', the stand-in' if m['standin'] else ''})"
+        )
         backend = getattr(self.policy, "backend", type(self.policy).__name__)
         camera, size = self.spec.main_camera, self.policy.spec.image_size
         self.log.info(
@@ -562,6 +592,7 @@ class PolicyNode(NodeBase):
         return {
             **super().status(),
             "model_path": self.config.model_path,
+            "model": self.model,
             "backend": getattr(self.policy, "backend", self.config.backend),
             "instruction": self._instruction,
             "holding": self._holding,

@@ -27,6 +27,7 @@ from vla_rft.contract.constants import (
     IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
     PARTIAL_PREFIX,
+    STANDIN_SOURCE,
     STATE_TOPIC,
     STATUS_MSGTYPE,
     STATUS_TOPIC,
@@ -45,6 +46,7 @@ QUEUE_DEPTH = 100
 makes the recorder drop a frame or an action."""
 
 
+POLICY_NODE = "policy_node"
 STATUS_DEPTH = 50
 """Status messages kept unread: one topic carries every node's, so one per node is not enough."""
 
@@ -68,6 +70,7 @@ class RecorderNode(NodeBase):
         self._foreign_graph: str | None = None  # another graph's node heard on the domain
         self._last_closed: str | None = None  # name of the last episode written
         self._instruction_changes: list[dict] = []  # instructions given during the episode
+        self._policy_model: dict | None = None  # the policy node's model_identity()
         callbacks = {
             IMAGE_TOPIC: self.on_image,
             STATE_TOPIC: self.on_state,
@@ -137,7 +140,11 @@ class RecorderNode(NodeBase):
             node, graph = str(status["node"]), str(status.get("graph") or "")
         except (ValueError, KeyError, TypeError, AttributeError):
             return  # another tool's status message: nothing to act on
-        if not (graph and self.graph and graph != self.graph) or self._foreign_graph:
+        if not (graph and self.graph and graph != self.graph):
+            if node == POLICY_NODE and isinstance(status.get("model"), dict):
+                self._policy_model = status["model"]  # which model drives this graph's robot
+            return
+        if self._foreign_graph:
             return
         self._foreign_graph = f"{node} of graph {graph}"
         self.counters.add("foreign_graphs")
@@ -202,18 +209,20 @@ class RecorderNode(NodeBase):
 
     def _open(self, first_stamp: int) -> None:
         c, event = self.config, self._episode
+        standin = bool(self._policy_model and self._policy_model.get("standin"))
         meta = EpisodeMeta(
             task=event.task or "unknown",
             instruction=event.instruction or self._instruction or "",
             robot=event.robot or c.spec.name,
             fps=event.fps or c.fps,
-            source=event.source or c.source,
+            source=STANDIN_SOURCE if standin else event.source or c.source,
             state_names=c.spec.state_names,
             action_names=c.spec.action_names,
             start_time_ns=first_stamp,
             extra={
                 "seed": event.seed, "perturbation": event.perturbation,
                 "max_steps": event.max_steps, "graph": self.graph or None,
+                "model": self._policy_model,
                 "recorder": {"node": self.NAME, "host": self.host.kind},
             },
         )  # fmt: skip

@@ -35,6 +35,9 @@ ACTION_TRAJECTORY_TOPIC = "/vla_rft/action_trajectory"
 """The policy node's JointTrajectory option: each new action chunk, one point per tick."""
 STATUS_TOPIC = "/vla_rft/status"
 """Every node's counters and state as JSON, latched per node (std_msgs/String)."""
+STANDIN_SOURCE = "standin"
+"""EpisodeMeta.source of an episode the stand-in policy drove (its actions mean nothing): the
+flywheel leaves such episodes out unless asked."""
 GRAPH_ID_ENV = "VLA_RFT_GRAPH_ID"
 """Environment variable naming the graph a node belongs to: `vla-rft bringup` and the launch
 file give every node of one graph the same new id; it is in each status message and in the

@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vla_rft.contract.config import load_config, to_dict
+from vla_rft.contract.constants import STANDIN_SOURCE
 from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
     S_PER_EVAL_EPISODE,
@@ -78,8 +79,11 @@ def round_tag(parent: str, source: Path) -> str:
     return f"from-{parent}-{digest}"
 
 
-def check_episodes(source: Path, instructions: set[str]) -> tuple[list[Path], dict[str, str]]:
-    """(readable episodes the policy can learn from, {name: why not} for the rest)."""
+def check_episodes(
+    source: Path, instructions: set[str], include_standin: bool = False
+) -> tuple[list[Path], dict[str, str]]:
+    """(readable episodes the policy can learn from, {name: why not} for the rest); episodes
+    the stand-in policy drove are left out unless `include_standin`."""
     from vla_rft.data import episode_store as store
 
     good, bad = [], {}
@@ -88,6 +92,9 @@ def check_episodes(source: Path, instructions: set[str]) -> tuple[list[Path], di
             episode = store.read_episode(path)
         except store.EpisodeError as err:
             bad[path.name] = err.reason
+            continue
+        if episode.meta.source == STANDIN_SOURCE and not include_standin:
+            bad[path.name] = "driven by the stand-in policy (--include-standin to learn from it)"
             continue
         if episode.meta.instruction not in instructions:
             bad[path.name] = (
@@ -177,8 +184,9 @@ def current_record(models: Path) -> VersionRecord:
 
 
 def build_stages(
-    config_path: str, source: Path, models: Path, data: Path, root: Path, overrides, progress
-):
+    config_path: str, source: Path, models: Path, data: Path, root: Path, overrides, progress,
+    include_standin: bool = False,
+):  # fmt: skip
     """The round's stages on top of the current version; returns (work dir, stages)."""
     config = load_config(PipelineConfig, Path(config_path), overrides)
     record = current_record(models)
@@ -202,7 +210,7 @@ def build_stages(
         from vla_rft.models.checkpoint import load_checkpoint
 
         policy = load_checkpoint(parent_dir / "checkpoints" / "policy")
-        good, bad = check_episodes(source, set(policy.extra[INSTRUCTIONS_KEY]))
+        good, bad = check_episodes(source, set(policy.extra[INSTRUCTIONS_KEY]), include_standin)
         for name, reason in bad.items():
             print(f"  left out {name}: {reason}")
         if not good:
@@ -374,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--episodes", type=Path, required=True, help="new episodes (recorder output)"
     )
+    parser.add_argument(
+        "--include-standin",
+        action="store_true",
+        help="also learn from episodes the stand-in policy drove (left out by default)",
+    )
     args = parser.parse_args(argv)
 
     def plan():
@@ -382,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         config = args.config or current_record(args.models).pipeline_config or DEFAULT_CONFIG
         print(f"pipeline config: {config}")
         return build_stages(
-            config, args.episodes, args.models, args.data, args.root, args.set, not args.quiet
-        )
+            config, args.episodes, args.models, args.data, args.root, args.set, not args.quiet,
+            args.include_standin,
+        )  # fmt: skip
 
     return run_pipeline(plan)
 
