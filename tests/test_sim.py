@@ -62,9 +62,11 @@ def test_instruction_for_covers_mt10_and_every_metaworld_task():
     assert set(TASK_INSTRUCTIONS) == set(ALL_V3_ENVIRONMENTS)
 
 
-def test_instruction_for_unknown_task_lists_known_ones():
-    with pytest.raises(ValueError, match=r"no instruction for task 'reach-v2'.*push-v3"):
+def test_instruction_for_unknown_task_suggests_or_lists_known_ones():
+    with pytest.raises(ValueError, match=r"unknown Meta-World task 'reach-v2'; did you mean"):
         instruction_for("reach-v2")
+    with pytest.raises(ValueError, match=r"unknown Meta-World task 'fly'; known tasks: .*push-v3"):
+        instruction_for("fly")
 
 
 # --- perturbations, without the simulator --------------------------------------------------
