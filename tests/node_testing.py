@@ -60,3 +60,17 @@ class MemoryHost(Host):
 
     def actions(self):
         return [np.asarray(m.data, np.float32) for m in self.published[ACTION_TOPIC]]
+
+
+def active_recorder(out_dir, **overrides):
+    """(host, recorder node, its lifecycle): a recorder writing to `out_dir`, configured and
+    active on a MemoryHost."""
+    from vla_rft_nodes.configs import RecorderNodeConfig
+    from vla_rft_nodes.host.base import Lifecycle
+    from vla_rft_nodes.recorder_node import RecorderNode
+
+    host = MemoryHost()
+    node = RecorderNode(host, RecorderNodeConfig(out_dir=str(out_dir), **overrides))
+    lifecycle = Lifecycle(node)
+    assert lifecycle.trigger("configure") and lifecycle.trigger("activate")
+    return host, node, lifecycle

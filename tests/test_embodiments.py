@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from embodiment_testing import spec_file
-from node_testing import MemoryHost
+from node_testing import MemoryHost, active_recorder
 
 from vla_rft.contract.config import ConfigError
 from vla_rft.contract.constants import (
@@ -23,10 +23,9 @@ from vla_rft.contract.constants import (
 from vla_rft.contract.embodiment import builtin_embodiments, load_embodiment
 from vla_rft.data.episode_store import list_episodes, read_episode
 from vla_rft_nodes import events
-from vla_rft_nodes.configs import PolicyNodeConfig, RecorderNodeConfig
+from vla_rft_nodes.configs import PolicyNodeConfig
 from vla_rft_nodes.host.base import Lifecycle
 from vla_rft_nodes.policy_node import PolicyNode
-from vla_rft_nodes.recorder_node import RecorderNode
 from vla_rft_nodes.safety import hold_action
 from vla_rft_nodes.standin_policy import build_standin_onnx
 
@@ -149,10 +148,7 @@ def test_a_package_for_another_robot_or_a_too_long_replan_is_refused_at_configur
 @pytest.mark.parametrize("embodiment", EMBODIMENTS)
 def test_the_recorder_stores_the_robots_names_and_shapes(tmp_path, embodiment):
     spec = load_embodiment(embodiment)
-    host = MemoryHost()
-    node = RecorderNode(host, RecorderNodeConfig(out_dir=str(tmp_path), embodiment=embodiment))
-    lifecycle = Lifecycle(node)
-    assert lifecycle.trigger("configure") and lifecycle.trigger("activate")
+    host, _node, lifecycle = active_recorder(tmp_path, embodiment=embodiment)
     c = host.codec
     start = events.StartEvent(episode="ep", task="pick", instruction="pick up the block")
     host.deliver(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(start)))

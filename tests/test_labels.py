@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import make_episode
-from node_testing import MemoryHost
+from node_testing import active_recorder
 
 from vla_rft.contract.constants import (
     ACTION_TOPIC,
@@ -25,9 +25,6 @@ from vla_rft.data.episode import EpisodeError
 from vla_rft.data.episode_store import read_episode, read_episode_meta, write_episode
 from vla_rft.pipeline.flywheel import ingest
 from vla_rft_nodes import events
-from vla_rft_nodes.configs import RecorderNodeConfig
-from vla_rft_nodes.host.base import Lifecycle
-from vla_rft_nodes.recorder_node import RecorderNode
 
 
 def _bag_digest(path) -> str:
@@ -79,10 +76,7 @@ def test_the_flywheel_ingests_an_episode_by_its_newest_label(tmp_path):
 
 
 def test_an_end_event_after_the_episode_closed_is_logged_with_the_fix(tmp_path, caplog):
-    host = MemoryHost()
-    node = RecorderNode(host, RecorderNodeConfig(out_dir=str(tmp_path)))
-    lifecycle = Lifecycle(node)
-    assert lifecycle.trigger("configure") and lifecycle.trigger("activate")
+    host, node, _lifecycle = active_recorder(tmp_path)
     c = host.codec
 
     def event(e):

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 from conftest import make_episode
-from node_testing import MemoryHost
+from node_testing import MemoryHost, active_recorder
 
 from vla_rft.contract.constants import (
     ACTION_TOPIC,
@@ -22,10 +22,9 @@ from vla_rft.contract.manifest import sha256_file
 from vla_rft.data.episode_store import read_episode, write_episode
 from vla_rft.pipeline.flywheel import check_episodes
 from vla_rft_nodes import events
-from vla_rft_nodes.configs import PolicyNodeConfig, RecorderNodeConfig
+from vla_rft_nodes.configs import PolicyNodeConfig
 from vla_rft_nodes.host.base import Lifecycle
 from vla_rft_nodes.policy_node import PolicyNode
-from vla_rft_nodes.recorder_node import RecorderNode
 from vla_rft_nodes.standin_policy import build_standin_onnx
 
 STANDIN = "vla_rft_nodes.standin_policy:load_standin_policy"
@@ -45,10 +44,7 @@ def test_the_policy_node_says_which_version_it_runs(tmp_path):
 
 
 def test_a_standin_episode_is_marked_and_left_out_of_the_flywheel(tmp_path):
-    host = MemoryHost()
-    node = RecorderNode(host, RecorderNodeConfig(out_dir=str(tmp_path / "rec")))
-    lifecycle = Lifecycle(node)
-    assert lifecycle.trigger("configure") and lifecycle.trigger("activate")
+    host, _node, _lifecycle = active_recorder(tmp_path / "rec")
     c = host.codec
     model = {"path": "runs/standin/policy.onnx", "version": None, "standin": True}
     host.deliver(STATUS_TOPIC, c.string_to_msg(json.dumps({"node": "policy_node", "model": model})))

@@ -11,7 +11,7 @@ import typing
 import numpy as np
 import pytest
 from embodiment_testing import spec_file
-from node_testing import MemoryHost
+from node_testing import MemoryHost, active_recorder
 
 from vla_rft.contract.config import ConfigError
 from vla_rft.contract.constants import (
@@ -40,7 +40,6 @@ from vla_rft_nodes.configs import (
 from vla_rft_nodes.dds_types import DDS_TYPES, Image_, dds_topic_name
 from vla_rft_nodes.host.base import Codec, Lifecycle
 from vla_rft_nodes.policy_node import PolicyNode
-from vla_rft_nodes.recorder_node import RecorderNode
 from vla_rft_nodes.safety import (
     ActionLimiter,
     EStopLatch,
@@ -401,10 +400,7 @@ def test_a_slow_policy_does_not_slow_the_ticks_with_async_inference(asynchronous
 
 
 def test_recorder_writes_what_it_received_and_closes_on_shutdown(tmp_path):
-    host = MemoryHost()
-    node = RecorderNode(host, RecorderNodeConfig(out_dir=str(tmp_path)))
-    lifecycle = Lifecycle(node)
-    assert lifecycle.trigger("configure") and lifecycle.trigger("activate")
+    host, node, lifecycle = active_recorder(tmp_path)
     c = host.codec
     start = events.StartEvent(episode="ep", task="reach-v3", instruction="reach it", seed=7)
     host.deliver(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(start)))

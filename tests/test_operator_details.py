@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from node_testing import MemoryHost
+from node_testing import active_recorder
 
 from vla_rft.contract.config import ConfigError
 from vla_rft.contract.constants import (
@@ -23,9 +23,7 @@ from vla_rft.data.episode_store import read_episode
 from vla_rft.sim.instructions import instruction_for
 from vla_rft_nodes import events
 from vla_rft_nodes.bringup import build_parser
-from vla_rft_nodes.configs import EvalManagerNodeConfig, RecorderNodeConfig, SimRobotNodeConfig
-from vla_rft_nodes.host.base import Lifecycle
-from vla_rft_nodes.recorder_node import RecorderNode
+from vla_rft_nodes.configs import EvalManagerNodeConfig, SimRobotNodeConfig
 
 
 def test_a_mistyped_task_gets_a_suggestion():
@@ -50,10 +48,7 @@ def test_a_missing_policy_model_is_refused_before_any_process_starts(tmp_path):
 
 
 def test_an_instruction_changed_mid_episode_is_kept_in_the_episode(tmp_path):
-    host = MemoryHost()
-    node = RecorderNode(host, RecorderNodeConfig(out_dir=str(tmp_path)))
-    lifecycle = Lifecycle(node)
-    assert lifecycle.trigger("configure") and lifecycle.trigger("activate")
+    host, _node, _lifecycle = active_recorder(tmp_path)
     c = host.codec
     host.deliver(INSTRUCTION_TOPIC, c.string_to_msg("pick up the red block"))
     start = events.StartEvent(episode="ep", task="pick", instruction="pick up the red block")
