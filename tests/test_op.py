@@ -46,7 +46,7 @@ def test_op_presses_and_releases_the_estop_and_sets_the_instruction(spy, nodes, 
 
 
 def test_op_says_when_nobody_received_it(dds):
-    for args in (("estop", "on"), ("instruction", "reach it"), ("label", "failure"), ("status",)):
+    for args in (("estop", "on"), ("label", "failure"), ("status",)):  # one of each path
         done = _op(dds, *args)
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert "no node reads" in done.stderr or "no vla_rft node on DDS domain" in done.stdout
