@@ -32,16 +32,16 @@ from vla_rft.contract.qos import QoS
 from vla_rft_nodes.domain import DomainClient, describe, graph_env
 from vla_rft_nodes.events import EndEvent, to_json
 from vla_rft_nodes.host.cyclonedds_host import lifecycle_topic
+from vla_rft_nodes.node_table import POLICY_NODE
 
 CONFIRM_S = 3.0
 """How long a command waits for the nodes' status to show its effect."""
 STATUS_S = 1.5
 """How long `op status` listens (statuses are latched: live nodes answer at once)."""
-POLICY = "policy_node"
 
 
 def _policy_nodes(statuses: dict[str, dict]) -> dict[str, dict]:
-    return {n: s for n, s in statuses.items() if n == POLICY or s.get("estop") is not None}
+    return {n: s for n, s in statuses.items() if n == POLICY_NODE or s.get("estop") is not None}
 
 
 def _estop_engaged_everywhere(statuses: dict[str, dict]) -> bool:
@@ -102,13 +102,15 @@ def estop(domain: DomainClient, env, args) -> int:
         return 0
     for command in ("deactivate", "activate"):
         domain.send(
-            lifecycle_topic(POLICY),
+            lifecycle_topic(POLICY_NODE),
             STRING_TYPE,
             domain.host.codec.string_to_msg(command),
             QoS.RELIABLE,
         )
     resumed = domain.wait_for(
-        lambda st: st.get(POLICY, {}).get("state") == "active" and not st[POLICY].get("estop"),
+        lambda st: (
+            st.get(POLICY_NODE, {}).get("state") == "active" and not st[POLICY_NODE].get("estop")
+        ),
         CONFIRM_S,
     )
     print(

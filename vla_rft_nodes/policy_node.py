@@ -63,6 +63,7 @@ from vla_rft_nodes.events import EndEvent, StartEvent
 from vla_rft_nodes.host import NodeBase, run_node
 from vla_rft_nodes.host.base import latency_summary, rss_mb
 from vla_rft_nodes.inference import InferenceWorker, Request, Result
+from vla_rft_nodes.node_table import POLICY_NODE
 from vla_rft_nodes.policy_factories import import_factory
 from vla_rft_nodes.robot_interfaces import (
     COMMAND_MSGS,
@@ -150,7 +151,7 @@ def package_problems(policy: PolicySpec | None, spec: EmbodimentSpec, config) ->
 class PolicyNode(NodeBase):
     """The policy: camera, state and instruction in, actions out at the control rate."""
 
-    NAME = "policy_node"
+    NAME = POLICY_NODE
     CONFIG = PolicyNodeConfig
     LIFECYCLE = True
 

@@ -40,13 +40,13 @@ from vla_rft.data.messages import MessageError
 from vla_rft_nodes.configs import RecorderNodeConfig
 from vla_rft_nodes.events import StartEvent
 from vla_rft_nodes.host import NodeBase, run_node
+from vla_rft_nodes.node_table import POLICY_NODE
 
 QUEUE_DEPTH = 100
 """Messages kept per step topic while a step is being written (3 s at 30 Hz): writing never
 makes the recorder drop a frame or an action."""
 
 
-POLICY_NODE = "policy_node"
 STATUS_DEPTH = 50
 """Status messages kept unread: one topic carries every node's, so one per node is not enough."""
 
