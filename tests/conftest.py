@@ -98,6 +98,36 @@ def nodes(dds, tmp_path):
     procs.stop_all()
 
 
+@pytest.fixture(scope="session")
+def debug_loop(tmp_path_factory):
+    """One debug quickstart (training/debug, about 30 s) in a private DDS domain, shared by the
+    tests that need a registry with trained versions: ({runs, data, models}, its argv, its exit
+    status). Tests that change the registry work on a copy or accept the others' changes."""
+    import random
+    from pathlib import Path
+
+    from vla_rft.pipeline import quickstart
+    from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
+
+    root = tmp_path_factory.mktemp("loop")
+    env = {
+        "CYCLONEDDS_URI": LOOPBACK_CYCLONEDDS,
+        "ROS_DOMAIN_ID": str(random.randint(100, 230)),
+        "VLA_RFT_HOST": "cyclonedds",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    dirs = {"root": root / "runs", "data": root / "data", "models": root / "models"}
+    debug = Path(__file__).resolve().parents[1] / "training" / "debug" / "pipeline.yaml"
+    argv = ["--config", str(debug), "-q", *(f"--{k}={v}" for k, v in dirs.items())]
+    try:
+        rc = quickstart.main(argv)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return dirs, argv, rc
+
+
 def write_eval_report(path, outcomes: dict[tuple[str, str, int], bool]):
     """report.json as `vla-rft eval` and the evaluation manager write it (`build_report`), from
     {(task, perturbation, seed): success}; returns the path."""

@@ -53,10 +53,16 @@ class MemoryHost(Host):
     def request_shutdown(self):
         pass
 
-    def deliver(self, topic, msg):
+    def deliver(self, topic, msg, source_ns=None):
+        """Call `topic`'s callbacks with `msg` as it would arrive, published at `source_ns`
+        (default: now)."""
         wire = type(msg).deserialize(msg.serialize())
+        self._source_ns = self.now_ns() if source_ns is None else source_ns
         for callback in self.subs[topic]:
             callback(wire)
+
+    def source_time_ns(self):
+        return self._source_ns
 
     def actions(self):
         return [np.asarray(m.data, np.float32) for m in self.published[ACTION_TOPIC]]

@@ -184,3 +184,18 @@ def test_recorder_counts_bad_input_and_a_sigkill_anywhere_loses_no_received_step
     check = subprocess.run([sys.executable, "-m", "vla_rft.cli", "episodes", "check", str(rec)],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_node_stopped_with_ctrl_c_in_a_terminal_exits_0_whatever_more_sigint_it_gets(
+    spy, nodes, tmp_path
+):
+    """Ctrl-C in a terminal signals the whole process group, and `ros2 launch` then signals
+    each node again: a SIGINT that arrived while Python was exiting killed the node (-2), and
+    `ros2 launch` reported `process has died` and exited 1 for an orderly stop."""
+    proc = nodes.start("vla_rft_nodes.recorder_node", "--set", f"out_dir={tmp_path / 'rec'}")
+    spy.wait_active("recorder_node", RECORDER_INPUTS)
+    proc.send_signal(signal.SIGINT)
+    while proc.poll() is None:  # more SIGINTs, over the whole way out
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.002)
+    assert proc.returncode == 0, output(proc)[-3000:]

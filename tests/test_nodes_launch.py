@@ -126,6 +126,22 @@ def test_params_file_lists_every_parameter_with_the_type_rclpy_needs():
         load_node_config(cls, PARAMS, name)
 
 
+def test_params_file_values_are_the_node_defaults():
+    """config/bringup.yaml documents the defaults for ROS 2 users; a value that differs from the
+    node's own default changes what `vla-rft bringup` does behind the code's back (it wrote every
+    evaluation to one runs/eval/bringup/ while the default makes a directory per run)."""
+    data = yaml.safe_load(PARAMS.read_text())
+    for name, cls in NODE_CONFIGS.items():
+        defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        for key, value in data[name]["ros__parameters"].items():
+            default = defaults[key]
+            if isinstance(default, tuple):
+                value = tuple(value)
+            assert value == default, (
+                f"{name}.{key}: {value!r} in {PARAMS.name}, default {default!r}"
+            )
+
+
 def test_rclpy_host_implements_the_host_interface():
     """Parsed, not imported (no rclpy here): every abstract method is there."""
     tree = ast.parse((REPO / "vla_rft_nodes" / "host" / "rclpy_host.py").read_text())

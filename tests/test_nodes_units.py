@@ -426,6 +426,48 @@ def test_recorder_writes_what_it_received_and_closes_on_shutdown(tmp_path):
     assert (episode.meta.instruction, episode.meta.extra["seed"]) == ("reach it", 7)
 
 
+def test_recorder_pairs_an_action_with_the_frame_published_before_it_not_the_one_received(tmp_path):
+    """The policy's action can arrive before the camera frame it was computed from (different
+    topics and writers; seen in the operator guide's shift, 2 to 14 steps of 90): each step
+    gets the newest frame and state *published* before its action (DDS source time). Two
+    actions on one frame both get it; an action with nothing before it is counted, not kept."""
+    host, node, _ = active_recorder(tmp_path)
+    c = host.codec
+    start = events.StartEvent(episode="ep", task="reach-v3", instruction="reach it")
+    host.deliver(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(start)))
+    frames = [np.full((8, 8, 3), 10 * k, np.uint8) for k in range(4)]
+
+    def frame(k, at):
+        host.deliver(IMAGE_TOPIC, c.image_to_msg(frames[k], 10**18 + k * 33_000_000), at)
+        host.deliver(STATE_TOPIC, c.floats_to_msg(np.full(4, k, np.float32)), at + 1)
+
+    def act(value, at):
+        host.deliver(ACTION_TOPIC, c.floats_to_msg(np.full(4, value, np.float32)), at)
+
+    act(-1.0, 50)  # before any frame of this episode
+    frame(0, 100)
+    act(0.0, 110)
+    act(0.1, 210)  # arrives before the frame it was computed from
+    assert node.counters["steps"] == 1  # it waits for that frame
+    frame(1, 200)
+    act(0.2, 310)
+    act(0.21, 320)  # a second action on frame 2 (e.g. a hold)
+    frame(2, 300)
+    frame(3, 400)
+    act(0.3, 410)
+    end = events.EndEvent(success=True, by="operator")
+    host.deliver(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(end)))
+    (path,) = list_episodes(tmp_path)
+    episode = read_episode(path)
+    used = [0, 1, 2, 2, 3]
+    np.testing.assert_array_equal(episode.images, np.stack([frames[k] for k in used]))
+    np.testing.assert_array_equal(episode.states[:, 0], used)
+    np.testing.assert_allclose(episode.actions[:, 0], [0.0, 0.1, 0.2, 0.21, 0.3])
+    assert episode.problems() == ["1 steps stamped no later than the one before (first: step 3): "
+                                  "interleaved messages?"]  # fmt: skip
+    assert node.counters["actions_before_observation"] == 1
+
+
 # --- Fault injection: the e-stop against a slow model, hostile instructions ------------------
 
 

@@ -7,9 +7,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
-from graph_testing import POLICY_INPUTS, standin_args
+from graph_testing import POLICY_INPUTS, RECORDER_INPUTS, send_steps, standin_args
 
+from vla_rft.contract.constants import EPISODE_EVENT_TOPIC, INSTRUCTION_TOPIC
+from vla_rft.data.episode_store import list_episodes, read_episode
+from vla_rft.sim.instructions import instruction_for
 from vla_rft_nodes.standin_policy import build_standin_onnx
 
 pytestmark = pytest.mark.slow
@@ -60,3 +64,31 @@ def test_a_label_ends_the_episode_with_the_operators_outcome(spy, dds):
     assert (event["event"], event["success"], event["by"], event["reason"]) == (
         "end", True, "operator", "cube in the bin",
     )  # fmt: skip
+
+
+def test_op_start_opens_an_episode_that_the_label_closes(spy, nodes, dds, tmp_path):
+    """Recording without ROS 2: `op start TASK` sends the task's instruction (latched) and a start
+    event, the recorder opens an episode, `op label` closes it with the operator's outcome."""
+    nodes.start("vla_rft_nodes.recorder_node", "--set", f"out_dir={tmp_path / 'rec'}")
+    spy.wait_active("recorder_node", RECORDER_INPUTS)
+
+    done = _op(dds, "start", "reach-v3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "episode started: reach-v3" in done.stdout
+    spy.wait_for(lambda: spy.received[EPISODE_EVENT_TOPIC], 5, "the start event")
+    event = json.loads(spy.received[EPISODE_EVENT_TOPIC][-1][1].data)
+    assert (event["event"], event["task"], event["instruction"]) == (
+        "start", "reach-v3", instruction_for("reach-v3"),
+    )  # fmt: skip
+    assert spy.received[INSTRUCTION_TOPIC][-1][1].data == instruction_for("reach-v3")
+    send_steps(spy, 3, 1_000_000_000, np.random.default_rng(0))
+    assert _op(dds, "label", "success").returncode == 0
+    spy.wait_for(lambda: list_episodes(tmp_path / "rec"), 10, "the written episode")
+    episode = read_episode(list_episodes(tmp_path / "rec")[0])
+    meta = episode.meta
+    assert (meta.task, meta.instruction, meta.success, len(episode)) == (
+        "reach-v3", instruction_for("reach-v3"), True, 3,
+    )  # fmt: skip
+
+    done = _op(dds, "start", "reach-v4")  # a typo is refused before anything is sent
+    assert done.returncode == 2 and "did you mean reach-v3" in done.stderr, done.stderr

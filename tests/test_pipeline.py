@@ -4,8 +4,6 @@ episodes the previous round recorded, the gate, the registry and the stage runne
 from __future__ import annotations
 
 import json
-import os
-import random
 import shutil
 from pathlib import Path
 
@@ -13,8 +11,10 @@ import pytest
 import yaml
 from conftest import write_eval_report
 
+from vla_rft.contract.config import ConfigError
 from vla_rft.data.episode_store import list_episodes, read_episode
-from vla_rft.pipeline import flywheel, quickstart
+from vla_rft.pipeline import flywheel, jobs, quickstart
+from vla_rft.pipeline.config import load_pipeline_config
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.registry import (
     RegistryError,
@@ -25,7 +25,6 @@ from vla_rft.pipeline.registry import (
     verify,
 )
 from vla_rft.pipeline.stages import PipelineState, Stage, run_stages
-from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 
 REPO = Path(__file__).resolve().parents[1]
 DEBUG = str(REPO / "training" / "debug" / "pipeline.yaml")
@@ -125,28 +124,9 @@ def test_gate_refuses_a_comparison_without_evidence(tmp_path, tasks, success):
 # --- the whole loop --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def loop(tmp_path_factory):
-    """One debug quickstart in a private DDS domain; returns its directories."""
-    root = tmp_path_factory.mktemp("loop")
-    env = {
-        "CYCLONEDDS_URI": LOOPBACK_CYCLONEDDS,
-        "ROS_DOMAIN_ID": str(random.randint(100, 230)),
-        "VLA_RFT_HOST": "cyclonedds",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    dirs = {"root": root / "runs", "data": root / "data", "models": root / "models"}
-    argv = ["--config", DEBUG, "-q", *(f"--{k}={v}" for k, v in dirs.items())]
-    rc = quickstart.main(argv)
-    yield dirs, argv, rc
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-
-
 @pytest.mark.slow
-def test_quickstart_runs_to_a_report_with_registered_versions(loop, capsys):
-    dirs, argv, rc = loop
+def test_quickstart_runs_to_a_report_with_registered_versions(debug_loop, dds, capsys):
+    dirs, argv, rc = debug_loop
     assert rc == 0
     state = PipelineState.load(dirs["root"])
     assert [s["status"] for s in state.stages.values()] == ["done"] * 9
@@ -172,8 +152,8 @@ def test_quickstart_runs_to_a_report_with_registered_versions(loop, capsys):
 
 
 @pytest.mark.slow
-def test_flywheel_rounds_learn_from_the_previous_rounds_recordings(loop, tmp_path):
-    dirs, _, rc = loop
+def test_flywheel_rounds_learn_from_the_previous_rounds_recordings(debug_loop, dds, tmp_path):
+    dirs, _, rc = debug_loop
     assert rc == 0
     models, before = dirs["models"], current_version(dirs["models"])
     common = ["--config", DEBUG, "-q", f"--models={models}", f"--data={dirs['data'] / 'fw'}",
@@ -337,3 +317,20 @@ def test_registry_versions_statuses_rollback_and_tampering(tmp_path, capsys):
     assert current_version(models) == "v002"
     assert models_command.main(["list", "--models", str(models)]) == 0
     assert "| v002 | rejected |" in capsys.readouterr().out
+
+
+def test_a_pipeline_config_finds_its_recipes_from_any_working_directory(tmp_path, monkeypatch):
+    """`vla-rft flywheel` reuses the pipeline config a version was made with (an absolute path);
+    its recipes are written relative to the checkout (training/debug/...). Run from another
+    directory, they must still be found (they were not: 'recipe ... does not exist')."""
+    monkeypatch.chdir(tmp_path)
+    config = load_pipeline_config(DEBUG)
+    for recipe in (config.world_model_recipe, config.policy_recipe, config.rft_recipe):
+        assert Path(recipe).is_file() and Path(recipe).is_absolute(), recipe
+    assert config.world_model_recipe == str(REPO / "training" / "debug" / "world_model.yaml")
+    recipes = "".join(
+        f"{name}_recipe: nowhere/{name}.yaml\n" for name in ("world_model", "policy", "rft")
+    )
+    (tmp_path / "mine.yaml").write_text(recipes)
+    with pytest.raises(ConfigError, match=r"recipe nowhere/world_model\.yaml does not exist"):
+        jobs.load_recipes(load_pipeline_config(tmp_path / "mine.yaml"))

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,9 @@ from graph_testing import (
     motion,
     standin_args,
 )
+from guide_testing import Shift, part_commands
 from ros2_testing import (
+    PACKAGE_FILES,
     REPO,
     colcon_build,
     copy_package,
@@ -50,7 +53,12 @@ from vla_rft.contract.constants import (
     STRING_TYPE,
 )
 from vla_rft.contract.qos import QoS
-from vla_rft.data.episode_store import list_episodes, read_episode, write_episode
+from vla_rft.data.episode_store import (
+    list_episodes,
+    read_episode,
+    read_episode_meta,
+    write_episode,
+)
 from vla_rft_nodes.configs import PolicyNodeConfig, field_docs
 from vla_rft_nodes.host.cyclonedds_host import CycloneHost
 from vla_rft_nodes.node_table import NODES
@@ -446,3 +454,88 @@ def test_an_arm_speaking_joint_state_and_a_ros2_command_type_closes_the_loop(
         arm.close()
         out = _ctrl_c(node)
     assert node.returncode == 0, out[-4000:]
+
+
+# --- docs/OPERATOR_GUIDE.md part 3 ----------------------------------------------------------------
+
+
+@pytest.fixture
+def ros2_site(debug_loop, tmp_path) -> Path:
+    """A checkout as the guide's reader has it: the package, ros2_ws/, .venv and models/ (the
+    debug quickstart's registry)."""
+    dirs, _, rc = debug_loop
+    assert rc == 0
+    site = tmp_path / "site"
+    copy_package(tmp_path / "pkg")
+    shutil.copytree(tmp_path / "pkg" / "src" / "vla_rft", site)
+    (site / "ros2_ws" / "src").mkdir(parents=True)
+    shutil.copy2(REPO / "ros2_ws" / "build.sh", site / "ros2_ws" / "build.sh")
+    (site / "ros2_ws" / "src" / "vla_rft").symlink_to("../..")
+    (site / ".venv").symlink_to(Path(sys.executable).parents[1])
+    shutil.copytree(dirs["models"], site / "models", symlinks=True)
+    assert {p.name for p in site.iterdir()} >= set(PACKAGE_FILES)
+    return site
+
+
+def _policy(spy) -> dict:
+    return spy.statuses["policy_node"]
+
+
+def test_the_operator_guides_ros2_commands_run_as_written(ros2_site, spy, dds, tmp_path):
+    """Part 3 of docs/OPERATOR_GUIDE.md, command by command, from an unsourced shell: build,
+    launch for a real robot (this test plays its camera and joint driver), status, an episode
+    recorded and labelled, the e-stop pressed, released and the policy node reactivated."""
+    robot_yaml = tmp_path / "robot.yaml"
+    robot_yaml.write_text(yaml.safe_dump({"policy_node": {"ros__parameters": {
+        "status_period_s": 0.2}}}))  # fmt: skip
+    values = {"/path/to/robot.yaml": str(robot_yaml)}
+    env = {**dds, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}  # fmt: skip
+    env.pop("VLA_RFT_HOST")
+    shift, robot = Shift(ros2_site, env), None
+    recorded = ros2_site / "data" / "recorded"
+    try:
+        for command in part_commands("Part 3"):
+            text = command.filled(values)
+            if len(shift.background) > 1:  # the e-stop publisher: released with Ctrl-C first
+                shift.ctrl_c(exit_status=signal.SIGINT)  # how ros2cli ends on Ctrl-C
+            if command.keeps_running:
+                pressed = time.monotonic()
+                shift.start(text)
+                if "ros2 launch" in text:
+                    robot = Feeder(spy, size=64)
+                    spy.wait_for(lambda: {"policy_node", "recorder_node"} <= {
+                        n for n, s in spy.statuses.items() if s.get("state") == "active"
+                    }, 120, "the launched graph active")  # fmt: skip
+                else:
+                    spy.wait_for(lambda: _policy(spy)["estop"], 20, "the e-stop")
+                    time.sleep(0.5)
+                    assert _motion_since(spy, pressed) == 0
+                continue
+            out = shift.run(text)
+            if "ros2 topic echo" in text:
+                (data,) = [line for line in out.splitlines() if line.startswith("data: ")]
+                assert json.loads(yaml.safe_load(data)["data"])["node"], out
+            elif "/vla_rft/instruction" in text:
+                said = "move the gripper to the target"
+                spy.wait_for(lambda s=said: _policy(spy)["instruction"] == s, 10, "the instruction")
+            elif '\\"start\\"' in text:
+                started = time.monotonic()
+                time.sleep(2.0)  # the robot works
+                assert _motion_since(spy, started) >= 10
+            elif '\\"end\\"' in text:
+                spy.wait_for(lambda: list_episodes(recorded), 10, "the recorded episode")
+                meta = read_episode_meta(list_episodes(recorded)[0])
+                assert (meta.task, meta.success, meta.extra["ended_by"]) == (
+                    "reach-v3", True, "operator")  # fmt: skip
+            elif "ros2 lifecycle set" in text:
+                back = {"state": "active", "estop": False}
+                spy.wait_for(lambda b=back: b.items() <= _policy(spy).items(), 10, "reactivated")
+        out = shift.ctrl_c()  # Ctrl-C in terminal 1
+        assert "Traceback" not in out, out[-4000:]
+    finally:
+        shift.close()
+        if robot is not None:
+            robot.stop()
+        subprocess.run(shift._bash("ros2 daemon stop"), cwd=ros2_site, env=env,
+                       capture_output=True, timeout=60)  # fmt: skip

@@ -93,6 +93,13 @@ def _relabel(store, path: Path, args) -> int:
     return 0
 
 
+def _model_column(model) -> str:
+    """The registry version (or stand-in) that drove an episode, from its extra.model."""
+    if not isinstance(model, dict):
+        return "-"
+    return "stand-in" if model.get("standin") else str(model.get("version") or model.get("path"))
+
+
 def cmd_episodes(args) -> int:
     from vla_rft.data import episode_store as store
 
@@ -122,8 +129,8 @@ def cmd_episodes(args) -> int:
 
     bad, unfit, corrupt, without_crcs = 0, 0, 0, 0
     rows = [
-        "| episode | task | steps | success | source | MB |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| episode | task | steps | success | source | model | MB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path in store.list_episodes(root):
         try:
@@ -133,18 +140,19 @@ def cmd_episodes(args) -> int:
                 without_crcs += crcs.verified == 0
                 if problems := episode.problems():
                     unfit += 1
-                    rows.append(f"| {path.name} | unfit: {'; '.join(problems)} | {steps} | | | |")
+                    rows.append(f"| {path.name} | unfit: {'; '.join(problems)} | {steps} | | | | |")
                     continue
             else:
                 meta, steps = store.read_episode_meta(path), store.episode_steps(path)
         except store.EpisodeError as err:
             bad += 1
             corrupt += isinstance(err, store.EpisodeChecksumError)
-            rows.append(f"| {path.name} | error: {err.reason} | | | | |")
+            rows.append(f"| {path.name} | error: {err.reason} | | | | | |")
             continue
         size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
         rows.append(
-            f"| {path.name} | {meta.task} | {steps} | {meta.success} | {meta.source} | {size:.2f} |"
+            f"| {path.name} | {meta.task} | {steps} | {meta.success} | {meta.source} | "
+            f"{_model_column(meta.extra.get('model'))} | {size:.2f} |"
         )
     print("\n".join(rows))
     partial = store.list_partial_episodes(root)

@@ -4,6 +4,7 @@
     vla-rft op estop on [--hold]               # the e-stop, confirmed by the policy nodes
     vla-rft op estop off [--resume]            # release the button (--resume: deactivate+activate)
     vla-rft op instruction "push the puck to the goal"
+    vla-rft op start push-v3 [--instruction TEXT]    # start recording an episode of a task
     vla-rft op label success|failure [--note TEXT]   # end (and label) the current episode
 
 It joins the graph's DDS domain with the settings `vla-rft bringup` gives its nodes (loopback
@@ -29,8 +30,9 @@ from vla_rft.contract.constants import (
 )
 from vla_rft.contract.instruction import check_instruction
 from vla_rft.contract.qos import QoS
+from vla_rft.sim.instructions import TASK_INSTRUCTIONS, unknown_task
 from vla_rft_nodes.domain import DomainClient, describe, graph_env
-from vla_rft_nodes.events import EndEvent, to_json
+from vla_rft_nodes.events import EndEvent, StartEvent, to_json
 from vla_rft_nodes.host.cyclonedds_host import lifecycle_topic
 from vla_rft_nodes.node_table import POLICY_NODE
 
@@ -154,6 +156,35 @@ def instruction(domain: DomainClient, env, args) -> int:
     return 0
 
 
+def start(domain: DomainClient, env, args) -> int:
+    """The instruction (latched, for the policy) and then a start event (for the recorder)."""
+    if args.instruction is None and args.task not in TASK_INSTRUCTIONS:
+        print(f"error: {unknown_task(args.task)} (or give --instruction)", file=sys.stderr)
+        return 2
+    try:
+        text = check_instruction(args.instruction or TASK_INSTRUCTIONS[args.task])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    codec = domain.host.codec
+    domain.send(INSTRUCTION_TOPIC, INSTRUCTION_MSGTYPE, codec.string_to_msg(text), QoS.LATCHED)
+    event = StartEvent(task=args.task, instruction=text, source=args.source)
+    readers = domain.send(
+        EPISODE_EVENT_TOPIC,
+        EPISODE_EVENT_MSGTYPE,
+        codec.string_to_msg(to_json(event)),
+        QoS.RELIABLE,
+    )
+    if not readers:
+        print(f"error: no node reads {EPISODE_EVENT_TOPIC} on {describe(env)}", file=sys.stderr)
+        return 1
+    print(
+        f"episode started: {args.task}, {text!r} ({readers} reader(s) on {describe(env)}); "
+        "end it with `vla-rft op label success|failure`"
+    )
+    return 0
+
+
 def label(domain: DomainClient, env, args) -> int:
     end = EndEvent(success=args.outcome == "success", reason=args.note or "operator", by="operator")
     msg = domain.host.codec.string_to_msg(to_json(end))
@@ -165,7 +196,13 @@ def label(domain: DomainClient, env, args) -> int:
     return 0
 
 
-COMMANDS = {"status": status, "estop": estop, "instruction": instruction, "label": label}
+COMMANDS = {
+    "status": status,
+    "estop": estop,
+    "instruction": instruction,
+    "start": start,
+    "label": label,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resume", action="store_true", help="off: then deactivate and activate")
     i = sub.add_parser("instruction", help="tell the robot what to do")
     i.add_argument("text")
+    st = sub.add_parser("start", help="start an episode (the recorder records until the label)")
+    st.add_argument("task", help="task name; a Meta-World task gives the instruction")
+    st.add_argument("--instruction", help="what the robot is told (default: the task's)")
+    st.add_argument("--source", default="", help="how the episode is made (e.g. teleop)")
     lab = sub.add_parser("label", help="end the current episode as a success or a failure")
     lab.add_argument("outcome", choices=("success", "failure"))
     lab.add_argument("--note", help="why (stored as the end reason)")

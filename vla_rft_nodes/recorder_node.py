@@ -2,8 +2,9 @@
 
     /vla_rft/episode_event  start ─> a new episode (task, instruction, seed, ... from the event)
                             end   ─> finish it, labelled with the event's success
-    /vla_rft/action         each action is a step: the newest frame and state received before
-                            it, and the action (the frame's stamp is the step's time)
+    /vla_rft/action         each action is a step: the newest frame and state published before
+                            it, and the action (the frame's stamp is the step's time;
+                            step_pairing.py says why "published", not "received")
     /camera/image_raw, /vla_rft/state, /vla_rft/instruction
 
 Writes through `vla_rft.data.EpisodeWriter`, which flushes every step to disk: SIGINT or
@@ -16,8 +17,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-
-import numpy as np
 
 from vla_rft.contract.constants import (
     ACTION_TOPIC,
@@ -41,6 +40,7 @@ from vla_rft_nodes.configs import RecorderNodeConfig
 from vla_rft_nodes.events import StartEvent
 from vla_rft_nodes.host import NodeBase, run_node
 from vla_rft_nodes.node_table import POLICY_NODE
+from vla_rft_nodes.step_pairing import StepPairing
 
 QUEUE_DEPTH = 100
 """Messages kept per step topic while a step is being written (3 s at 30 Hz): writing never
@@ -62,8 +62,7 @@ class RecorderNode(NodeBase):
         self.out_dir = Path(config.out_dir)
         self._episode: StartEvent | None = None  # started; the writer opens at the first step
         self._writer: EpisodeWriter | None = None
-        self._image: tuple[np.ndarray, int] | None = None  # (uint8 [H, W, 3], stamp ns)
-        self._state: np.ndarray | None = None
+        self._pairing = StepPairing()  # frames, states and actions -> steps
         self._instruction: str | None = None
         self._first_stamp = 0
         self._last_t = 0.0
@@ -110,15 +109,21 @@ class RecorderNode(NodeBase):
 
     def on_image(self, msg) -> None:
         try:
-            self._image = (self.codec.image_from_msg(msg), self.codec.stamp_ns(msg))
+            frame = (self.codec.image_from_msg(msg), self.codec.stamp_ns(msg))
         except MessageError as err:
             self.reject("image", err)
+            return
+        self._pairing.frame(self.host.source_time_ns(), frame)
+        self._write_steps()
 
     def on_state(self, msg) -> None:
         try:
-            self._state = self.codec.floats_from_msg(msg, self.config.spec.state_dim)
+            state = self.codec.floats_from_msg(msg, self.config.spec.state_dim)
         except MessageError as err:
             self.reject("state", err)
+            return
+        self._pairing.state(self.host.source_time_ns(), state)
+        self._write_steps()
 
     def on_instruction(self, msg) -> None:
         try:
@@ -169,19 +174,26 @@ class RecorderNode(NodeBase):
         except MessageError as err:
             self.reject("action", err)
             return
-        if self._image is None or self._state is None:
-            self.counters.add("actions_before_observation")
+        self._pairing.action(self.host.source_time_ns(), action)
+        self._write_steps()
+
+    def _write_steps(self, final: bool = False) -> None:
+        """Write the steps whose frame and state are known (StepPairing says which)."""
+        if self._episode is None:
             return
-        image, stamp = self._image
-        try:
-            if self._writer is None:
-                self._open(stamp)
-            self._last_t = max(self._last_t, (stamp - self._first_stamp) / 1e9)
-            self._writer.add_step(image, self._state, action, self._last_t)
-        except EpisodeError as err:
-            self.reject("step", err)
-            return
-        self.counters.add("steps")
+        for (image, stamp), state, action in self._pairing.steps(final):
+            try:
+                if self._writer is None:
+                    self._open(stamp)
+                self._last_t = max(self._last_t, (stamp - self._first_stamp) / 1e9)
+                self._writer.add_step(image, state, action, self._last_t)
+            except EpisodeError as err:
+                self.reject("step", err)
+                continue
+            self.counters.add("steps")
+        if self._pairing.unpaired:
+            self.counters.add("actions_before_observation", self._pairing.unpaired)
+            self._pairing.unpaired = 0
 
     def on_event(self, msg) -> None:
         event = self.read_event(msg)
@@ -191,7 +203,7 @@ class RecorderNode(NodeBase):
             if self._episode is not None:
                 self._close(False, {"interrupted": "a new episode started before this one ended"})
             self._episode = event
-            self._image = self._state = None  # only what arrives after the start belongs to it
+            self._pairing.clear()  # only what is published after the start belongs to it
         elif self._episode is None and self._last_closed is not None:
             self.counters.add("ends_after_close")
             outcome = "success" if event.success else "failure"
@@ -239,6 +251,7 @@ class RecorderNode(NodeBase):
         return name
 
     def _close(self, success: bool, extra: dict) -> None:
+        self._write_steps(final=True)
         writer, self._writer, self._episode = self._writer, None, None
         if self._instruction_changes:
             extra = {**extra, "instruction_changes": self._instruction_changes}

@@ -6,7 +6,8 @@ like the training recipes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from vla_rft.sim.spec import SIM_IMAGE_SIZE
 
@@ -113,3 +114,27 @@ class PipelineConfig:
     def __post_init__(self):
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
+RECIPE_FIELDS = ("world_model_recipe", "policy_recipe", "rft_recipe")
+
+
+def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """A pipeline config file with `key=value` overrides. A relative recipe path that does not
+    exist from the working directory is looked up beside the file and in the directories above
+    it (the checkout's training/...), and stored absolute, so that a config recorded in a model
+    version works from any directory."""
+    from vla_rft.contract.config import load_config
+
+    config = load_config(PipelineConfig, Path(path), overrides)
+    found = {}
+    for name in RECIPE_FIELDS:
+        recipe = Path(getattr(config, name))
+        if recipe.is_absolute() or recipe.is_file():
+            continue
+        here = Path(path).resolve().parent
+        for base in (here, *here.parents):
+            if (base / recipe).is_file():
+                found[name] = str(base / recipe)
+                break
+    return replace(config, **found)

@@ -32,14 +32,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from vla_rft.contract.config import load_config, to_dict
+from vla_rft.contract.config import to_dict
 from vla_rft.contract.constants import STANDIN_SOURCE
 from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
     S_PER_EVAL_EPISODE,
     S_PER_RFT_STEP,
     S_PER_WORLD_MODEL_STEP,
-    PipelineConfig,
+    load_pipeline_config,
 )
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.html_report import Section, write_report
@@ -188,7 +188,7 @@ def build_stages(
     include_standin: bool = False,
 ):  # fmt: skip
     """The round's stages on top of the current version; returns (work dir, stages)."""
-    config = load_config(PipelineConfig, Path(config_path), overrides)
+    config = load_pipeline_config(config_path, overrides)
     record = current_record(models)
     parent, parent_dir = record.version, models / record.version
     tag = round_tag(parent, source)

@@ -25,7 +25,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from vla_rft.contract.config import load_config, to_dict
+from vla_rft.contract.config import to_dict
 from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
     S_PER_EPISODE,
@@ -33,7 +33,7 @@ from vla_rft.pipeline.config import (
     S_PER_POLICY_STEP,
     S_PER_RFT_STEP,
     S_PER_WORLD_MODEL_STEP,
-    PipelineConfig,
+    load_pipeline_config,
 )
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.html_report import Section, write_report
@@ -53,7 +53,7 @@ def build_stages(
     config_path: str, overrides: list[str], root: Path, data: Path, models: Path, progress: bool
 ):
     """The quickstart's stages with their state in `root`."""
-    config = c = load_config(PipelineConfig, Path(config_path), overrides)
+    config = c = load_pipeline_config(config_path, overrides)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(to_dict(config), indent=1))
     episodes = data / "episodes"

@@ -235,6 +235,11 @@ class Host(ABC):
     def now_ns(self) -> int:
         """Wall-clock time for message stamps (ROS: the node's clock)."""
 
+    def source_time_ns(self) -> int:
+        """When the message whose callback is running was published (its DDS source
+        timestamp, the writer's wall clock); now where the middleware does not say."""
+        return time.time_ns()
+
     @abstractmethod
     def request_shutdown(self) -> None:
         """Stop spinning soon (the node asked to end, e.g. the evaluation is over)."""
@@ -245,9 +250,16 @@ class Host(ABC):
 
 def stop_on_signals(host: Host) -> None:
     """SIGINT and SIGTERM, logged, end `host`'s spin; the host's run loop then deactivates and
-    shuts the node down (both hosts install this instead of their middleware's handlers)."""
+    shuts the node down (both hosts install this instead of their middleware's handlers).
+
+    Later SIGINTs and SIGTERMs are ignored: Ctrl-C in a terminal signals every process of the
+    group and `ros2 launch` signals each node again, and one that arrived while the host was
+    closing, or while Python was exiting (which restores the default handler), killed a node
+    that was stopping cleanly. A node that hangs is killed by bringup or launch (SIGKILL)."""
 
     def on_signal(signum: int, _frame) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         host.log.info(f"{signal.Signals(signum).name}: shutting down")
         host.request_shutdown()
 

@@ -126,6 +126,7 @@ class CycloneHost(Host):
         self.codec = Codec(DDS_TYPES)
         self.log = logging.getLogger(node_name)
         self.remaps = dict(remaps or {})
+        self._source_ns = 0  # source time of the sample being handled (source_time_ns)
         self.participant = DomainParticipant(
             domain_id_from_env() if domain_id is None else domain_id
         )
@@ -179,6 +180,9 @@ class CycloneHost(Host):
     def now_ns(self) -> int:
         return time.time_ns()
 
+    def source_time_ns(self) -> int:
+        return self._source_ns
+
     def request_shutdown(self) -> None:
         self._shutdown.set()
         self._wake.set(True)
@@ -219,7 +223,8 @@ class CycloneHost(Host):
                 if not isinstance(sample, InvalidSample):
                     batch.append((sample.sample_info.source_timestamp, order, sub, sample))
         batch.sort(key=lambda item: (item[0], item[1]))
-        for _, _, sub, sample in batch:
+        for source_ns, _, sub, sample in batch:
+            self._source_ns = source_ns
             sub.callback(sample)
 
     def _take(self, sub: _Subscription) -> list:

@@ -12,6 +12,7 @@ This module imports rclpy at the top: it is only imported when rclpy is there
 from __future__ import annotations
 
 import array
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -151,6 +152,7 @@ class RclpyHost(Host):
         self.codec = RclpyCodec()
         self.log = _LoggerAdapter(node.get_logger())
         self.shutdown_requested = False
+        self._source_ns = 0  # source time of the message being handled (source_time_ns)
 
     def subscribe(
         self,
@@ -171,7 +173,12 @@ class RclpyHost(Host):
                 reliability=profile.reliability,
                 durability=profile.durability,
             )
-        self.ros_node.create_subscription(ROS_TYPES[msgtype], topic, callback, profile)
+
+        def with_info(msg, info) -> None:  # rclpy passes the message info to two-argument callbacks
+            self._source_ns = info.get("source_timestamp") or time.time_ns()
+            callback(msg)
+
+        self.ros_node.create_subscription(ROS_TYPES[msgtype], topic, with_info, profile)
 
     def publisher(self, topic: str, msgtype: str, qos: QoS) -> Publisher:
         return _RosPublisher(
@@ -183,6 +190,9 @@ class RclpyHost(Host):
 
     def now_ns(self) -> int:
         return self.ros_node.get_clock().now().nanoseconds
+
+    def source_time_ns(self) -> int:
+        return self._source_ns
 
     def request_shutdown(self) -> None:
         self.shutdown_requested = True
