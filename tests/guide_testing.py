@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,18 +80,26 @@ class Shift:
     def __init__(self, site: Path, env: dict[str, str]):
         self.site, self.env = site, env
         self.background: list[subprocess.Popen] = []
+        self.durations: dict[str, float] = {}
         self.sourced: list[str] = []
         """`source X` parts of the commands run so far: every later command runs after them,
         as in the operator's terminal."""
+
+    def took(self) -> str:
+        """Seconds per command run so far, slowest first (printed by the tests: -s shows it)."""
+        rows = sorted(self.durations.items(), key=lambda kv: -kv[1])
+        return "\n".join(f"{s:6.1f} s  {c.split('#')[0].strip()}" for c, s in rows)
 
     def _bash(self, command: str) -> list[str]:
         return ["bash", "-c", " && ".join([*self.sourced, command])]
 
     def run(self, command: str, timeout: float = 300) -> str:
+        start = time.monotonic()
         done = subprocess.run(
             self._bash(command), cwd=self.site, env=self.env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
         )  # fmt: skip
+        self.durations[command] = time.monotonic() - start
         assert done.returncode == 0, f"$ {command}\n(exit {done.returncode})\n{done.stdout[-4000:]}"
         self.sourced += [p.strip() for p in command.split("#")[0].split("&&") if "source " in p]
         return done.stdout

@@ -4,6 +4,7 @@ say so; a command nobody receives fails (issue 20, item 2)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -92,3 +93,28 @@ def test_op_start_opens_an_episode_that_the_label_closes(spy, nodes, dds, tmp_pa
 
     done = _op(dds, "start", "reach-v4")  # a typo is refused before anything is sent
     assert done.returncode == 2 and "did you mean reach-v3" in done.stderr, done.stderr
+
+
+def test_teleoperation_is_recorded_by_a_graph_without_a_policy(spy, dds, tmp_path):
+    """`vla-rft bringup --no-policy`: only the recorder, whose episodes say `source: teleop`;
+    the actions are another controller's (here this test's), and nothing else publishes any."""
+    bringup = subprocess.Popen(
+        [sys.executable, "-m", "vla_rft.cli", "bringup", "--no-policy",
+         "--record-dir", str(tmp_path / "rec")],
+        env=dds, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        spy.wait_active("recorder_node", RECORDER_INPUTS, timeout=60)
+        assert _op(dds, "start", "push-v3").returncode == 0
+        spy.wait_for(lambda: spy.received[EPISODE_EVENT_TOPIC], 5, "the start event")
+        sent = send_steps(spy, 5, 1_000_000_000, np.random.default_rng(1))
+        assert _op(dds, "label", "success").returncode == 0
+        spy.wait_for(lambda: list_episodes(tmp_path / "rec"), 10, "the written episode")
+    finally:
+        bringup.send_signal(signal.SIGINT)
+        out = bringup.communicate(timeout=30)[0]
+    assert bringup.returncode == 0, out[-3000:]
+    assert "policy_node" not in spy.statuses
+    episode = read_episode(list_episodes(tmp_path / "rec")[0])
+    assert (episode.meta.source, episode.meta.task, len(episode)) == ("teleop", "push-v3", 5)
+    np.testing.assert_array_equal(episode.actions, np.stack([a for _, a in sent]))

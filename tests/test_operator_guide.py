@@ -35,6 +35,8 @@ def test_every_command_in_the_guide_is_run_by_a_test():
     assert all(c.text.startswith("vla-rft ") for c in part_commands("Part 1"))
     filled = {"<episode>", "/path/to/robot.yaml"}
     assert {p for c in commands for p in PLACEHOLDER.findall(c.text)} <= filled
+    runner = (Path(__file__).parent / "test_ros2.py").read_text()
+    assert 'for command in part_commands("Part 3"):' in runner
 
 
 @pytest.fixture
@@ -72,6 +74,7 @@ def test_the_shift_runs_as_the_guide_writes_it(site, spy, dds):
             out = shift.run(text)
             _check(command.text, out, site, spy, values)
     finally:
+        print(shift.took())
         shift.close()
         if robot:
             robot.stop()

@@ -8,6 +8,7 @@ and fails on any skip; in the unsourced suite it is skipped (rclpy does not impo
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -156,5 +157,35 @@ def test_ros_lifecycle_transitions_drive_the_node(context):
         ros_node.trigger_cleanup()
         assert core.calls == ["configure", "activate", "deactivate", "cleanup"]
         assert core.state == "unconfigured"
+    finally:
+        ros_node.destroy_node()
+
+
+def test_a_callback_knows_when_its_message_was_published(context):
+    """The recorder pairs an action with the frame published before it (step_pairing.py): the
+    rclpy host gives each callback its message's DDS source timestamp, not the arrival time."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    ros_node = Node("source_time_probe")
+    host = rclpy_host.RclpyHost(ros_node)
+    seen = []
+    try:
+        host.subscribe("/probe", "std_msgs/msg/String", lambda m: seen.append(
+            (m.data, host.source_time_ns(), time.time_ns())), QoS.RELIABLE)  # fmt: skip
+        publisher = host.publisher("/probe", "std_msgs/msg/String", QoS.RELIABLE)
+        executor = SingleThreadedExecutor()
+        executor.add_node(ros_node)
+        published = []
+        for k in range(3):
+            published.append(time.time_ns())
+            publisher.publish(host.codec.string_to_msg(str(k)))
+            time.sleep(0.05)  # the callback runs later than the publish
+        deadline = time.monotonic() + 5
+        while len(seen) < 3 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        assert [data for data, _, _ in seen] == ["0", "1", "2"]
+        for (_, source, handled), sent in zip(seen, published, strict=True):
+            assert sent <= source < sent + 20_000_000 and source < handled - 20_000_000
     finally:
         ros_node.destroy_node()

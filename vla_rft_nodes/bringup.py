@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the stand-in ONNX policy (built if absent) instead of a trained one",
     )
     p.add_argument("--no-record", dest="record", action="store_false", help="no recorder")
+    p.add_argument(
+        "--no-policy",
+        dest="policy",
+        action="store_false",
+        help="no policy node: record another controller (teleoperation); episodes say "
+        "source: teleop unless --set recorder_node.source=...",
+    )
     p.add_argument("--params-file", type=Path, default=None, help="ROS 2 parameter file")
     p.add_argument("--episodes", type=int, help="episodes per task (eval_manager_node.episodes)")
     p.add_argument("--tasks", help="comma-separated tasks (eval_manager_node.tasks)")
@@ -82,7 +89,13 @@ def plan(args) -> tuple[list[str], dict[str, list[str]]]:
         nodes.append("sim_robot_node")
     if args.record:
         nodes.append("recorder_node")
-    nodes.append("policy_node")
+    if args.policy:
+        nodes.append("policy_node")
+    elif args.policy_model or args.backend or args.standin_policy:
+        raise ConfigError("--no-policy starts no policy node: drop --policy-model, --backend "
+                          "and --standin-policy")  # fmt: skip
+    elif not args.record:
+        raise ConfigError("--no-policy with --no-record starts nothing to record")
     if args.sim or args.episodes is not None:
         nodes.append("eval_manager_node")
     sets: dict[str, list[str]] = {n: [] for n in nodes}
@@ -91,6 +104,8 @@ def plan(args) -> tuple[list[str], dict[str, list[str]]]:
         if node in sets:
             sets[node].append(item)
 
+    if not args.policy:
+        put("recorder_node", "source=teleop")  # another controller's actions
     if args.standin_policy:
         from vla_rft_nodes.standin_policy import STANDIN_PATH, build_standin_onnx
 
@@ -173,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             name: load_node_config(NODE_CONFIGS[name], params_file, name, sets[name])
             for name in nodes
         }
-        model = Path(configs["policy_node"].model_path)
-        if not model.exists():
+        model = Path(configs["policy_node"].model_path) if "policy_node" in configs else None
+        if model is not None and not model.exists():
             raise ConfigError(
                 f"no policy model at {model} (policy_node.model_path; --policy-model, or "
                 "--standin-policy to try the graph without one)"
@@ -202,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         f"with {params_file}"
     )
     print(
-        f"[bringup] operators: `vla-rft op status|estop|instruction|label --domain-id "
+        f"[bringup] operators: `vla-rft op status|start|label|estop|instruction --domain-id "
         f"{env['ROS_DOMAIN_ID']}` reaches this graph"
     )
 

@@ -33,6 +33,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import (
     Bool,
@@ -76,6 +77,10 @@ _PROFILES = {
     QoS.RELIABLE: QoSProfile(depth=10, durability=DurabilityPolicy.VOLATILE, **_RELIABLE),
     QoS.LATCHED: QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, **_RELIABLE),
 }
+
+
+_MESSAGE_INFO_CALLBACKS = hasattr(Subscription, "CallbackType")
+"""rclpy passes a subscription callback with two parameters the message info (Iron and later)."""
 
 
 class RclpyCodec(Codec):
@@ -178,7 +183,12 @@ class RclpyHost(Host):
             self._source_ns = info.get("source_timestamp") or time.time_ns()
             callback(msg)
 
-        self.ros_node.create_subscription(ROS_TYPES[msgtype], topic, with_info, profile)
+        def received(msg) -> None:  # rclpy before Iron: no message info; when it arrived
+            self._source_ns = time.time_ns()
+            callback(msg)
+
+        wrapped = with_info if _MESSAGE_INFO_CALLBACKS else received
+        self.ros_node.create_subscription(ROS_TYPES[msgtype], topic, wrapped, profile)
 
     def publisher(self, topic: str, msgtype: str, qos: QoS) -> Publisher:
         return _RosPublisher(
