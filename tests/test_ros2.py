@@ -50,6 +50,7 @@ from vla_rft.contract.constants import (
     INSTRUCTION_TOPIC,
     JOINT_STATE_TYPE,
     STATE_TOPIC,
+    STATUS_TOPIC,
     STRING_TYPE,
 )
 from vla_rft.contract.qos import QoS
@@ -60,6 +61,7 @@ from vla_rft.data.episode_store import (
     write_episode,
 )
 from vla_rft_nodes.configs import PolicyNodeConfig, field_docs
+from vla_rft_nodes.dds_types import TYPE_HASHES
 from vla_rft_nodes.host.cyclonedds_host import CycloneHost
 from vla_rft_nodes.node_table import NODES
 from vla_rft_nodes.robot_interfaces import COMMAND_MSGS, COMMAND_TOPIC, command_msg
@@ -539,3 +541,23 @@ def test_the_operator_guides_ros2_commands_run_as_written(ros2_site, spy, dds, t
             robot.stop()
         subprocess.run(shift._bash("ros2 daemon stop"), cwd=ros2_site, env=env,
                        capture_output=True, timeout=60)  # fmt: skip
+
+
+def test_ros2_tools_read_the_type_hash_of_the_cyclone_hosts_endpoints(spy):
+    """`vla-rft bringup`'s nodes (the Cyclone DDS host) seen by ROS 2's own tools: each
+    endpoint carries its type's hash as rmw_cyclonedds_cpp does (USER_DATA `typehash=...;`),
+    else every `ros2` command printed 'Failed to parse type hash' for each of them."""
+    env = ros2_env()
+    done = subprocess.run(
+        ["ros2", "topic", "info", "--verbose", "--no-daemon", STATUS_TOPIC], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "Failed to parse type hash" not in done.stdout, done.stdout[-3000:]
+    hashes = re.findall(r"Topic type hash: (\S+)", done.stdout)
+    assert hashes and set(hashes) == {TYPE_HASHES[STRING_TYPE]}, done.stdout[-3000:]
+    prefix = Path(env["AMENT_PREFIX_PATH"].split(":")[-1])
+    for name, digest in TYPE_HASHES.items():  # each as the installed ROS 2 describes it
+        package, _, msg = name.split("/")
+        described = json.loads((prefix / "share" / package / "msg" / f"{msg}.json").read_text())
+        assert {"type_name": name, "hash_string": digest} in described["type_hashes"], name

@@ -176,3 +176,40 @@ DDS_TYPES: dict[str, type[IdlStruct]] = {
     "std_msgs/msg/Float64MultiArray": Float64MultiArray_,
 }
 """ROS 2 type name -> IdlStruct class."""
+
+_TYPE_DIGESTS: dict[str, dict[str, str]] = {
+    "builtin_interfaces": {
+        "Time": "b106235e25a4c5ed35098aa0a61a3ee9c9b18d197f398b0e4206cea9acf9c197",
+        "Duration": "e8d009f659816f758b75334ee1a9ca5b5c0b859843261f14c7f937349599d93b",
+    },
+    "std_msgs": {
+        "Header": "f49fb3ae2cf070f793645ff749683ac6b06203e41c891e17701b1cb597ce6a01",
+        "String": "df668c740482bbd48fb39d76a70dfd4bd59db1288021743503259e948f6b1a18",
+        "Bool": "feb91e995ff9ebd09c0cb3d2aed18b11077585839fb5db80193b62d74528f6c9",
+        "MultiArrayDimension": "5e773a60a4c7fc8a54985f307c7837aa2994252a126c301957a24e31282c9cbe",
+        "MultiArrayLayout": "4c66e6f78e740ac103a94cf63259f968e48c617e7699e829b63c21a5cb50dac6",
+        "Float32MultiArray": "0599f6f85b4bfca379873a0b4375a0aca022156bd2d7021275d116ed1fa8bfe0",
+        "Float64MultiArray": "1025ddc6b9552d191f89ef1a8d2f60f3d373e28b283d8891ddcc974e8c55397f",
+    },
+    "sensor_msgs": {
+        "Image": "d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47",
+        "JointState": "a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e",
+    },
+    "trajectory_msgs": {
+        "JointTrajectoryPoint": "de8907036d8bd45aac6f30cc9044a3d4a329c42cbf719aff7d95a584cfa532d7",
+        "JointTrajectory": "179b33eba59d676f6d967ac71fe35e7ca2f64b2f3928f4a018cec115e213796e",
+    },
+    "geometry_msgs": {
+        "Vector3": "cc12fe83e4c02719f1ce8070bfd14aecd40f75a96696a67a2a1f37f7dbb0765d",
+        "Twist": "9c45bf16fe0983d80e3cfe750d6835843d265a9a6c46bd2e609fcddde6fb8d2a",
+        "TwistStamped": "5f0fcd4f81d5d06ad9b4c4c63e3ea51b82d6ae4d0558f1d475229b1121db6f64",
+    },
+}
+TYPE_HASHES: dict[str, str] = {
+    f"{package}/msg/{name}": f"RIHS01_{digest}"
+    for package, digests in _TYPE_DIGESTS.items()
+    for name, digest in digests.items()
+}
+"""ROS 2 type name -> its type hash (REP 2016, RIHS01; the same from Iron on). ROS 2 endpoints
+announce it in their USER_DATA (`typehash=...;`) and ROS 2 tools warn about endpoints that do
+not; tests/test_ros2.py checks these against the installed ROS 2's type descriptions."""

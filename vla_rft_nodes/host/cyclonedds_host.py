@@ -39,7 +39,7 @@ from vla_rft.contract.config import ConfigError
 from vla_rft.contract.constants import STRING_TYPE
 from vla_rft.contract.qos import QoS
 from vla_rft_nodes.configs import load_node_config
-from vla_rft_nodes.dds_types import DDS_TYPES, dds_topic_name
+from vla_rft_nodes.dds_types import DDS_TYPES, TYPE_HASHES, dds_topic_name
 from vla_rft_nodes.host.base import Codec, Host, Lifecycle, Publisher, Timer, stop_on_signals
 
 _PROFILES = {  # reliability, durability, history depth: as rclpy's presets
@@ -57,9 +57,14 @@ _PROFILES = {  # reliability, durability, history depth: as rclpy's presets
 }
 
 
-def dds_qos(profile: QoS, depth: int | None = None) -> Qos:
+def dds_qos(profile: QoS, depth: int | None = None, msgtype: str = "") -> Qos:
+    """The DDS QoS of a ROS 2 profile; with `msgtype`, its type hash in USER_DATA, as
+    rmw_cyclonedds_cpp writes it (ROS 2 tools then know the endpoint's type)."""
     reliability, durability, default_depth = _PROFILES[profile]
-    return Qos(reliability, durability, Policy.History.KeepLast(depth or default_depth))
+    policies = [reliability, durability, Policy.History.KeepLast(depth or default_depth)]
+    if msgtype in TYPE_HASHES:
+        policies.append(Policy.Userdata(f"typehash={TYPE_HASHES[msgtype]};".encode()))
+    return Qos(*policies)
 
 
 _TAKE_BATCH = 64
@@ -156,7 +161,9 @@ class CycloneHost(Host):
         depth: int | None = None,
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
-        reader = DataReader(self.participant, self._topic(topic, msgtype), qos=dds_qos(qos, depth))
+        reader = DataReader(
+            self.participant, self._topic(topic, msgtype), qos=dds_qos(qos, depth, msgtype)
+        )
         condition = ReadCondition(reader, SampleState.Any | ViewState.Any | InstanceState.Any)
         with self._lock:
             self._subs.append(_Subscription(reader, callback, topic, condition, on_error))
@@ -165,7 +172,7 @@ class CycloneHost(Host):
 
     def publisher(self, topic: str, msgtype: str, qos: QoS) -> Publisher:
         return _DdsPublisher(
-            DataWriter(self.participant, self._topic(topic, msgtype), dds_qos(qos))
+            DataWriter(self.participant, self._topic(topic, msgtype), dds_qos(qos, msgtype=msgtype))
         )
 
     def timer(self, period_s: float, callback: Callable[[], None]) -> Timer:
