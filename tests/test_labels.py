@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from conftest import make_episode
+from graph_testing import RECORDER_INPUTS, output, send_steps, start_episode
 from node_testing import active_recorder
 
 from vla_rft.contract.constants import (
@@ -93,3 +95,25 @@ def test_an_end_event_after_the_episode_closed_is_logged_with_the_fix(tmp_path, 
     assert node.counters["ends_after_close"] == 1
     assert f"vla-rft episodes label {tmp_path / 'ep'} failure" in caplog.text
     assert read_episode_meta(tmp_path / "ep").success is True  # recorded as the sim said
+
+
+@pytest.mark.slow
+def test_a_late_operator_label_over_dds_is_logged_and_counted(spy, nodes, dds, tmp_path):
+    """The same over real DDS: the recorder as a process, the simulator's end, then the
+    operator's `vla-rft op label failure` after the episode was written."""
+    proc = nodes.start("vla_rft_nodes.recorder_node", "--set", f"out_dir={tmp_path / 'rec'}",
+                       "--set", "status_period_s=0.1")  # fmt: skip
+    spy.wait_active("recorder_node", RECORDER_INPUTS)
+    start_episode(spy, "ep")
+    send_steps(spy, 3, 1_000_000_000, np.random.default_rng(0))
+    end = events.EndEvent(success=True, reason="success", by="sim")
+    spy.publish(EPISODE_EVENT_TOPIC, spy.host.codec.string_to_msg(events.to_json(end)))
+    spy.wait_for(lambda: (tmp_path / "rec" / "ep").is_dir(), 10, "the written episode")
+    late = subprocess.run([sys.executable, "-m", "vla_rft.cli", "op", "label", "failure"],
+                          env=dds, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert late.returncode == 0, late.stderr
+    counters = lambda: spy.statuses["recorder_node"].get("counters") or {}  # noqa: E731
+    spy.wait_for(lambda: counters().get("ends_after_close") == 1, 10, "the counted late label")
+    assert read_episode_meta(tmp_path / "rec" / "ep").success is True
+    proc.send_signal(signal.SIGINT)
+    assert f"vla-rft episodes label {tmp_path / 'rec' / 'ep'} failure" in output(proc)
