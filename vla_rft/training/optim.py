@@ -14,6 +14,7 @@ Each trainer sets its own defaults; what only one trainer uses stays in that tra
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,3 +72,33 @@ def clip_gradients(params: Iterable[torch.Tensor], grad_clip: float) -> float:
     """Scale the gradients to a global norm of at most `grad_clip` (0: leave them); returns the
     norm before clipping."""
     return float(torch.nn.utils.clip_grad_norm_(list(params), grad_clip or math.inf))
+
+
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""CPU instruction sets (names as in /proc/cpuinfo) that run bfloat16 natively."""
+
+
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((x for x in f if x.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+def use_bf16(requested: bool, device: torch.device, flags: Iterable[str] | None = None) -> bool:
+    """Whether to train under bfloat16 autocast: as `requested`, except on a CPU without bfloat16
+    instructions (`flags`, default: this machine's), where emulated bfloat16 is an order of
+    magnitude slower than float32; that is logged and float32 is used."""
+    if not requested or device.type != "cpu":
+        return requested
+    if BF16_CPU_FLAGS & set(cpu_flags() if flags is None else flags):
+        return True
+    logging.getLogger(__name__).warning(
+        "bf16 requested, but this CPU has no bfloat16 instructions (%s): emulated bfloat16 is "
+        "about 12x slower than float32 here, so training runs in float32",
+        " or ".join(sorted(BF16_CPU_FLAGS)),
+    )
+    return False

@@ -30,7 +30,7 @@ from vla_rft.models import checkpoint as ckpt_io
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
 from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import distributed as dist
-from vla_rft.training.optim import OptimConfig, clip_gradients, learning_rate
+from vla_rft.training.optim import OptimConfig, clip_gradients, learning_rate, use_bf16
 from vla_rft.training.stored_config import stored_config
 from vla_rft.training.tracking import RunLogger, plot_metrics, read_metrics
 
@@ -82,7 +82,8 @@ class TrainWorldModelConfig:
     decoded_frames: int = 0
     """Frames of each window decoded and scored per step: the first and random others (0: all)."""
     bf16: bool = False
-    """Forward and backward under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, GPUs)."""
+    """Forward and backward under bfloat16 autocast (GPUs, CPUs with AVX512-BF16 or AMX; on
+    other CPUs float32 is used, with a warning: emulated bfloat16 is about 12x slower)."""
     log_every: int = 20
     """Steps between logged training scalars."""
     eval_every: int = 250
@@ -211,6 +212,7 @@ def train(
 
     torch.manual_seed(config.seed)
     model = make_world_model(config.model).to(info.device)
+    bf16 = use_bf16(config.bf16, info.device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
     )
@@ -278,7 +280,7 @@ def train(
         steps = [0, *sorted(later)] if 0 < keep < horizon else None  # always the first frame
         if steps is not None:
             target, valid = target[:, steps], valid[:, steps]
-        with torch.autocast(info.device.type, torch.bfloat16, enabled=config.bf16):
+        with torch.autocast(info.device.type, torch.bfloat16, enabled=bf16):
             pred = ddp_model(context, actions, steps)  # [N, T', 3, H, W]
         loss, _ = pixel_loss(pred.float(), target, valid, config.l1_weight)
         if not torch.isfinite(loss):
