@@ -1,11 +1,14 @@
 """Policy inference latency at batch 1: torch eager vs ONNX Runtime (and TensorRT where present).
 
     .venv/bin/python bench/bench_inference.py [--sizes 64,128,224] [--iters 300] [--threads 2]
+                                              [--flow-steps 10,5,3]
 
 For each image size a policy with the default architecture (PolicyConfig; random weights, which
 do not change the cost) is saved as a checkpoint, exported with `vla-rft export`'s code and timed
 through the one `Policy.infer` call the robot makes (preprocessing, network, de-normalisation),
-after a warm-up. The instruction embedding comes from the cache, as on the robot.
+after a warm-up. The instruction embedding comes from the cache, as on the robot. With
+`--flow-steps`, ONNX Runtime also runs packages exported with fewer Euler steps of the flow head
+(`vla-rft export --flow-steps N`); torch runs the trained number (10).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from vla_rft.runtime.loader import load_policy
 INSTRUCTION = "push the puck to the goal"
 
 
-def make_package(size: int, root: Path) -> tuple[Path, Path]:
+def make_package(size: int, root: Path, flow_steps: tuple[int, ...] = ()) -> tuple[Path, Path]:
+    """(checkpoint run, package) of a random policy at `size`; one more package per entry of
+    `flow_steps` (root/pkg{size}-steps{n})."""
     config = PolicyConfig(image_size=size)
     rng = np.random.default_rng(0)
     stats = NormStats.compute(
@@ -55,6 +60,8 @@ def make_package(size: int, root: Path) -> tuple[Path, Path]:
         },
     )
     export_policy(run, root / f"pkg{size}")
+    for n in flow_steps:
+        export_policy(run, root / f"pkg{size}-steps{n}", flow_steps=n)
     return run, root / f"pkg{size}"
 
 
@@ -82,6 +89,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="64,128,224")
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument(
+        "--flow-steps", default="", help="comma-separated: also ONNX packages with these steps"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,22 +102,26 @@ def main() -> None:
         backends.append("tensorrt")
     except ImportError:
         print("TensorRT not installed: its rows are skipped")
+    steps = tuple(int(n) for n in args.flow_steps.split(",") if n)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
-            run, package = make_package(size, Path(tmp))
-            p50 = {}
-            for backend in backends:
-                policy = load_policy(run if backend == "torch" else package, backend=backend)
+            run, package = make_package(size, Path(tmp), steps)
+            trained = PolicyConfig().flow_steps
+            runs = [(b, trained, run if b == "torch" else package) for b in backends]
+            runs += [
+                ("onnxruntime", n, package.with_name(f"{package.name}-steps{n}")) for n in steps
+            ]
+            torch_p50 = None
+            for backend, n, path in runs:
+                policy = load_policy(path, backend=backend)
                 stats = percentiles(time_policy(policy, size, args.iters))
-                p50[backend] = stats["p50_ms"]
-                rows.append(
-                    {"image": size, "backend": getattr(policy, "backend", backend), **stats}
-                )
+                torch_p50 = torch_p50 or stats["p50_ms"]
+                name = getattr(policy, "backend", backend)
+                rows.append({"image": size, "flow steps": n, "backend": name, **stats})
+                if backend != "torch":
+                    rows[-1]["speed-up vs torch (p50)"] = torch_p50 / stats["p50_ms"]
                 print(rows[-1], flush=True)
-            rows[-1 if "tensorrt" not in backends else -2]["speed-up vs torch (p50)"] = (
-                p50["torch"] / p50["onnxruntime"]
-            )
     report("inference", rows, args.out)
 
 

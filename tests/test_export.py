@@ -125,6 +125,30 @@ def test_onnx_matches_torch_on_fresh_inputs(policy_checkpoint, package):
         assert np.all(np.abs(a["action"]) <= 1.0)
 
 
+def test_a_package_exported_with_fewer_flow_steps_runs_exactly_those(
+    policy_checkpoint, package, tmp_path
+):
+    """`vla-rft export --flow-steps 3`: the graph integrates the flow in 3 Euler steps (fewer
+    nodes, less time), equal to the checkpoint run with 3 steps and not to the 10-step one; the
+    manifest says 3, and `vla-rft eval --flow-steps 3` evaluates the same thing in torch."""
+    import onnx
+
+    fast = tmp_path / "fast"
+    export_policy(policy_checkpoint, fast, flow_steps=3)
+    assert read_manifest(fast / POLICY_ONNX).extra[POLICY_CONFIG_KEY]["flow_steps"] == 3
+    nodes = {p: len(onnx.load(str(p / POLICY_ONNX)).graph.node) for p in (fast, package)}
+    assert nodes[fast] < 0.6 * nodes[package], nodes
+    rng = np.random.default_rng(3)
+    obs = _obs(rng)
+    three = TorchPolicy.from_checkpoint(policy_checkpoint, flow_steps=3).infer(obs)
+    got = load_policy(fast, backend="onnxruntime").infer(obs)
+    np.testing.assert_allclose(
+        got["action_normalized"], three["action_normalized"], atol=PARITY_ATOL
+    )
+    ten = load_policy(package, backend="onnxruntime").infer(obs)
+    assert np.abs(ten["action_normalized"] - got["action_normalized"]).max() > 10 * PARITY_ATOL
+
+
 def test_the_package_declares_how_frames_are_fitted_and_fits_a_640x480_camera(package):
     assert read_manifest(package / POLICY_ONNX).extra["image_fit"] == IMAGE_FIT
     policy = load_policy(package, backend="onnxruntime")

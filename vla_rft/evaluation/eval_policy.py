@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--temporal-ensemble", action="store_true", help="average overlapping chunks")
     p.add_argument(
+        "--flow-steps",
+        type=int,
+        help="Euler steps of the flow head (default: the trained number; fewer are faster)",
+    )
+    p.add_argument(
         "--out", type=Path, help="report directory (default: runs/eval/<run>-<checkpoint>-<name>)"
     )
     p.add_argument("--device", default="cpu", help="torch device of the policy")
@@ -165,9 +170,13 @@ def _policy_factory(args):
     from vla_rft.runtime.torch_policy import TorchPolicy
 
     set_torch_threads(args.threads)
-    policy = TorchPolicy.from_checkpoint(args.policy, device=args.device)
+    policy = TorchPolicy.from_checkpoint(args.policy, args.device, args.flow_steps)
     size = policy.transforms.image.size
-    about = {"policy": str(resolve_checkpoint(args.policy)), "image_size": size}
+    about = {
+        "policy": str(resolve_checkpoint(args.policy)),
+        "image_size": size,
+        "flow_steps": policy.model.config.flow_steps,
+    }
     return (lambda robot: policy), size, about
 
 

@@ -37,15 +37,18 @@ SAMPLE_INSTRUCTIONS = ["push the puck to the goal", "open the drawer", "reach"]
 """Sentences of different lengths for the text encoder's parity check."""
 
 
-def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Manifest:
-    """The deterministic chunk predictor of a policy checkpoint -> `out_dir/policy.onnx`."""
+def export_policy(
+    checkpoint: str | Path, out_dir: str | Path, flow_steps: int | None = None
+) -> Manifest:
+    """The deterministic chunk predictor of a policy checkpoint -> `out_dir/policy.onnx`;
+    `flow_steps`: its flow head integrated in that many Euler steps (default: as trained)."""
     from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
     from vla_rft.models.checkpoint import WEIGHTS_FILE, load_checkpoint
     from vla_rft.models.policy.modeling_policy import ChunkPredictor
     from vla_rft.runtime.torch_policy import TorchPolicy
 
     ckpt = load_checkpoint(checkpoint)
-    policy = TorchPolicy.from_checkpoint(ckpt.path)
+    policy = TorchPolicy.from_checkpoint(ckpt.path, flow_steps=flow_steps)
     cfg = policy.model.config
     rng = np.random.default_rng(0)
     example = {
@@ -70,7 +73,7 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path) -> Manifest:
         extra={
             ACTION_RANGE_KEY: list(ckpt.extra.get(ACTION_RANGE_KEY, (-1.0, 1.0))),
             INSTRUCTIONS_KEY: ckpt.extra[INSTRUCTIONS_KEY],
-            POLICY_CONFIG_KEY: ckpt.extra[POLICY_CONFIG_KEY],
+            POLICY_CONFIG_KEY: {**ckpt.extra[POLICY_CONFIG_KEY], "flow_steps": cfg.flow_steps},
             IMAGE_FIT_KEY: IMAGE_FIT,
             "step": ckpt.step,
         },
@@ -149,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, required=True, help="model package directory, e.g. models/policy-v1"
     )
     parser.add_argument(
+        "--flow-steps",
+        type=int,
+        help="Euler steps of the exported flow head (default: as trained; fewer are faster: "
+        "measure success with `vla-rft eval --flow-steps N` first)",
+    )
+    parser.add_argument(
         "--no-text-encoder",
         action="store_true",
         help="skip the instruction encoder (the robot then knows only the training instructions)",
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     manifests = {}
     try:
         if args.policy is not None:
-            manifests[POLICY_ONNX] = export_policy(args.policy, args.out)
+            manifests[POLICY_ONNX] = export_policy(args.policy, args.out, args.flow_steps)
             if not args.no_text_encoder:
                 manifests[TEXT_ENCODER_ONNX] = export_text_encoder(args.out)
         if args.world_model is not None:

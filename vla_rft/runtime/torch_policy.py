@@ -12,6 +12,7 @@ package's __init__ does not import it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,12 @@ class TorchPolicy:
         )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TorchPolicy:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", flow_steps: int | None = None
+    ) -> TorchPolicy:
         """Load a policy checkpoint (or a run directory's latest); CheckpointError if it is not
-        a policy checkpoint or its weights do not fit."""
+        a policy checkpoint or its weights do not fit. `flow_steps`: integrate the flow head in
+        that many Euler steps instead of the trained number (no weight depends on it)."""
         ckpt = load_checkpoint(path)
         missing = [k for k in (POLICY_CONFIG_KEY, INSTRUCTIONS_KEY) if k not in ckpt.extra]
         if missing or not ckpt.norm_stats:
@@ -78,6 +82,8 @@ class TorchPolicy:
             )
         try:
             config = from_dict(PolicyConfig, ckpt.extra[POLICY_CONFIG_KEY])
+            if flow_steps is not None:
+                config = replace(config, flow_steps=flow_steps)
         except (ConfigError, ValueError) as err:
             raise CheckpointError(f"{ckpt.path}: bad policy config ({err})") from None
         model = VLAPolicy(config)
