@@ -14,7 +14,7 @@ from conftest import write_eval_report
 from vla_rft.contract.config import ConfigError
 from vla_rft.data.episode_store import list_episodes, read_episode
 from vla_rft.pipeline import flywheel, jobs, quickstart
-from vla_rft.pipeline.config import load_pipeline_config
+from vla_rft.pipeline.config import DEFAULT_PIPELINE_CONFIG, load_pipeline_config
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.registry import (
     RegistryError,
@@ -328,6 +328,10 @@ def test_a_pipeline_config_finds_its_recipes_from_any_working_directory(tmp_path
     for recipe in (config.world_model_recipe, config.policy_recipe, config.rft_recipe):
         assert Path(recipe).is_file() and Path(recipe).is_absolute(), recipe
     assert config.world_model_recipe == str(REPO / "training" / "debug" / "world_model.yaml")
+    # the commands' default config, relative as they give it: it was refused outside the
+    # checkout ("recipe training/quickstart/pipeline.yaml does not exist")
+    default = load_pipeline_config(DEFAULT_PIPELINE_CONFIG)
+    assert Path(default.policy_recipe) == REPO / "training" / "quickstart" / "policy.yaml"
     recipes = "".join(
         f"{name}_recipe: nowhere/{name}.yaml\n" for name in ("world_model", "policy", "rft")
     )

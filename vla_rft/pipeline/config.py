@@ -117,16 +117,25 @@ class PipelineConfig:
 
 
 RECIPE_FIELDS = ("world_model_recipe", "policy_recipe", "rft_recipe")
+DEFAULT_PIPELINE_CONFIG = "training/quickstart/pipeline.yaml"
+"""The pipeline config of `vla-rft quickstart` (and of `vla-rft flywheel` when the current version
+recorded none), relative to the checkout."""
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""The directory holding training/ (the repository root of this installation)."""
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """A pipeline config file with `key=value` overrides. A relative recipe path that does not
-    exist from the working directory is looked up beside the file and in the directories above
-    it (the checkout's training/...), and stored absolute, so that a config recorded in a model
-    version works from any directory."""
+    """A pipeline config file with `key=value` overrides. A relative config path that does not
+    exist from the working directory is taken from the checkout; a relative recipe path that does
+    not is looked up beside the file and in the directories above it (the checkout's
+    training/...), and stored absolute, so that a config recorded in a model version works from
+    any directory."""
     from vla_rft.contract.config import load_config
 
-    config = load_config(PipelineConfig, Path(path), overrides)
+    path = Path(path)
+    if not path.is_absolute() and not path.is_file() and (CHECKOUT / path).is_file():
+        path = CHECKOUT / path  # e.g. the default config, run from another directory
+    config = load_config(PipelineConfig, path, overrides)
     found = {}
     for name in RECIPE_FIELDS:
         recipe = Path(getattr(config, name))

@@ -36,6 +36,7 @@ from vla_rft.contract.config import to_dict
 from vla_rft.contract.constants import STANDIN_SOURCE
 from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
+    DEFAULT_PIPELINE_CONFIG,
     S_PER_EVAL_EPISODE,
     S_PER_RFT_STEP,
     S_PER_WORLD_MODEL_STEP,
@@ -52,7 +53,6 @@ from vla_rft.pipeline.stages import (
     timings_table,
 )
 
-DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
 LEDGER_FILE = "ledger.json"
 """`<data>/ledger.json`: digest of every ingested episode -> where it went (deduplication)."""
 WORLD_MODEL, RFT = "world_model", "rft"
@@ -392,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     def plan():
         if not args.episodes.is_dir():
             raise FileNotFoundError(f"{args.episodes}: no such directory of episodes")
-        config = args.config or current_record(args.models).pipeline_config or DEFAULT_CONFIG
+        config = (
+            args.config or current_record(args.models).pipeline_config or DEFAULT_PIPELINE_CONFIG
+        )
         print(f"pipeline config: {config}")
         return build_stages(
             config, args.episodes, args.models, args.data, args.root, args.set, not args.quiet,

@@ -28,6 +28,7 @@ from pathlib import Path
 from vla_rft.contract.config import to_dict
 from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
+    DEFAULT_PIPELINE_CONFIG,
     S_PER_EPISODE,
     S_PER_EVAL_EPISODE,
     S_PER_POLICY_STEP,
@@ -45,8 +46,6 @@ from vla_rft.pipeline.stages import (
     stage_timings,
     timings_table,
 )
-
-DEFAULT_CONFIG = "training/quickstart/pipeline.yaml"
 
 
 def build_stages(
@@ -225,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def plan():
-        config = args.config or DEFAULT_CONFIG
+        config = args.config or DEFAULT_PIPELINE_CONFIG
         return args.root, build_stages(
             config, args.set, args.root, args.data, args.models, not args.quiet
         )
