@@ -103,23 +103,23 @@ def main() -> None:
     except ImportError:
         print("TensorRT not installed: its rows are skipped")
     steps = tuple(int(n) for n in args.flow_steps.split(",") if n)
+    trained = PolicyConfig().flow_steps
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             run, package = make_package(size, Path(tmp), steps)
-            trained = PolicyConfig().flow_steps
             runs = [(b, trained, run if b == "torch" else package) for b in backends]
             runs += [
                 ("onnxruntime", n, package.with_name(f"{package.name}-steps{n}")) for n in steps
             ]
-            torch_p50 = None
             for backend, n, path in runs:
                 policy = load_policy(path, backend=backend)
                 stats = percentiles(time_policy(policy, size, args.iters))
-                torch_p50 = torch_p50 or stats["p50_ms"]
                 name = getattr(policy, "backend", backend)
                 rows.append({"image": size, "flow steps": n, "backend": name, **stats})
-                if backend != "torch":
+                if backend == "torch":  # the first row of each size
+                    torch_p50 = stats["p50_ms"]
+                else:
                     rows[-1]["speed-up vs torch (p50)"] = torch_p50 / stats["p50_ms"]
                 print(rows[-1], flush=True)
     report("inference", rows, args.out)

@@ -65,16 +65,25 @@ def register_policy_factory(tmp_path, monkeypatch):
 # --- The node graph over Cyclone DDS on loopback (tests/graph_testing.py) -------------------
 
 
-@pytest.fixture
-def dds(monkeypatch):
-    """A private DDS domain on loopback, for this process and the nodes it starts."""
+def private_dds_env() -> dict[str, str]:
+    """The variables that put a process and the nodes it starts on a random DDS domain on
+    loopback, on the Cyclone DDS host."""
     import random
 
     from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 
-    monkeypatch.setenv("CYCLONEDDS_URI", LOOPBACK_CYCLONEDDS)
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(100, 230)))
-    monkeypatch.setenv("VLA_RFT_HOST", "cyclonedds")
+    return {
+        "CYCLONEDDS_URI": LOOPBACK_CYCLONEDDS,
+        "ROS_DOMAIN_ID": str(random.randint(100, 230)),
+        "VLA_RFT_HOST": "cyclonedds",
+    }
+
+
+@pytest.fixture
+def dds(monkeypatch):
+    """A private DDS domain on loopback, for this process and the nodes it starts."""
+    for key, value in private_dds_env().items():
+        monkeypatch.setenv(key, value)
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -103,18 +112,12 @@ def debug_loop(tmp_path_factory):
     """One debug quickstart (training/debug, about 30 s) in a private DDS domain, shared by the
     tests that need a registry with trained versions: ({runs, data, models}, its argv, its exit
     status). Tests that change the registry work on a copy or accept the others' changes."""
-    import random
     from pathlib import Path
 
     from vla_rft.pipeline import quickstart
-    from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 
     root = tmp_path_factory.mktemp("loop")
-    env = {
-        "CYCLONEDDS_URI": LOOPBACK_CYCLONEDDS,
-        "ROS_DOMAIN_ID": str(random.randint(100, 230)),
-        "VLA_RFT_HOST": "cyclonedds",
-    }
+    env = private_dds_env()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     dirs = {"root": root / "runs", "data": root / "data", "models": root / "models"}

@@ -184,6 +184,17 @@ def motion(msg) -> bool:
     return bool(np.any(np.asarray(msg.data)[:3] != 0))  # the gripper (last) keeps its command
 
 
+def motion_since(spy, t0: float) -> int:
+    """Motion commands the spy received after monotonic time `t0`."""
+    return sum(motion(m) for t, m in list(spy.received[ACTION_TOPIC]) if t > t0)
+
+
+def run_op(env, *args: str) -> subprocess.CompletedProcess:
+    """`vla-rft op ARGS` in a child process on `env`'s domain; its result (output captured)."""
+    return subprocess.run([sys.executable, "-m", "vla_rft.cli", "op", *args], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
 def standin_args(model):
     return (
         "--set", f"policy_factory={STANDIN_FACTORY}",

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import make_episode
-from graph_testing import RECORDER_INPUTS, output, send_steps, start_episode
+from graph_testing import RECORDER_INPUTS, output, run_op, send_steps, start_episode
 from node_testing import active_recorder
 
 from vla_rft.contract.constants import (
@@ -109,8 +109,7 @@ def test_a_late_operator_label_over_dds_is_logged_and_counted(spy, nodes, dds, t
     end = events.EndEvent(success=True, reason="success", by="sim")
     spy.publish(EPISODE_EVENT_TOPIC, spy.host.codec.string_to_msg(events.to_json(end)))
     spy.wait_for(lambda: (tmp_path / "rec" / "ep").is_dir(), 10, "the written episode")
-    late = subprocess.run([sys.executable, "-m", "vla_rft.cli", "op", "label", "failure"],
-                          env=dds, capture_output=True, text=True, timeout=60)  # fmt: skip
+    late = run_op(dds, "label", "failure")
     assert late.returncode == 0, late.stderr
     counters = lambda: spy.statuses["recorder_node"].get("counters") or {}  # noqa: E731
     spy.wait_for(lambda: counters().get("ends_after_close") == 1, 10, "the counted late label")

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from graph_testing import POLICY_INPUTS, RECORDER_INPUTS, send_steps, standin_args
+from graph_testing import POLICY_INPUTS, RECORDER_INPUTS, run_op, send_steps, standin_args
 
 from vla_rft.contract.constants import EPISODE_EVENT_TOPIC, INSTRUCTION_TOPIC
 from vla_rft.data.episode_store import list_episodes, read_episode
@@ -20,31 +20,26 @@ from vla_rft_nodes.standin_policy import build_standin_onnx
 pytestmark = pytest.mark.slow
 
 
-def _op(env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vla_rft.cli", "op", *args], env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-
-
 def test_op_presses_and_releases_the_estop_and_sets_the_instruction(spy, nodes, dds, tmp_path):
     nodes.start("vla_rft_nodes.policy_node",
                 *standin_args(build_standin_onnx(tmp_path / "standin.onnx")))  # fmt: skip
     spy.wait_active("policy_node", POLICY_INPUTS)
 
-    done = _op(dds, "estop", "on")
+    done = run_op(dds, "estop", "on")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "E-STOP ENGAGED on policy_node" in done.stdout
     spy.wait_for(lambda: spy.statuses["policy_node"]["estop"] is True, 5, "the latched e-stop")
 
-    done = _op(dds, "estop", "off", "--resume")
+    done = run_op(dds, "estop", "off", "--resume")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "policy node active again" in done.stdout
     spy.wait_for(lambda: spy.statuses["policy_node"]["estop"] is False, 5, "the release")
 
-    done = _op(dds, "instruction", "push the puck to the goal")
+    done = run_op(dds, "instruction", "push the puck to the goal")
     assert done.returncode == 0 and "the policy node follows it" in done.stdout, done.stdout
     assert spy.statuses["policy_node"]["instruction"] == "push the puck to the goal"
 
-    done = _op(dds, "status")
+    done = run_op(dds, "status")
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith("| policy_node |"))
     assert "| active |" in row and "| False |" in row and "push the puck to the goal" in row
@@ -52,13 +47,13 @@ def test_op_presses_and_releases_the_estop_and_sets_the_instruction(spy, nodes, 
 
 def test_op_says_when_nobody_received_it(dds):
     for args in (("estop", "on"), ("label", "failure"), ("status",)):  # one of each path
-        done = _op(dds, *args)
+        done = run_op(dds, *args)
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert "no node reads" in done.stderr or "no vla_rft node on DDS domain" in done.stdout
 
 
 def test_a_label_ends_the_episode_with_the_operators_outcome(spy, dds):
-    done = _op(dds, "label", "success", "--note", "cube in the bin")
+    done = run_op(dds, "label", "success", "--note", "cube in the bin")
     assert done.returncode == 0, done.stderr
     spy.wait_for(lambda: spy.received["/vla_rft/episode_event"], 5, "the end event")
     event = json.loads(spy.received["/vla_rft/episode_event"][-1][1].data)
@@ -73,7 +68,7 @@ def test_op_start_opens_an_episode_that_the_label_closes(spy, nodes, dds, tmp_pa
     nodes.start("vla_rft_nodes.recorder_node", "--set", f"out_dir={tmp_path / 'rec'}")
     spy.wait_active("recorder_node", RECORDER_INPUTS)
 
-    done = _op(dds, "start", "reach-v3")
+    done = run_op(dds, "start", "reach-v3")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "episode started: reach-v3" in done.stdout
     spy.wait_for(lambda: spy.received[EPISODE_EVENT_TOPIC], 5, "the start event")
@@ -83,7 +78,7 @@ def test_op_start_opens_an_episode_that_the_label_closes(spy, nodes, dds, tmp_pa
     )  # fmt: skip
     assert spy.received[INSTRUCTION_TOPIC][-1][1].data == instruction_for("reach-v3")
     send_steps(spy, 3, 1_000_000_000, np.random.default_rng(0))
-    assert _op(dds, "label", "success").returncode == 0
+    assert run_op(dds, "label", "success").returncode == 0
     spy.wait_for(lambda: list_episodes(tmp_path / "rec"), 10, "the written episode")
     episode = read_episode(list_episodes(tmp_path / "rec")[0])
     meta = episode.meta
@@ -91,7 +86,7 @@ def test_op_start_opens_an_episode_that_the_label_closes(spy, nodes, dds, tmp_pa
         "reach-v3", instruction_for("reach-v3"), True, 3,
     )  # fmt: skip
 
-    done = _op(dds, "start", "reach-v4")  # a typo is refused before anything is sent
+    done = run_op(dds, "start", "reach-v4")  # a typo is refused before anything is sent
     assert done.returncode == 2 and "did you mean reach-v3" in done.stderr, done.stderr
 
 
@@ -105,10 +100,10 @@ def test_teleoperation_is_recorded_by_a_graph_without_a_policy(spy, dds, tmp_pat
     )  # fmt: skip
     try:
         spy.wait_active("recorder_node", RECORDER_INPUTS, timeout=60)
-        assert _op(dds, "start", "push-v3").returncode == 0
+        assert run_op(dds, "start", "push-v3").returncode == 0
         spy.wait_for(lambda: spy.received[EPISODE_EVENT_TOPIC], 5, "the start event")
         sent = send_steps(spy, 5, 1_000_000_000, np.random.default_rng(1))
-        assert _op(dds, "label", "success").returncode == 0
+        assert run_op(dds, "label", "success").returncode == 0
         spy.wait_for(lambda: list_episodes(tmp_path / "rec"), 10, "the written episode")
     finally:
         bringup.send_signal(signal.SIGINT)

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from graph_testing import Feeder, motion
+from graph_testing import Feeder, motion_since
 from guide_testing import PLACEHOLDER, Shift, guide_commands, part_commands
 
-from vla_rft.contract.constants import ACTION_TOPIC
 from vla_rft.data.episode_store import list_episodes, read_episode_meta
 from vla_rft.pipeline.registry import current_version, list_versions
 
@@ -47,10 +46,6 @@ def site(debug_loop, tmp_path) -> Path:
     site = tmp_path / "site"
     shutil.copytree(dirs["models"], site / "models", symlinks=True)
     return site
-
-
-def _moves_since(spy, t0: float) -> int:
-    return sum(motion(m) for t, m in list(spy.received[ACTION_TOPIC]) if t > t0)
 
 
 def test_the_shift_runs_as_the_guide_writes_it(site, spy, dds):
@@ -95,7 +90,7 @@ def _check(command: str, out: str, site: Path, spy, values: dict[str, str]) -> N
         assert "episode started: reach-v3" in out, out
         started = time.monotonic()
         time.sleep(ROBOT_WORKS_S)  # ... the robot works ...
-        assert _moves_since(spy, started) >= 10, "the policy did not move the robot"
+        assert motion_since(spy, started) >= 10, "the policy did not move the robot"
     elif command.startswith("vla-rft op label"):
         spy.wait_for(lambda: list_episodes(recorded), 10, "the recorded episode")
         (episode,) = list_episodes(recorded)
@@ -107,7 +102,7 @@ def _check(command: str, out: str, site: Path, spy, values: dict[str, str]) -> N
         pressed = time.monotonic()
         assert "E-STOP ENGAGED on policy_node" in out, out
         time.sleep(0.5)
-        assert _moves_since(spy, pressed) == 0
+        assert motion_since(spy, pressed) == 0
     elif command.startswith("vla-rft op estop off"):
         assert "policy node active again" in out, out
     elif command.startswith("vla-rft episodes info"):

@@ -28,7 +28,7 @@ from graph_testing import (
     POLICY_INPUTS,
     STANDIN_FACTORY,
     Feeder,
-    motion,
+    motion_since,
     standin_args,
 )
 from guide_testing import Shift, part_commands
@@ -224,10 +224,6 @@ def _ctrl_c(proc: subprocess.Popen) -> str:
         return proc.communicate()[0] + "\n[killed after 20 s]"
 
 
-def _motion_since(spy, t0: float) -> int:
-    return sum(motion(m) for t, m in list(spy.received[ACTION_TOPIC]) if t > t0)
-
-
 def test_lifecycle_parameters_and_estop_from_the_ros2_command_line(spy, installed, tmp_path):
     """The policy node under rclpy; this test's Cyclone DDS host feeds it (a mixed graph) while
     `ros2 lifecycle`, `ros2 param` and `ros2 topic pub` drive it as an operator would."""
@@ -249,7 +245,7 @@ def test_lifecycle_parameters_and_estop_from_the_ros2_command_line(spy, installe
         c = spy.host.codec
         spy.publish(INSTRUCTION_TOPIC, c.string_to_msg("move the gripper to the target"))
         feeder = Feeder(spy)
-        spy.wait_for(lambda: _motion_since(spy, 0) > 0, what="motion from the rclpy node")
+        spy.wait_for(lambda: motion_since(spy, 0) > 0, what="motion from the rclpy node")
 
         described = _ros2(env, "param", "describe", "/policy_node", "replan_every")
         assert field_docs(PolicyNodeConfig)["replan_every"].split()[0] in described
@@ -260,10 +256,10 @@ def test_lifecycle_parameters_and_estop_from_the_ros2_command_line(spy, installe
         _ros2(env, "lifecycle", "set", "/policy_node", "deactivate")
         held = time.monotonic()
         time.sleep(1.0)
-        assert _motion_since(spy, held) == 0
+        assert motion_since(spy, held) == 0
         assert spy.statuses["policy_node"]["state"] == "inactive"
         _ros2(env, "lifecycle", "set", "/policy_node", "activate")
-        spy.wait_for(lambda: _motion_since(spy, held) > 0, what="motion after activate")
+        spy.wait_for(lambda: motion_since(spy, held) > 0, what="motion after activate")
 
         _ros2(env, "topic", "pub", "--once", "-w", "3", "--qos-reliability", "reliable",
               "--qos-durability", "transient_local", ESTOP_TOPIC, "std_msgs/msg/Bool",
@@ -271,7 +267,7 @@ def test_lifecycle_parameters_and_estop_from_the_ros2_command_line(spy, installe
         pressed = time.monotonic()
         spy.wait_for(lambda: spy.statuses["policy_node"]["estop"], what="the e-stop")
         time.sleep(1.0)
-        assert _motion_since(spy, pressed) == 0
+        assert motion_since(spy, pressed) == 0
     finally:
         if feeder is not None:
             feeder.stop()
@@ -512,7 +508,7 @@ def test_the_operator_guides_ros2_commands_run_as_written(ros2_site, spy, dds, t
                 else:
                     spy.wait_for(lambda: _policy(spy)["estop"], 20, "the e-stop")
                     time.sleep(0.5)
-                    assert _motion_since(spy, pressed) == 0
+                    assert motion_since(spy, pressed) == 0
                 continue
             out = shift.run(text)
             if "ros2 topic echo" in text:
@@ -524,7 +520,7 @@ def test_the_operator_guides_ros2_commands_run_as_written(ros2_site, spy, dds, t
             elif '\\"start\\"' in text:
                 started = time.monotonic()
                 time.sleep(2.0)  # the robot works
-                assert _motion_since(spy, started) >= 10
+                assert motion_since(spy, started) >= 10
             elif '\\"end\\"' in text:
                 spy.wait_for(lambda: list_episodes(recorded), 10, "the recorded episode")
                 meta = read_episode_meta(list_episodes(recorded)[0])

@@ -181,7 +181,10 @@ class RecorderNode(NodeBase):
         """Write the steps whose frame and state are known (StepPairing says which)."""
         if self._episode is None:
             return
-        for (image, stamp), state, action in self._pairing.steps(final):
+        steps, dropped = self._pairing.steps(final)
+        if dropped:
+            self.counters.add("actions_before_observation", dropped)
+        for (image, stamp), state, action in steps:
             try:
                 if self._writer is None:
                     self._open(stamp)
@@ -191,9 +194,6 @@ class RecorderNode(NodeBase):
                 self.reject("step", err)
                 continue
             self.counters.add("steps")
-        if self._pairing.unpaired:
-            self.counters.add("actions_before_observation", self._pairing.unpaired)
-            self._pairing.unpaired = 0
 
     def on_event(self, msg) -> None:
         event = self.read_event(msg)

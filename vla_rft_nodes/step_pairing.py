@@ -30,7 +30,6 @@ class StepPairing:
         self.states: deque[tuple[int, Any]] = deque(maxlen=KEEP)
         self.pending: deque[tuple[int, Any]] = deque()  # actions not yet paired
         self.last_ns: tuple[int | None, int | None] = (None, None)  # the last step's frame, state
-        self.unpaired = 0  # actions with no frame or state published before them
 
     def clear(self) -> None:
         """Forget everything (a new episode: only what comes after its start belongs to it)."""
@@ -48,10 +47,11 @@ class StepPairing:
     def action(self, source_ns: int, action: Any) -> None:
         self.pending.append((source_ns, action))
 
-    def steps(self, final: bool = False) -> list[tuple[Any, Any, Any]]:
-        """The (frame, state, action) steps that can be written now; `final`: all of them (the
-        episode ends). Actions with nothing published before them are dropped and counted."""
-        out = []
+    def steps(self, final: bool = False) -> tuple[list[tuple[Any, Any, Any]], int]:
+        """(the (frame, state, action) steps that can be written now, how many actions were
+        dropped for having no frame or state published before them); `final`: all of them (the
+        episode ends)."""
+        out, dropped = [], 0
         while self.pending:
             source_ns, action = self.pending[0]
             frame = _newest_before(self.frames, source_ns)
@@ -66,11 +66,11 @@ class StepPairing:
                 break
             self.pending.popleft()
             if frame is None or state is None:
-                self.unpaired += 1
+                dropped += 1
                 continue
             self.last_ns = (frame[0], state[0])
             out.append((frame[1], state[1], action))
-        return out
+        return out, dropped
 
 
 def _settled(items, found, last_ns, source_ns: int) -> bool:

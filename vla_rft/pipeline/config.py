@@ -136,12 +136,12 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     if not path.is_absolute() and not path.is_file() and (CHECKOUT / path).is_file():
         path = CHECKOUT / path  # e.g. the default config, run from another directory
     config = load_config(PipelineConfig, path, overrides)
+    here = path.resolve().parent
     found = {}
     for name in RECIPE_FIELDS:
         recipe = Path(getattr(config, name))
         if recipe.is_absolute() or recipe.is_file():
             continue
-        here = Path(path).resolve().parent
         for base in (here, *here.parents):
             if (base / recipe).is_file():
                 found[name] = str(base / recipe)
