@@ -19,7 +19,10 @@ S_PER_EPISODE = 0.5
 S_PER_WORLD_MODEL_STEP = 1.0
 S_PER_POLICY_STEP = 0.2
 S_PER_RFT_STEP = 1.7
-S_PER_EVAL_EPISODE = 3.8
+EVAL_STEP_FRACTION = 0.75
+"""Mean episode length over the step limit, quickstart policies (a failed episode runs to it)."""
+S_PER_EVAL_RESET = 0.35
+"""Wall time between two evaluation episodes in the node graph (reset, events)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class EvalSuite:
     """Step limit per episode."""
     timeout_s: float = 1800.0
     """Give up on the node graph after this long."""
+    rate_hz: float = 30.0
+    """Control rate of the evaluation graph (simulated robot and policy node). The simulator
+    steps once per action, so the rate sets the wall time, not the simulated time."""
 
     def __post_init__(self):
         unknown = set(self.perturbations) - set(PERTURBATIONS)
@@ -64,11 +70,21 @@ class EvalSuite:
             or not self.perturbations
             or unknown
             or min(self.episodes, self.max_steps) < 1
+            or not 0 < self.rate_hz <= 1000
         ):
             raise ValueError(
-                f"eval needs tasks, perturbations from {PERTURBATIONS} and episodes >= 1 "
-                f"(unknown: {sorted(unknown)})"
+                f"eval needs tasks, perturbations from {PERTURBATIONS}, episodes >= 1 and "
+                f"0 < rate_hz <= 1000 (unknown: {sorted(unknown)}, rate_hz: {self.rate_hz})"
             )
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.tasks) * len(self.perturbations) * self.episodes
+
+    def estimated_seconds(self) -> float:
+        """Wall time of the whole suite through the node graph, for progress estimates."""
+        per_episode = EVAL_STEP_FRACTION * self.max_steps / self.rate_hz + S_PER_EVAL_RESET
+        return self.num_episodes * per_episode
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from vla_rft.contract.constants import STANDIN_SOURCE
 from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
     DEFAULT_PIPELINE_CONFIG,
-    S_PER_EVAL_EPISODE,
     S_PER_RFT_STEP,
     S_PER_WORLD_MODEL_STEP,
     load_pipeline_config,
@@ -348,7 +347,7 @@ def build_stages(
         print(f"report: {path}")
         return {"html": str(path)}
 
-    n_eval = len(suite.tasks) * len(suite.perturbations) * suite.episodes
+    n_eval = suite.num_episodes
     stages = [
         Stage("check", f"read every episode in {source}", 30, check),
         Stage("ingest", f"add the new episodes to {round_dir}, with provenance", 10, ingest_stage),
@@ -368,7 +367,7 @@ def build_stages(
         Stage(
             "evaluate",
             f"{n_eval} closed-loop episodes of the candidate through the node graph, recorded",
-            n_eval * S_PER_EVAL_EPISODE + 20,
+            suite.estimated_seconds() + 20,
             evaluate,
         ),
         Stage("register", f"register the candidate, gated against {parent}", 10, register_stage),

@@ -104,13 +104,15 @@ def evaluate_in_graph(
         "--set", f"eval_manager_node.seed={suite.seed}",
         "--set", f"eval_manager_node.max_steps={suite.max_steps}",
         "--set", f"sim_robot_node.max_steps={suite.max_steps}",
+        "--set", f"sim_robot_node.rate_hz={suite.rate_hz}",
+        "--set", f"policy_node.control_rate_hz={suite.rate_hz}",
         "--timeout", str(suite.timeout_s),
     ]  # fmt: skip
     cmd += ["--record-dir", str(record_dir)] if record_dir else ["--no-record"]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     report = report_dir / "report.json"
     report.unlink(missing_ok=True)
-    total = len(suite.tasks) * len(suite.perturbations) * suite.episodes
+    total = suite.num_episodes
     done = 0
     with (
         open(log_file, "w") as log,

@@ -30,7 +30,6 @@ from vla_rft.pipeline import jobs
 from vla_rft.pipeline.config import (
     DEFAULT_PIPELINE_CONFIG,
     S_PER_EPISODE,
-    S_PER_EVAL_EPISODE,
     S_PER_POLICY_STEP,
     S_PER_RFT_STEP,
     S_PER_WORLD_MODEL_STEP,
@@ -59,7 +58,7 @@ def build_stages(
     roots = (str(episodes),)
     suite = c.eval
     recipes = jobs.load_recipes(c)
-    n_eval = len(suite.tasks) * len(suite.perturbations) * suite.episodes
+    n_eval = suite.num_episodes
 
     def collect(_):
         from vla_rft.rollout.collect import CollectConfig
@@ -166,9 +165,9 @@ def build_stages(
         Stage("export", "export the base and fine-tuned policies and the world model to ONNX",
               40, export),
         Stage("eval_base", f"{n_eval} closed-loop episodes of the base policy through the "
-              "node graph, recorded", n_eval * S_PER_EVAL_EPISODE + 20, evaluate("base")),
+              "node graph, recorded", suite.estimated_seconds() + 20, evaluate("base")),
         Stage("eval_rft", f"the same {n_eval} episodes for the VLA-RFT policy, recorded",
-              n_eval * S_PER_EVAL_EPISODE + 20, evaluate("rft")),
+              suite.estimated_seconds() + 20, evaluate("rft")),
         Stage("register", f"register both as model versions in {models}, gate the RFT one",
               10, register_versions),
         Stage("report", "write the HTML and JSON report", 10, report),
