@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/bench_inference.py [--sizes 64,128,224] [--iters 300] [--threads 2]
                                               [--flow-steps 10,5,3]
+                                              [--recipe training/cpu/policy_224.yaml]
 
-For each image size a policy with the default architecture (PolicyConfig; random weights, which
-do not change the cost) is saved as a checkpoint, exported with `vla-rft export`'s code and timed
-through the one `Policy.infer` call the robot makes (preprocessing, network, de-normalisation),
-after a warm-up. The instruction embedding comes from the cache, as on the robot. With
+For each image size a policy with the default architecture (PolicyConfig), and for each
+`--recipe` a policy with that training recipe's architecture, is saved as a checkpoint (random
+weights, which do not change the cost), exported with `vla-rft export`'s code and timed through
+the one `Policy.infer` call the robot makes (preprocessing, network, de-normalisation), after a
+warm-up. The instruction embedding comes from the cache, as on the robot. With
 `--flow-steps`, ONNX Runtime also runs packages exported with fewer Euler steps of the flow head
 (`vla-rft export --flow-steps N`); torch runs the trained number (10).
 """
@@ -25,26 +27,29 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import percentiles, report
 
-from vla_rft.contract.config import to_dict
+from vla_rft.contract.config import load_config, to_dict
 from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
 from vla_rft.data.normalization import NormStats
 from vla_rft.export.export_policy import export_policy
 from vla_rft.models.checkpoint import save_checkpoint
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.runtime.loader import load_policy
+from vla_rft.training.train_policy import TrainPolicyConfig
 
 INSTRUCTION = "push the puck to the goal"
 
 
-def make_package(size: int, root: Path, flow_steps: tuple[int, ...] = ()) -> tuple[Path, Path]:
-    """(checkpoint run, package) of a random policy at `size`; one more package per entry of
-    `flow_steps` (root/pkg{size}-steps{n})."""
-    config = PolicyConfig(image_size=size)
+def make_package(
+    config: PolicyConfig, root: Path, flow_steps: tuple[int, ...] = (), name: str = ""
+) -> tuple[Path, Path]:
+    """(checkpoint run, package) of a random policy of `config`; one more package per entry of
+    `flow_steps` (root/pkg{name}-steps{n}); `name` defaults to the image size."""
+    name = name or str(config.image_size)
     rng = np.random.default_rng(0)
     stats = NormStats.compute(
         rng.normal(size=(64, config.state_dim)), rng.normal(size=(64, config.action_dim))
     )
-    run = root / f"run{size}"
+    run = root / f"run{name}"
     embedding = rng.standard_normal(config.instruction_dim).tolist()
     save_checkpoint(
         run,
@@ -59,10 +64,10 @@ def make_package(size: int, root: Path, flow_steps: tuple[int, ...] = ()) -> tup
             ACTION_RANGE_KEY: [-1.0, 1.0],
         },
     )
-    export_policy(run, root / f"pkg{size}")
+    export_policy(run, root / f"pkg{name}")
     for n in flow_steps:
-        export_policy(run, root / f"pkg{size}-steps{n}", flow_steps=n)
-    return run, root / f"pkg{size}"
+        export_policy(run, root / f"pkg{name}-steps{n}", flow_steps=n)
+    return run, root / f"pkg{name}"
 
 
 def time_policy(policy, size: int, iters: int) -> list[float]:
@@ -92,6 +97,13 @@ def main() -> None:
     parser.add_argument(
         "--flow-steps", default="", help="comma-separated: also ONNX packages with these steps"
     )
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        action="append",
+        default=[],
+        help="a policy training recipe: one more row with its architecture (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,20 +115,25 @@ def main() -> None:
     except ImportError:
         print("TensorRT not installed: its rows are skipped")
     steps = tuple(int(n) for n in args.flow_steps.split(",") if n)
-    trained = PolicyConfig().flow_steps
+    sizes = [int(size) for size in args.sizes.split(",") if size]
+    models = [(str(size), PolicyConfig(image_size=size)) for size in sizes]
+    models += [(path.stem, load_config(TrainPolicyConfig, path).model) for path in args.recipe]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in (int(s) for s in args.sizes.split(",")):
-            run, package = make_package(size, Path(tmp), steps)
-            runs = [(b, trained, run if b == "torch" else package) for b in backends]
+        for name, config in models:
+            size = config.image_size
+            run, package = make_package(config, Path(tmp), steps, name)
+            runs = [(b, config.flow_steps, run if b == "torch" else package) for b in backends]
             runs += [
                 ("onnxruntime", n, package.with_name(f"{package.name}-steps{n}")) for n in steps
             ]
             for backend, n, path in runs:
                 policy = load_policy(path, backend=backend)
                 stats = percentiles(time_policy(policy, size, args.iters))
-                name = getattr(policy, "backend", backend)
-                rows.append({"image": size, "flow steps": n, "backend": name, **stats})
+                backend_name = getattr(policy, "backend", backend)
+                arch = name if name != str(size) else "default"
+                row = {"image": size, "model": arch, "flow steps": n, "backend": backend_name}
+                rows.append({**row, **stats})
                 if backend == "torch":  # the first row of each size
                     torch_p50 = stats["p50_ms"]
                 else:

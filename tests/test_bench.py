@@ -18,16 +18,18 @@ REPO = Path(__file__).resolve().parents[1]
 def test_inference_benchmark_writes_its_table_and_json(tmp_path):
     out = tmp_path / "inference.json"
     cmd = [sys.executable, str(REPO / "bench" / "bench_inference.py"), "--sizes", "32",
-           "--iters", "5", "--threads", "1", "--flow-steps", "3", "--out", str(out)]  # fmt: skip
+           "--iters", "5", "--threads", "1", "--flow-steps", "3", "--out", str(out),
+           "--recipe", "training/debug/policy.yaml"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| image | flow steps | backend |" in done.stdout
+    assert "| image | model | flow steps | backend |" in done.stdout
     rows = json.loads(out.read_text())["rows"]
     backends = {r["backend"].split(" ")[0] for r in rows}
     assert {"torch", "onnxruntime"} <= backends
     assert all(r["image"] == 32 and 0 < r["p50_ms"] <= r["p99_ms"] for r in rows)
+    assert [r["model"] for r in rows] == ["default"] * 3 + ["policy"] * 3  # the recipe's rows
     ort_rows = [r for r in rows if r["backend"].startswith("onnxruntime")]
-    assert [r["flow steps"] for r in ort_rows] == [10, 3]
+    assert [r["flow steps"] for r in ort_rows] == [10, 3, 10, 3]
     assert all(r["speed-up vs torch (p50)"] > 0 for r in ort_rows)
 
 

@@ -1,0 +1,65 @@
+"""The evaluation graph's control rate against its wall time and its episodes.
+
+    .venv/bin/python bench/bench_eval_rate.py --policy-model models/current [--rates 30,60,90]
+
+Runs the quickstart's evaluation suite (training/quickstart/pipeline.yaml: tasks, perturbations,
+episodes, seeds) through the node graph (`vla-rft bringup --sim`, as the quickstart and the
+flywheel do) once per rate. The simulator steps once per action, so a faster rate should change
+the wall time only: each row says how many episodes ended exactly as at the first rate (same
+step count and final state) and the success count. Writes bench/results/eval_rate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import report
+
+from vla_rft.pipeline.config import load_pipeline_config
+from vla_rft.pipeline.jobs import evaluate_in_graph
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--policy-model", type=Path, required=True, help="an exported package")
+    parser.add_argument("--rates", default="30,60,90", help="comma-separated control rates, Hz")
+    parser.add_argument("--config", type=Path, help="pipeline config (default: the quickstart's)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    suite = load_pipeline_config(args.config).eval
+    rows, first = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for rate in (float(r) for r in args.rates.split(",")):
+            out = Path(tmp) / f"{rate:g}hz"
+            start = time.perf_counter()
+            path = evaluate_in_graph(
+                args.policy_model, replace(suite, rate_hz=rate), out, None, out / "nodes.log",
+                echo=lambda _: None,
+            )  # fmt: skip
+            seconds = time.perf_counter() - start
+            results = json.loads(path.read_text())["episodes"]
+            ends = [(e["steps"], e["final_state"]) for e in results]
+            first = first or ends
+            same = sum(a == b for a, b in zip(ends, first, strict=True))
+            rows.append({
+                "rate (Hz)": rate,
+                "episodes": len(ends),
+                "wall time (s)": seconds,
+                "successes": sum(e["success"] for e in results),
+                "same episode as the first rate": same,
+            })  # fmt: skip
+            print(rows[-1], flush=True)
+    report("eval_rate", rows, args.out)
+
+
+if __name__ == "__main__":
+    main()
