@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import percentiles, report
+from common import INSTRUCTION, percentiles, report, time_policy
 
 from vla_rft.contract.config import to_dict
 from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
@@ -33,13 +32,14 @@ from vla_rft.models.checkpoint import save_checkpoint
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.runtime.loader import load_policy
 
-INSTRUCTION = "push the puck to the goal"
 
-
-def make_package(size: int, root: Path, flow_steps: tuple[int, ...] = ()) -> tuple[Path, Path]:
+def make_package(
+    size: int, root: Path, flow_steps: tuple[int, ...] = (), **architecture
+) -> tuple[Path, Path]:
     """(checkpoint run, package) of a random policy at `size`; one more package per entry of
-    `flow_steps` (root/pkg{size}-steps{n})."""
-    config = PolicyConfig(image_size=size)
+    `flow_steps` (root/pkg{size}-steps{n}). `architecture`: PolicyConfig fields to change from
+    the default."""
+    config = PolicyConfig(image_size=size, **architecture)
     rng = np.random.default_rng(0)
     stats = NormStats.compute(
         rng.normal(size=(64, config.state_dim)), rng.normal(size=(64, config.action_dim))
@@ -63,23 +63,6 @@ def make_package(size: int, root: Path, flow_steps: tuple[int, ...] = ()) -> tup
     for n in flow_steps:
         export_policy(run, root / f"pkg{size}-steps{n}", flow_steps=n)
     return run, root / f"pkg{size}"
-
-
-def time_policy(policy, size: int, iters: int) -> list[float]:
-    rng = np.random.default_rng(1)
-    obs = {
-        "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-        "state": rng.normal(size=4).astype(np.float32),
-        "instruction": INSTRUCTION,
-    }
-    for _ in range(20):
-        policy.infer(obs)
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        policy.infer(obs)
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def main() -> None:
