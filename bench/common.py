@@ -60,6 +60,9 @@ def print_table(name: str, rows: list[dict]) -> None:
     """Print rows as a markdown table under `name`; a column per key seen in any row."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     print(f"\n{name}\n")
+    if not rows:
+        print("(no rows)")
+        return
     print("| " + " | ".join(columns) + " |")
     print("|" + " --- |" * len(columns))
     for row in rows:

@@ -72,16 +72,15 @@ actions, in standard deviations of the training actions); the rounding of a few 
 and 10 Euler steps adds up. Measured on the CPU with torch autocast to float16 (random weights,
 4 inputs): 1.6e-3 at 64 px, 1.9e-3 at 224 px; 1e-2 leaves 5x for TensorRT's own kernel choices
 and still catches a wrong graph (whose differences are of order 1). It is a hundredth of a
-standard deviation of an action, far below what the robot resolves. The FP32 GPU paths get the
-same bound: their convolutions and matrix products may run in TF32, which keeps FP16's 10
-mantissa bits."""
+standard deviation of an action. The FP32 GPU paths get the same bound: their convolutions and
+matrix products may run in TF32, which keeps FP16's 10 mantissa bits."""
 
 NOT_CARRIED = {
     "tensorrt": "TensorRT cannot travel: the GPU image has none, and tensorrt-cu13's libraries "
     "(libnvinfer and its kernels, served from pypi.nvidia.com) are far over the 64 MiB the "
     "device tool carries",
-    "onnxruntime-cuda": "ONNX Runtime's CUDA provider cannot travel: the GPU image has the CPU "
-    "onnxruntime only, and the onnxruntime-gpu wheel is 244 MiB (1.31.1, cp312, x86_64)",
+    "onnxruntime-cuda": "ONNX Runtime's CUDA provider cannot travel: the GPU image has "
+    "onnxruntime without it, and the onnxruntime-gpu wheel is 244 MiB (1.31.1, cp312, x86_64)",
 }
 """Why the backends the bare GPU image lacks are not in the carried folder."""
 

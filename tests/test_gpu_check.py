@@ -84,6 +84,17 @@ def _perturbed(carry: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread, as ONNX Runtime runs here: two threads on shared cores are slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _missing_gpu_backends(monkeypatch) -> None:
     """As on a machine without TensorRT, onnxruntime-gpu or a CUDA device, whatever is here."""
     import onnxruntime
@@ -202,11 +213,11 @@ def test_parity_holds_for_a_second_session_and_fails_for_perturbed_weights(carry
 
 
 def test_missing_backends_are_skipped_stages_and_the_table_has_its_fields(
-    carry, tmp_path, monkeypatch, capsys
+    carry, tmp_path, monkeypatch, capsys, one_torch_thread
 ):
     _missing_gpu_backends(monkeypatch)
     config = gpu_check.CheckConfig(
-        carry[0], tmp_path, backends=tuple(gpu_check.BACKENDS), iters=5, warmup=1, parity_inputs=3
+        carry[0], tmp_path, backends=tuple(gpu_check.BACKENDS), iters=3, warmup=1, parity_inputs=2
     )
     assert gpu_check.run_check(config) == 0
     result = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -226,7 +237,7 @@ def test_missing_backends_are_skipped_stages_and_the_table_has_its_fields(
     assert result["failed"] == [] and result["environment"]["tensorrt"] is None
 
     [parity] = result["parity"]
-    assert parity["backend"] == "torch-cpu" and parity["ok"] and parity["inputs"] == 3
+    assert parity["backend"] == "torch-cpu" and parity["ok"] and parity["inputs"] == 2
     assert parity["max_abs_diff"] <= parity["atol"] == gpu_check.CPU_ATOL == PARITY_ATOL
     rows = {r["backend"]: r for r in result["rows"]}
     assert set(rows) == {"onnxruntime-cpu", "torch-cpu"}
@@ -241,7 +252,7 @@ def test_missing_backends_are_skipped_stages_and_the_table_has_its_fields(
 
 
 def test_a_parity_violation_and_a_broken_backend_are_failures_and_the_check_goes_on(
-    carry, tmp_path, monkeypatch
+    carry, tmp_path, monkeypatch, one_torch_thread
 ):
     def broken(package, checkpoint, work):
         raise OSError("libcudnn.so.9: cannot open shared object file")
