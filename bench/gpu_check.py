@@ -420,6 +420,11 @@ def check_backend(
 
 def run_check(config: CheckConfig) -> int:
     """The stages for every carried size and backend; 0 when none failed, else 1."""
+    if not (config.carry / CARRY_MANIFEST).is_file():
+        raise FileNotFoundError(
+            f"{config.carry}: no carried folder (no {CARRY_MANIFEST}); run scripts/gpu/pack.sh "
+            "first and carry its folder"
+        )
     carried = json.loads((config.carry / CARRY_MANIFEST).read_text())
     stages = Stages(time.perf_counter() + config.budget_s)
     latency, parity = [], []
@@ -636,7 +641,11 @@ def main(argv: list[str] | None = None) -> int:
         for backend, why in NOT_CARRIED.items():
             print(f"not carried, {backend}: {why}; its stages will be skipped on a bare image")
         return 0
-    return run_check(config)
+    try:
+        return run_check(config)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

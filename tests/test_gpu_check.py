@@ -123,6 +123,8 @@ def test_the_scripts_explain_themselves_and_bad_arguments_are_usage_errors(tmp_p
             gpu_check.parse_args(bad)
         assert exit_.value.code == 2
     assert "unknown backends ['cuda']" in capsys.readouterr().err
+    assert gpu_check.main(["run", "--carry", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "run scripts/gpu/pack.sh first" in capsys.readouterr().err
 
 
 def test_the_script_installs_the_carried_wheels_and_leaves_its_json_and_log_in_out(carry, tmp_path):
