@@ -39,7 +39,7 @@ FAKE_TENSORRT = "tensorrt-0.0.1-py3-none-any.whl"
 
 def write_fake_tensorrt_wheel(folder: Path) -> Path:
     """A wheel of a `tensorrt` module that has a version and nothing else: once installed the
-    check finds it, and skips TensorRT because no CUDA device can be queried."""
+    check finds it, and skips TensorRT because no CUDA device can be queried (CI has none)."""
     folder.mkdir(parents=True, exist_ok=True)
     info = "tensorrt-0.0.1.dist-info"
     files = {
@@ -140,7 +140,8 @@ def test_the_script_installs_the_carried_wheels_and_leaves_its_json_and_log_in_o
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["environment"]["tensorrt"] == "0.0.1"  # the carried wheel, found
     [opened] = [s for s in result["stages"] if s["stage"] == "open" and s["backend"] == "tensorrt"]
-    assert opened["status"] == "skipped" and "TensorRT is not usable here" in opened["detail"]
+    assert opened["status"] == "skipped"  # no CUDA device (or no cuda-python) to build for
+    assert "not installed" not in opened["detail"]
     assert [r["backend"] for r in result["rows"]] == ["onnxruntime-cpu"]
     assert "| image | backend | precision |" in (tmp_path / "gpu_check.log").read_text()
 
