@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import percentiles, report
+from common import INSTRUCTION, percentiles, report, time_policy
 
 from vla_rft.contract.config import load_config, to_dict
 from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
@@ -35,8 +34,6 @@ from vla_rft.models.checkpoint import save_checkpoint
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
 from vla_rft.runtime.loader import load_policy
 from vla_rft.training.train_policy import TrainPolicyConfig
-
-INSTRUCTION = "push the puck to the goal"
 
 
 def make_package(
@@ -68,23 +65,6 @@ def make_package(
     for n in flow_steps:
         export_policy(run, root / f"pkg{name}-steps{n}", flow_steps=n)
     return run, root / f"pkg{name}"
-
-
-def time_policy(policy, size: int, iters: int) -> list[float]:
-    rng = np.random.default_rng(1)
-    obs = {
-        "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-        "state": rng.normal(size=4).astype(np.float32),
-        "instruction": INSTRUCTION,
-    }
-    for _ in range(20):
-        policy.infer(obs)
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        policy.infer(obs)
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def main() -> None:
