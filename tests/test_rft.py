@@ -1,5 +1,6 @@
 """VLA-RFT's loop on tiny models: the reference rollout, an update that moves only the head,
-checkpoints the policy tools can load, and resume."""
+checkpoints the policy tools can load, resume, the sampler's chain start, dropped groups, start
+frames at the world model's size, and one step on a device that is not the host's."""
 
 from __future__ import annotations
 
@@ -13,29 +14,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
-from vla_rft.contract.config import to_dict
+from vla_rft.contract.config import ConfigError, load_config, to_dict
 from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
 from vla_rft.data import WindowConfig, build_datasets
+from vla_rft.data.dataset import CachedEpisode
 from vla_rft.data.episode_store import write_episode
 from vla_rft.data.normalization import NormStats
 from vla_rft.models.checkpoint import load_checkpoint, save_checkpoint
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
+from vla_rft.models.policy.chunk_head import CHAIN_STARTS, gaussian_log_density
 from vla_rft.models.world_model.configuration_world_model import WorldModelConfig
 from vla_rft.models.world_model.modeling_world_model import WorldModel, load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.rl.rewards import RewardConfig
 from vla_rft.runtime.torch_policy import TorchPolicy
+from vla_rft.training import train_rft
+from vla_rft.training.distributed import DistInfo
 from vla_rft.training.imagination import (
     imagine,
     policy_inputs,
     score_chunks,
     to_world_model_actions,
 )
-from vla_rft.training.train_rft import GRPOConfig, TrainRFTConfig, train
+from vla_rft.training.tracking import read_metrics
+from vla_rft.training.train_rft import GRPOConfig, TrainRFTConfig, check_start_frames, train
+from vla_rft.training.train_world_model import TrainWorldModelConfig
 
 INSTRUCTION = "reach the red goal"
 REPO = Path(__file__).resolve().parents[1]
+POLICY = PolicyConfig(
+    image_size=16, vision_channels=(8, 16), width=32, heads=2, decoder_layers=1,
+    instruction_dim=8, flow_steps=4,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +64,7 @@ def setup(tmp_path_factory):
     train_set, _, index = build_datasets([episodes], WindowConfig(val_fraction=0.0))
     stats = train_set.stats.to_dict()
     torch.manual_seed(0)
-    pcfg = PolicyConfig(
-        image_size=16,
-        vision_channels=(8, 16),
-        width=32,
-        heads=2,
-        decoder_layers=1,
-        instruction_dim=8,
-        flow_steps=4,
-    )
+    pcfg = POLICY
     emb = np.random.default_rng(0).standard_normal(8).tolist()
     save_checkpoint(
         root / "policy",
@@ -135,10 +139,9 @@ def test_rft_updates_only_the_head_and_writes_policy_checkpoints(setup):
         "instruction": INSTRUCTION,
     }
     assert policy.infer(obs)["action"].shape == (8, 4)
-    from vla_rft.training.tracking import read_metrics
-
     rows = read_metrics(setup / "run")
     assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["grpo/dropped_groups"] == 0 for r in rows), "min_group_spread 0 keeps all"
     assert all(np.isfinite(r["reward/mean"]) and r["reward/mean"] <= 0 for r in rows)
     assert (setup / "run" / "curves.png").is_file()
 
@@ -203,7 +206,6 @@ def test_supervised_control_learns_the_real_actions_without_the_reward(setup, tm
     head on the start states: the deterministic chunk moves towards the real actions. With the
     paper's drift schedule nothing pulls a policy that has not moved, so only the sigma net
     (entropy bonus) changes."""
-    from vla_rft.training.tracking import read_metrics
 
     def run(name, **grpo):
         config = _config(setup, steps=25, pg_weight=0.0, **grpo)
@@ -319,18 +321,182 @@ def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
     assert summary["policy_groups"] == 2  # every group of the policy's chunks is ranked
     assert -1.0 <= summary["spearman_within_policy_group_reward_closeness"] <= 1.0
     assert spearman(np.array([1, 2, 3]), np.array([0, 0, 1])) == pytest.approx(0.866, abs=1e-3)
-    # two chunks per candidate, the policy's imagined closed loop: the expert is still exact
+    # two chunks per candidate, the policy's imagined closed loop (chains from x_0 ~ N(0, I)):
+    # the expert is still exact
     chained = reward_check(
         policy_dir, setup / "world_model", [episodes], starts=1, samples=2, seed=0,
-        max_steps=30, progress=False, chunks=2,
+        max_steps=30, progress=False, chunks=2, chain_start="noise",
     )  # fmt: skip
     expert = next(r for r in chained["rows"] if r["kind"] == "expert")
     assert expert["reward"] == pytest.approx(0.0, abs=1e-6) and len(chained["rows"]) == 6
     with pytest.raises(ValueError, match="chunks, starts and samples must be >= 1"):
         reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, chunks=0)
+    with pytest.raises(ValueError, match="chain_start must be one of"):
+        reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, chain_start="one")
 
 
 def read_instruction(episodes):
     from vla_rft.data.episode_store import list_episodes, read_episode_meta
 
     return read_episode_meta(list_episodes(episodes)[0]).instruction
+
+
+@pytest.mark.parametrize("head", ["flow", "gaussian"])
+def test_chains_from_either_start_rescore_to_their_log_prob(head):
+    """x_0 = 0 or x_0 ~ N(0, I): x_0 is an input to the chain, not part of its density, so a
+    recorded chain re-scores to the log-probability it was sampled with, the sum of its S
+    transitions' densities; with no noise either start gives the deployed chunk."""
+    torch.manual_seed(0)
+    policy = VLAPolicy(replace(POLICY, head=head)).eval()
+    obs = policy.encode(torch.rand(3, 3, 16, 16), torch.randn(3, 8), torch.randn(3, 4))
+    h = policy.head
+    with torch.no_grad():
+        for start in CHAIN_STARTS:
+            sample = h.sample(obs, torch.Generator().manual_seed(1), start=start)
+            chain, memory = sample.trajectory, h.decoder.memory(obs.tokens)
+            assert bool((chain[:, 0] == 0).all()) == (start == "zero")
+            transitions = sum(
+                gaussian_log_density(
+                    chain[:, k + 1],
+                    h.step_mean(chain[:, k], h._time(k, obs), obs, memory),
+                    h.sigma(obs.pooled, h._time(k, obs)),
+                ).sum((1, 2))
+                for k in range(h.steps)
+            )
+            torch.testing.assert_close(sample.log_prob, transitions, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(
+                h.log_prob(obs, chain), sample.log_prob, rtol=1e-5, atol=1e-4
+            )
+            quiet = h.sample(obs, torch.Generator().manual_seed(1), noise_scale=0.0, start=start)
+            torch.testing.assert_close(quiet.actions, h.deterministic(obs), rtol=0, atol=1e-6)
+        with pytest.raises(ValueError, match="start must be one of"):
+            h.sample(obs, None, start="uniform")
+    with pytest.raises(ValueError, match="chain_start must be one of"):
+        GRPOConfig(chain_start="uniform")
+
+
+def test_groups_without_spread_leave_the_policy_gradient(setup, tmp_path):
+    """min_group_spread above every group's reward std drops all groups: no policy gradient,
+    the drift-scheduled BC has nothing to pull, so only the sigma net (entropy) moves, and the
+    metrics count B dropped groups per step."""
+    config = _config(setup, min_group_spread=1e9)
+    config = TrainRFTConfig(**{**config.__dict__, "run_dir": str(tmp_path / "dropped")})
+    tuned = load_checkpoint(train(config, progress=False)).weights
+    base = load_checkpoint(setup / "policy").weights
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(k.startswith("head.sigma.") for k in changed)
+    rows = read_metrics(tmp_path / "dropped")
+    assert [r["grpo/dropped_groups"] for r in rows] == [3.0, 3.0]
+    assert all(r["loss/policy_gradient"] == 0 for r in rows)
+    with pytest.raises(ValueError, match="min_group_spread must be >= 0"):
+        GRPOConfig(min_group_spread=-1.0)
+    for name in ("log_prob_reduction", "advantage_scale"):
+        with pytest.raises(ValueError, match=f"{name} must be one of"):
+            GRPOConfig(**{name: "median"})
+
+
+def test_log_prob_reduction_reaches_the_update(setup, tmp_path):
+    """'mean' divides the chunk's Gaussian terms by their number, the entropy bonus's too: the
+    logged entropy (per step) of the same first step is the 'sum' one over K x A = 32."""
+    entropy = {}
+    for reduction in ("sum", "mean"):
+        config = _config(setup, steps=1, log_prob_reduction=reduction)
+        run_dir = tmp_path / reduction
+        train(TrainRFTConfig(**{**config.__dict__, "run_dir": str(run_dir)}), progress=False)
+        entropy[reduction] = read_metrics(run_dir)[0]["policy/entropy"]
+    assert entropy["mean"] == pytest.approx(entropy["sum"] / 32, rel=1e-5)
+
+
+def test_start_frames_recorded_smaller_than_the_world_model_are_refused():
+    def episode(name, size):
+        extra = {} if size is None else {"image_size": size}
+        return CachedEpisode(name, None, None, None, {"extra": extra})
+
+    check_start_frames([episode("a", 128), episode("b", 256), episode("import", None)], 128, "wm")
+    with pytest.raises(ConfigError, match=r"wm works at 128 px .*: 2 at 64 px \(e.g. c\)"):
+        check_start_frames([episode("a", 128), episode("c", 64), episode("d", 64)], 128, "wm")
+
+
+@pytest.mark.parametrize("preset", ["debug", "cpu", "gpu", "quickstart"])
+def test_rft_recipes_start_from_their_world_models_data(preset):
+    """Start frames come at the world model's image size from episodes like the ones it was
+    trained on (the gpu world model trains on 128 px episodes)."""
+    recipes = REPO / "training" / preset
+    rft = load_config(TrainRFTConfig, recipes / "rft.yaml")
+    world_model = load_config(TrainWorldModelConfig, recipes / "world_model.yaml")
+    assert set(rft.data) <= set(world_model.data.roots)
+
+
+HOST_CALLS = {
+    torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.item, torch.Tensor.tolist,
+    torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__array__,
+}  # fmt: skip
+
+
+class OtherDevice(TorchFunctionMode):
+    """Torch as if the model's device were not the host's, on a machine without one: tensors on
+    `meta` carry shapes only and torch refuses ops that mix them with CPU tensors, as CUDA does;
+    a generator must be on the device of the tensor it fills (CUDA's rule, which meta does not
+    check); a meta tensor copied to the host reads as zeros (as a condition: True)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        generator = kwargs.get("generator")
+        if generator is not None:
+            target = kwargs.get("device") or next(
+                (a.device for a in args if isinstance(a, torch.Tensor)), "cpu"
+            )
+            if torch.device(target).type != generator.device.type:
+                raise RuntimeError(f"{func.__name__}: a {generator.device} generator for {target}")
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and first.is_meta:
+            if func is torch.Tensor.__bool__:
+                return True
+            to_host = func is torch.Tensor.to and any(
+                isinstance(a, (str, torch.device)) and torch.device(a).type == "cpu"
+                for a in (*args[1:], *kwargs.values())
+            )
+            if func in HOST_CALLS or to_host:
+                args = (torch.zeros(first.shape, dtype=first.dtype), *args[1:])
+        return func(*args, **kwargs)
+
+
+def test_the_device_guard_refuses_what_a_gpu_refuses():
+    with OtherDevice():
+        with pytest.raises(RuntimeError, match="a cpu generator for meta"):
+            torch.randn(2, generator=torch.Generator(), device="meta")
+        with pytest.raises(RuntimeError, match="device"):
+            torch.ones(2, device="meta") * torch.ones(2, dtype=torch.bool)
+        assert torch.ones(2, device="meta").cpu().tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "grpo",
+    [
+        {},
+        {
+            "chunks": 2, "chain_start": "noise", "advantage_scale": "batch",
+            "min_group_spread": 1e-4, "log_prob_reduction": "sum", "kl_weight": 0.1,
+        },
+    ],
+    ids=["debug-recipe", "every-option"],
+)  # fmt: skip
+def test_one_rft_step_keeps_every_tensor_on_the_device(setup, tmp_path, monkeypatch, grpo):
+    """One step of the debug recipe with the models on a device that is not the host's
+    (OtherDevice): sampling, rollouts, reward, advantages and the update, as a GPU run's first
+    step. A CPU generator or a CPU-built mask in the loop fails here as it would on CUDA."""
+    meta = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("meta"))
+    monkeypatch.setattr(train_rft.dist, "init_distributed", lambda device: meta)
+    config = load_config(
+        TrainRFTConfig,
+        REPO / "training" / "debug" / "rft.yaml",
+        [
+            f"policy={setup / 'policy'}", f"world_model={setup / 'world_model'}",
+            f"data=[{setup / 'episodes'}]", f"run_dir={tmp_path / 'run'}", "threads=1",
+            "optim.steps=1", *(f"grpo.{k}={v}" for k, v in grpo.items()),
+        ],
+    )  # fmt: skip
+    with OtherDevice():
+        last = train(config, progress=False)
+    assert load_checkpoint(last).step == 1
+    assert "grpo/dropped_groups" in read_metrics(tmp_path / "run")[-1]

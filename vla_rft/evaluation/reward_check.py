@@ -15,6 +15,7 @@ use). Also, inside each group of the policy's own chunks, the rank correlation b
 and closeness to the expert's actions: whether GRPO's advantages point towards the expert at all.
 With `--chunks N` every candidate is N chunks long and the policy's candidates are imagined as
 `vla-rft rft --set grpo.chunks=N` imagines them: closed loop on the world model's frames.
+`--chain-start noise` samples the policy's chunks from x_0 ~ N(0, I), as `grpo.chain_start=noise`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from vla_rft.contract.constants import ACTION, OBS_STATE
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
+from vla_rft.models.policy.chunk_head import CHAIN_STARTS
 from vla_rft.models.world_model.modeling_world_model import load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.rl.rewards import RewardConfig
@@ -129,6 +131,7 @@ def reward_check(
     max_steps: int = 150,
     progress: bool = True,
     chunks: int = 1,
+    chain_start: str = "zero",
 ) -> dict:
     from vla_rft.sim import MetaWorldRobot, SimConfig
 
@@ -136,6 +139,8 @@ def reward_check(
         raise ValueError(
             f"chunks, starts and samples must be >= 1, got {chunks}, {starts}, {samples}"
         )
+    if chain_start not in CHAIN_STARTS:
+        raise ValueError(f"chain_start must be one of {CHAIN_STARTS}, got {chain_start!r}")
     base = TorchPolicy.from_checkpoint(policy_path)
     world_model, wm_ckpt = load_world_model(world_model_path)
     wm_stats = NormStats.from_dict(wm_ckpt.norm_stats)
@@ -175,7 +180,7 @@ def reward_check(
         def imagine_policy(n, generator, noise_scale, batch=batch, obs=obs, previous=previous):
             return imagine(
                 base.model, base, world_model, wm_stats, batch, obs, n, chunks, generator,
-                proprio, previous, noise_scale,
+                proprio, previous, noise_scale, chain_start,
             ).actions[0]  # fmt: skip
 
         kinds, candidates = candidate_chunks(batch["action"][0], samples, rng, imagine_policy)
@@ -309,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="chunks per candidate; the policy's are imagined closed loop (default 1)",
     )
+    parser.add_argument(
+        "--chain-start",
+        choices=CHAIN_STARTS,
+        default="zero",
+        help="x_0 of the policy's sampled chains, as grpo.chain_start (default zero)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/reward_check"))
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -324,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             progress=not args.quiet,
             chunks=args.chunks,
+            chain_start=args.chain_start,
         )
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -9,18 +9,70 @@ import math
 
 import torch
 
+ADVANTAGE_SCALES = ("group", "batch")
+LOG_PROB_REDUCTIONS = ("sum", "mean")
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(r - group mean) / (group std + eps): rewards [B, G] -> advantages [B, G].
 
-    std is the unbiased sample std over the G members of a group (torch's default, as in the
-    reference GRPO code); a group whose members all score the same gets advantages of 0.
+def groups_with_spread(rewards: torch.Tensor, min_spread: float) -> torch.Tensor:
+    """Which groups carry a signal: rewards [B, G] -> keep [B] bool, True where the group's
+    unbiased reward std is at least min_spread (0 keeps every group).
+
+    A group whose members score alike within the world model's own error ranks its chunks by
+    that error; RIPT-VLA likewise drops groups whose samples all share one outcome.
     """
+    _check_groups(rewards)
+    if min_spread < 0:
+        raise ValueError(f"min_spread must be >= 0, got {min_spread}")
+    return rewards.std(dim=1) >= min_spread
+
+
+def group_advantages(
+    rewards: torch.Tensor,
+    eps: float = 1e-6,
+    scale: str = "group",
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rewards [B, G] -> advantages [B, G]: (r - group mean) / (std + eps).
+
+    scale 'group': std is each group's own unbiased std (torch's default, as in the reference
+    GRPO code), so every group's advantages have unit spread whatever its rewards' spread.
+    scale 'batch': one std for the batch, the pooled within-group std of the kept groups,
+    sqrt(sum (r - group mean)^2 / (kept groups x (G - 1))): the advantages keep unit spread over
+    the batch, a group whose rewards barely differ gets advantages that barely differ, and with
+    one group it equals 'group'.
+    keep [B] bool (default all): groups left out get advantages of 0 and do not enter the batch
+    std. A group whose members all score the same gets advantages of 0 either way.
+    """
+    _check_groups(rewards)
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
+    if keep is None:
+        keep = torch.ones(rewards.shape[0], dtype=torch.bool, device=rewards.device)
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    kept = torch.where(keep[:, None], centred, torch.zeros_like(centred))
+    if scale == "group":
+        std = rewards.std(dim=1, keepdim=True)
+    else:
+        dof = (keep.sum() * (rewards.shape[1] - 1)).clamp(min=1)
+        std = (kept.square().sum() / dof).sqrt()
+    return kept / (std + eps)
+
+
+def reduce_log_prob(total: torch.Tensor, terms: int, reduction: str) -> torch.Tensor:
+    """A sum of `terms` Gaussian log-density terms per sample [N] -> [N] as the recipe reduces
+    them: 'sum' keeps the chain's log-density; 'mean' divides by the terms (S x K x A per chunk),
+    the per-dimension average of the released VLA-RFT code, so ratios, KL and entropy are per
+    action dimension and their size does not grow with the chunk or the number of flow steps."""
+    if reduction not in LOG_PROB_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {LOG_PROB_REDUCTIONS}, got {reduction!r}")
+    if terms < 1:
+        raise ValueError(f"terms must be >= 1, got {terms}")
+    return total if reduction == "sum" else total / terms
+
+
+def _check_groups(rewards: torch.Tensor) -> None:
     if rewards.ndim != 2 or rewards.shape[1] < 2:
         raise ValueError(f"rewards must be [B, G] with G >= 2, got {list(rewards.shape)}")
-    mean = rewards.mean(dim=1, keepdim=True)
-    std = rewards.std(dim=1, keepdim=True)
-    return (rewards - mean) / (std + eps)
 
 
 def clipped_policy_loss(
@@ -29,10 +81,13 @@ def clipped_policy_loss(
     advantages: torch.Tensor,
     clip: float = 0.2,
     dual_clip: float | None = 3.0,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO's clipped surrogate with dual clipping (Ye et al. 2020), to be minimised.
 
-    log_prob, old_log_prob, advantages: [N] -> (loss scalar, stats).
+    log_prob, old_log_prob, advantages, mask (bool, default all True): [N] -> (loss scalar,
+    stats), loss and stats averaged over the samples where mask is True (a loss of 0 that still
+    depends on log_prob when none is).
     Per sample: l = max(-A r, -A clip(r, 1-clip, 1+clip)) with r = exp(log_prob - old_log_prob);
     for A < 0 the loss is further capped at -A * dual_clip, so one very unlikely old sample
     cannot dominate the update. stats: 'clip_fraction' (share where the ratio clip bound),
@@ -46,6 +101,8 @@ def clipped_policy_loss(
         )
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    if mask is not None and mask.shape != log_prob.shape:
+        raise ValueError(f"mask {list(mask.shape)} does not match {list(log_prob.shape)}")
     log_ratio = log_prob - old_log_prob
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
@@ -56,14 +113,21 @@ def clipped_policy_loss(
         cap = -advantages * dual_clip
         dual_bound = (advantages < 0) & (per_sample > cap)
         per_sample = torch.where(dual_bound, cap, per_sample)
+    if mask is None:
+        mask = torch.ones_like(per_sample, dtype=torch.bool)
+    count = mask.sum().clamp(min=1)
+
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask, values, torch.zeros_like(values)).sum() / count
+
     with torch.no_grad():
         stats = {
-            "clip_fraction": (clipped > unclipped).float().mean(),
-            "dual_clip_fraction": dual_bound.float().mean(),
-            "approx_kl": kl_estimate(old_log_prob, log_prob, "k3").mean(),
-            "ratio_mean": ratio.mean(),
+            "clip_fraction": mean((clipped > unclipped).float()),
+            "dual_clip_fraction": mean(dual_bound.float()),
+            "approx_kl": mean(kl_estimate(old_log_prob, log_prob, "k3")),
+            "ratio_mean": mean(ratio),
         }
-    return per_sample.mean(), stats
+    return mean(per_sample), stats
 
 
 def kl_estimate(

@@ -109,6 +109,7 @@ def imagine(
     proprio: ProprioModel | None = None,
     previous_action: np.ndarray | None = None,
     noise_scale: float = 1.0,
+    start: str = "zero",
 ) -> Imagination:
     """Sample G chunks per start state and roll them out, `chunks` times in closed loop.
 
@@ -116,7 +117,7 @@ def imagine(
     uint8 [B, C, H, W, 3], "state" [B, S], "instruction" B strings; obs: the policy's input for
     them [B, ...]; previous_action [B, A]: the action each episode took before its start step.
     proprio and previous_action are needed only for chunks > 1; noise_scale 0 imagines the
-    deterministic policy.
+    deterministic policy; start: each chain's x_0 (`ChunkHead.sample`).
     """
     if chunks > 1 and (proprio is None or previous_action is None):
         raise ValueError("imagining more than one chunk needs a ProprioModel and previous_action")
@@ -133,7 +134,7 @@ def imagine(
         if c:  # act on the last imagined frame and the estimated state
             last = (frames[-1][:, -1] * 255).round().to(torch.uint8).cpu().numpy()
             current = policy_inputs(base, last, robot_state, instructions, device)
-        sample = policy.sample_chunk(current, noise, noise_scale)
+        sample = policy.head.sample(policy.encode_batch(current), noise, noise_scale, start)
         raw = base.transforms.action(sample.actions.cpu().numpy())  # robot units, clipped
         segment, state = world_model.imagine(state, to_world_model_actions(raw, wm_stats))
         if c + 1 < chunks:

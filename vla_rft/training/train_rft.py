@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -40,9 +41,19 @@ from vla_rft.models.checkpoint import (
     save_checkpoint,
 )
 from vla_rft.models.policy import VLAPolicy
+from vla_rft.models.policy.chunk_head import CHAIN_STARTS
 from vla_rft.models.world_model.modeling_world_model import load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel, previous_actions
-from vla_rft.rl import clipped_policy_loss, gaussian_entropy, group_advantages, kl_estimate
+from vla_rft.rl import (
+    ADVANTAGE_SCALES,
+    LOG_PROB_REDUCTIONS,
+    clipped_policy_loss,
+    gaussian_entropy,
+    group_advantages,
+    groups_with_spread,
+    kl_estimate,
+    reduce_log_prob,
+)
 from vla_rft.rl.rewards import RewardConfig, verified_reward
 from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.threads import adapt_threads, set_torch_threads
@@ -87,6 +98,15 @@ class GRPOConfig:
     """Drift (mean |chunk - base chunk|, normalised units) at which the BC weight is full."""
     chunks: int = 1
     """Policy chunks per imagined rollout (1: the paper; more: closed loop on imagined frames)."""
+    log_prob_reduction: str = "mean"
+    """'mean' (the released code) or 'sum' (runs before issue 18) over a chunk's S x K x A
+    Gaussian terms, for the ratio, the KL and the entropy bonus."""
+    chain_start: str = "zero"
+    """x_0 of the sampled chains: 'zero' (the deployed chain's start) or 'noise' (N(0, I))."""
+    advantage_scale: str = "group"
+    """Advantages divided by each group's reward std ('group') or one std for the batch."""
+    min_group_spread: float = 0.0
+    """Groups whose reward std is below this are left out of the policy gradient (0: none)."""
 
     def __post_init__(self):
         if self.group_size < 2 or self.chunks < 1:
@@ -95,8 +115,17 @@ class GRPOConfig:
             raise ValueError("sigma_lr must be >= 0 and drift_scale > 0")
         if self.pg_weight < 0 or self.bc_weight < 0:
             raise ValueError("pg_weight and bc_weight must be >= 0")
-        if self.bc_schedule not in BC_SCHEDULES:
-            raise ValueError(f"bc_schedule must be one of {BC_SCHEDULES}, got {self.bc_schedule!r}")
+        choices = {
+            "bc_schedule": BC_SCHEDULES,
+            "log_prob_reduction": LOG_PROB_REDUCTIONS,
+            "chain_start": CHAIN_STARTS,
+            "advantage_scale": ADVANTAGE_SCALES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.min_group_spread < 0:
+            raise ValueError(f"min_group_spread must be >= 0, got {self.min_group_spread}")
 
 
 @dataclass(frozen=True)
@@ -140,15 +169,42 @@ class TrainRFTConfig:
 # --- the pieces of one iteration ------------------------------------------------------------
 
 
-def sampler_entropy(policy: VLAPolicy, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean entropy of the sampler's Gaussian steps over a batch (a scalar)."""
+def sampler_entropy(
+    policy: VLAPolicy, obs: dict[str, torch.Tensor], reduction: str = "sum"
+) -> torch.Tensor:
+    """Entropy of the sampler's Gaussian steps (a scalar): per step summed over the K x A
+    dimensions ('sum') or averaged over them ('mean'), then averaged over steps and batch."""
     pooled = policy.encode_batch(obs).pooled
     head = policy.head
     steps = [
         head.sigma(pooled, pooled.new_full((len(pooled),), k / head.steps))
         for k in range(head.steps)
     ]  # S x [B, K, A]
-    return gaussian_entropy(torch.stack(steps, 1).flatten(2)).mean()
+    per_step = gaussian_entropy(torch.stack(steps, 1).flatten(2))  # [B, S]
+    return reduce_log_prob(per_step, math.prod(head.chunk_shape), reduction).mean()
+
+
+def check_start_frames(episodes, image_size: int, world_model: str) -> None:
+    """Refuse start states whose frames were recorded smaller than the world model's
+    image_size: upscaled, they are frames the world model never saw (ConfigError).
+
+    episodes: `CachedEpisode`s; the recorded size is `meta["extra"]["image_size"]` as `vla-rft
+    collect` writes it (episodes without it, e.g. imported ones, are not checked)."""
+    recorded: dict[int, list[str]] = {}
+    for episode in episodes:
+        size = episode.meta.get("extra", {}).get("image_size")
+        if size is not None and size < image_size:
+            recorded.setdefault(int(size), []).append(episode.name)
+    if recorded:
+        found = "; ".join(
+            f"{len(names)} at {size} px (e.g. {names[0]})" for size, names in recorded.items()
+        )
+        raise ConfigError(
+            f"the world model {world_model} works at {image_size} px but start-state episodes "
+            f"were recorded smaller: {found}. Take start states from episodes recorded at "
+            f"{image_size} px (vla-rft collect --image-size {image_size}), e.g. the world "
+            "model's own data"
+        )
 
 
 # --- training --------------------------------------------------------------------------------
@@ -180,6 +236,10 @@ def train(
     world_model = world_model.to(info.device).eval()
     wm_stats = NormStats.from_dict(wm_ckpt.norm_stats)
     chunk = policy.config.chunk_size
+    log_prob_terms = g.chunks * policy.head.steps * math.prod(policy.head.chunk_shape)
+
+    def reduced(total: torch.Tensor) -> torch.Tensor:
+        return reduce_log_prob(total, log_prob_terms, g.log_prob_reduction)
 
     policy.freeze_backbone()
     policy.head.requires_grad_(True)  # includes the sigma net, frozen during behaviour cloning
@@ -207,6 +267,7 @@ def train(
     train_set, _, index = build_datasets(
         list(config.data), window, progress=progress and info.is_main
     )
+    check_start_frames(index.episodes, window.image_size, str(wm_ckpt.path))
     candidates = full_chunk_windows(train_set, chunk * g.chunks)
     proprio = previous = None  # the robot state in imagination, needed after the first chunk
     if g.chunks > 1:
@@ -251,6 +312,7 @@ def train(
 
     # --- loop ------------------------------------------------------------------------------
     t0, last = time.perf_counter(), None
+    dropped, since_log = 0, 0  # groups left out of the policy gradient since the last log
     bar = tqdm(
         range(start, optim.steps),
         disable=not (progress and info.is_main),
@@ -281,24 +343,29 @@ def train(
                 noise,
                 proprio,
                 None if previous is None else previous[picks],
+                start=g.chain_start,
             )
             reference = reference_rollout(world_model, batch["image"], batch["action"], wm_stats)
             r = config.reward
             rewards, terms = verified_reward(
                 imagined.frames, reference, r.pixel_weight, r.perceptual_weight, r.perceptual
             )  # [B, G]
-            advantages = group_advantages(rewards).flatten().to(info.device)  # [B*G]
-            base_log_prob = imagined.chain_log_prob(reference_policy)
+            keep = groups_with_spread(rewards, g.min_group_spread)  # [B]
+            advantages = group_advantages(rewards, scale=g.advantage_scale, keep=keep)
+            advantages = advantages.flatten().to(info.device)  # [B*G]
+            kept_samples = keep.repeat_interleave(g.group_size).to(info.device)  # [B*G]
+            dropped, since_log = dropped + int((~keep).sum()), since_log + 1
+            base_log_prob = reduced(imagined.chain_log_prob(reference_policy))
             inputs = (obs[IMAGE_INPUT], obs[INSTRUCTION_INPUT], obs[STATE_INPUT])
             deterministic = policy.predict_chunk(*inputs)  # [B, K, A] normalised
             drift = (deterministic - reference_policy.predict_chunk(*inputs)).abs().mean()
 
         # one clipped policy-gradient step on the head and the sigma net
-        log_prob = imagined.chain_log_prob(policy)  # [B*G]
+        log_prob = reduced(imagined.chain_log_prob(policy))  # [B*G]
         pg_loss, pg_stats = clipped_policy_loss(
-            log_prob, imagined.log_prob, advantages, g.clip, g.dual_clip
+            log_prob, reduced(imagined.log_prob), advantages, g.clip, g.dual_clip, kept_samples
         )
-        entropy = sampler_entropy(policy, obs)
+        entropy = sampler_entropy(policy, obs, g.log_prob_reduction)
         kl = kl_estimate(log_prob, base_log_prob, "k3").mean()
         real_normalised = torch.from_numpy(
             base.transforms.action.normalizer.normalize(batch["action"][:, :chunk])
@@ -306,7 +373,7 @@ def train(
         bc_loss = policy.head.loss(
             policy.encode_batch(obs),
             real_normalised,
-            torch.ones(real_normalised.shape[:2], dtype=torch.bool),
+            torch.ones(real_normalised.shape[:2], dtype=torch.bool, device=info.device),
         )
         bc_coef = g.bc_weight
         if g.bc_schedule == "drift":
@@ -345,6 +412,10 @@ def train(
                 "time/s_per_step": (time.perf_counter() - t0) / (done - start),
             }
             scalars = {k: dist.all_reduce_mean(v, info) for k, v in scalars.items()}
+            scalars["grpo/dropped_groups"] = info.world_size * dist.all_reduce_mean(
+                dropped / since_log, info
+            )  # per step, over all processes
+            dropped, since_log = 0, 0
             logger.log(done, scalars)
             bar.set_postfix(
                 reward=f"{scalars['reward/mean']:.4f}", kl=f"{scalars['policy/kl_to_base']:.2e}"

@@ -1,4 +1,4 @@
-"""What every action-chunk head shares: a chain of S steps from x_0 = 0 to the chunk x_S.
+"""What every action-chunk head shares: a chain of S steps from x_0 to the chunk x_S.
 
 A head defines the mean of each step, `step_mean(x_k, t_k, obs, memory)`, and a behaviour-cloning
 loss; `memory` holds the chunk decoder's keys and values of the observation tokens, computed once
@@ -11,8 +11,11 @@ From that this base class derives, identically for every head:
 
 with t_k = k / S and sigma_k = SigmaNet(obs, t_k) bounded per dimension. The flow-matching head
 takes S Euler steps of its velocity field; the Gaussian head is the one-step case whose mean
-ignores x_0. x_0 = 0 is fixed, so its density adds nothing and the noise-free chain *is* the
-deterministic policy: reinforcement fine-tuning improves exactly what is deployed.
+ignores x_0. The deployed chain starts at x_0 = 0, so the noise-free chain *is* the deterministic
+policy. A sampled chain starts at x_0 = 0 ("zero") or at x_0 ~ N(0, I) ("noise", the released
+VLA-RFT sampler, which explores from the flow's own noise distribution); either way x_0 is an
+input, not a learned density, so the log-probability scores the S transitions only and a
+recorded chain (x_0 included) re-scores to the same value.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from vla_rft.models.policy.sigma_net import SigmaNet
 from vla_rft.models.policy.transformer import ChunkDecoder
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+CHAIN_STARTS = ("zero", "noise")
+"""x_0 of a sampled chain: 0, or N(0, I) scaled by the sampler's noise_scale."""
 
 OBS_TOKENS = 4
 """Observation tokens the chunk decoder attends to: image, instruction, state, fused."""
@@ -58,7 +64,7 @@ class ChunkSample:
     log_prob: torch.Tensor
     """[B] log-density of the whole chain under the policy that sampled it."""
     trajectory: torch.Tensor
-    """[B, S + 1, K, A] the chain x_0 .. x_S (x_0 = 0); pass it to `log_prob` later."""
+    """[B, S + 1, K, A] the chain x_0 .. x_S; pass it to `log_prob` later."""
 
 
 def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -107,17 +113,35 @@ class ChunkHead(nn.Module):
         return x
 
     def sample(
-        self, obs: ObsFeatures, generator: torch.Generator | None, noise_scale: float = 1.0
+        self,
+        obs: ObsFeatures,
+        generator: torch.Generator | None,
+        noise_scale: float = 1.0,
+        start: str = "zero",
     ) -> ChunkSample:
-        """A stochastic chain. noise_scale scales eps only (0 gives the deterministic chunk);
-        log_prob is always the density under the policy's own sigma."""
-        x, memory = self._start(obs), self.decoder.memory(obs.tokens)
+        """A stochastic chain from x_0 as `start` says (CHAIN_STARTS). noise_scale scales every
+        draw, x_0's included (0 gives the deterministic chunk); log_prob is always the density
+        of the S transitions under the policy's own sigma.
+
+        The noise is drawn on the generator's device and then moved to the observation's, so a
+        CPU generator serves a model on any device and a seed gives the same chains on all."""
+        if start not in CHAIN_STARTS:
+            raise ValueError(f"start must be one of {CHAIN_STARTS}, got {start!r}")
+        memory = self.decoder.memory(obs.tokens)
+        x = self._start(obs)
+
+        def normal() -> torch.Tensor:
+            device = x.device if generator is None else generator.device
+            eps = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+            return eps.to(x.device)
+
+        if start == "noise":
+            x = noise_scale * normal()
         chain, log_prob = [x], x.new_zeros(x.shape[0])
         for k in range(self.steps):
             t = self._time(k, obs)
             mean, sigma = self.step_mean(x, t, obs, memory), self.sigma(obs.pooled, t)
-            eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = mean + noise_scale * sigma * eps
+            x = mean + noise_scale * sigma * normal()
             log_prob = log_prob + gaussian_log_density(x, mean, sigma).sum((1, 2))
             chain.append(x)
         return ChunkSample(x, log_prob, torch.stack(chain, dim=1))
