@@ -1,12 +1,15 @@
 """The evaluation graph's control rate against its wall time and its episodes.
 
     .venv/bin/python bench/bench_eval_rate.py --policy-model models/current [--rates 30,60,90]
+                                              [--config FILE] [--set eval.episodes=5]
 
 Runs the quickstart's evaluation suite (training/quickstart/pipeline.yaml: tasks, perturbations,
 episodes, seeds) through the node graph (`vla-rft bringup --sim`, as the quickstart and the
 flywheel do) once per rate. The simulator steps once per action, so a faster rate should change
-the wall time only: each row says how many episodes ended exactly as at the first rate (same
-step count and final state) and the success count. Writes bench/results/eval_rate.json.
+the wall time only (the whole graph's, and the evaluation manager's from its activation to its
+report; the policy node's measured control rate): each row says how many episodes ended exactly
+as at the first rate (same step count and final state) and the success count. Writes
+bench/results/eval_rate.json.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report
 
-from vla_rft.pipeline.config import load_pipeline_config
+from vla_rft.pipeline.config import DEFAULT_PIPELINE_CONFIG, load_pipeline_config
 from vla_rft.pipeline.jobs import evaluate_in_graph
 
 
@@ -32,10 +35,23 @@ def main() -> None:
     )
     parser.add_argument("--policy-model", type=Path, required=True, help="an exported package")
     parser.add_argument("--rates", default="30,60,90", help="comma-separated control rates, Hz")
-    parser.add_argument("--config", type=Path, help="pipeline config (default: the quickstart's)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_PIPELINE_CONFIG,
+        help="pipeline config whose eval suite runs (default: the quickstart's)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. eval.episodes=5 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    suite = load_pipeline_config(args.config).eval
+    suite = load_pipeline_config(args.config, args.overrides).eval
     rows, first = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for rate in (float(r) for r in args.rates.split(",")):
@@ -46,14 +62,18 @@ def main() -> None:
                 echo=lambda _: None,
             )  # fmt: skip
             seconds = time.perf_counter() - start
-            results = json.loads(path.read_text())["episodes"]
+            evaluation = json.loads(path.read_text())
+            results = evaluation["episodes"]
             ends = [(e["steps"], e["final_state"]) for e in results]
             first = first or ends
             same = sum(a == b for a, b in zip(ends, first, strict=True))
             rows.append({
                 "rate (Hz)": rate,
                 "episodes": len(ends),
+                "steps": sum(steps for steps, _ in ends),
                 "wall time (s)": seconds,
+                "episodes' time (s)": evaluation["seconds"],
+                "policy's rate (Hz)": evaluation["graph"]["policy_status"]["control_rate_hz"],
                 "successes": sum(e["success"] for e in results),
                 "same episode as the first rate": same,
             })  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from conftest import write_eval_report
 from vla_rft.contract.config import ConfigError
 from vla_rft.data.episode_store import list_episodes, read_episode
 from vla_rft.pipeline import flywheel, jobs, quickstart
-from vla_rft.pipeline.config import DEFAULT_PIPELINE_CONFIG, EvalSuite, load_pipeline_config
+from vla_rft.pipeline.config import DEFAULT_PIPELINE_CONFIG, load_pipeline_config
 from vla_rft.pipeline.gate import gate
 from vla_rft.pipeline.registry import (
     RegistryError,
@@ -150,29 +149,6 @@ def test_quickstart_runs_to_a_report_with_registered_versions(debug_loop, dds, c
     capsys.readouterr()
     assert quickstart.main(argv) == 0
     assert capsys.readouterr().out.count("done before") == 9
-
-
-@pytest.mark.slow
-def test_the_evaluation_graph_runs_the_same_episodes_faster_at_a_higher_rate(
-    debug_loop, dds, tmp_path
-):
-    """The simulator steps once per action, so the evaluation's rate changes its wall time and
-    nothing else: the same steps and final states at 30 and at 90 Hz."""
-    dirs, _, rc = debug_loop
-    assert rc == 0
-    suite = EvalSuite(("reach-v3",), ("none", "object"), episodes=1, max_steps=45)
-    reports = {}
-    for rate in (30.0, 90.0):
-        out = tmp_path / f"{rate:.0f}hz"
-        path = jobs.evaluate_in_graph(
-            dirs["models"] / "current", replace(suite, rate_hz=rate), out, None, out / "log",
-            echo=lambda _: None,
-        )  # fmt: skip
-        reports[rate] = json.loads(path.read_text())
-    slow, fast = ([(e["steps"], e["final_state"]) for e in reports[r]["episodes"]] for r in reports)
-    assert slow == fast and len(slow) == 2
-    steps = sum(n for n, _ in slow)
-    assert reports[90.0]["seconds"] < reports[30.0]["seconds"] - steps / 90.0, reports
 
 
 @pytest.mark.slow

@@ -61,7 +61,9 @@ class EvalSuite:
     """Give up on the node graph after this long."""
     rate_hz: float = 30.0
     """Control rate of the evaluation graph (simulated robot and policy node). The simulator
-    steps once per action, so the rate sets the wall time, not the simulated time."""
+    steps once per action, so a faster rate shortens the wall time; but the policy infers
+    asynchronously, and where a chunk then comes a tick later the episode changes
+    (bench/bench_eval_rate.py measures both)."""
 
     def __post_init__(self):
         unknown = set(self.perturbations) - set(PERTURBATIONS)
