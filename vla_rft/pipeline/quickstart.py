@@ -1,6 +1,6 @@
 """`vla-rft quickstart`: the whole VLA-RFT loop on the simulated robot, in one command.
 
-    vla-rft quickstart                        # 17 minutes on 2 CPU cores (measured)
+    vla-rft quickstart                        # 17-22 minutes on 2 CPU cores (README)
     vla-rft quickstart --config training/debug/pipeline.yaml --root runs/qs-debug   # 30 s
 
  1. collect     expert demonstrations in the simulator          -> data/quickstart/episodes
