@@ -1,0 +1,141 @@
+"""N cameras end to end (issue 19 item 4): the simulated robot's wrist camera, episodes and the
+data set with every camera, a two-camera policy through training, export and both runtimes, the
+policy node's pairing by stamp, and the closed loop over DDS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader
+
+from vla_rft.contract.constants import (
+    EPISODE_TOPICS,
+    OBS_IMAGE,
+    OBS_IMAGES,
+    SIM_WRIST_EMBODIMENT,
+)
+from vla_rft.contract.embodiment import load_embodiment
+from vla_rft.data import WindowConfig, WindowDataset
+from vla_rft.data.dataset import EpisodeIndex
+from vla_rft.data.episode import EpisodeError
+from vla_rft.data.episode_store import (
+    EpisodeWriter,
+    list_episodes,
+    list_partial_episodes,
+    read_episode,
+    recover_episode,
+    write_episode,
+)
+from vla_rft.data.normalization import NormStats
+from vla_rft.rollout.collect import CollectConfig, collect
+from vla_rft.sim import MetaWorldRobot, SimConfig
+
+REPO = Path(__file__).resolve().parents[1]
+WRIST = "gripperPOV"
+WRIST_SPEC = load_embodiment(SIM_WRIST_EMBODIMENT)
+
+
+@pytest.fixture(scope="module")
+def wrist_data(tmp_path_factory):
+    """Expert episodes of the two-camera simulated robot, as `vla-rft collect` writes them."""
+    out = tmp_path_factory.mktemp("wrist_episodes")
+    config = CollectConfig(
+        out=out, tasks=("reach-v3",), episodes_per_task=3, image_size=32, max_steps=12,
+        embodiment=SIM_WRIST_EMBODIMENT,
+    )  # fmt: skip
+    collect(config, progress=False)
+    return out
+
+
+def _sim_obs(seed: int = 3) -> dict:
+    with MetaWorldRobot(SimConfig("reach-v3", 32, embodiment=SIM_WRIST_EMBODIMENT)) as robot:
+        return robot.reset(seed)
+
+
+# --- the simulated robot ---------------------------------------------------------------------
+
+
+def test_the_sim_renders_the_wrist_camera_only_when_asked(tmp_path):
+    with MetaWorldRobot(SimConfig("reach-v3", 32)) as robot:
+        one = robot.reset(3)
+    two = _sim_obs(3)
+    assert OBS_IMAGES not in one  # one camera: the observation as it always was
+    np.testing.assert_array_equal(two[OBS_IMAGE], one[OBS_IMAGE])
+    wrist = two[OBS_IMAGES][WRIST]
+    assert wrist.shape == (32, 32, 3) and wrist.dtype == np.uint8
+    assert np.abs(wrist.astype(int) - two[OBS_IMAGE]).mean() > 20  # another view
+    np.testing.assert_array_equal(_sim_obs(3)[OBS_IMAGES][WRIST], wrist)  # seeded, exact
+    spec = tmp_path / "sawyer-kitchen.yaml"
+    spec.write_text(
+        "base: metaworld-sawyer\ncameras:\n"
+        "  - {name: corner4, topic: /a, width: 64, height: 64}\n"
+        "  - {name: kitchen, topic: /b, width: 64, height: 64}\n"
+    )
+    with pytest.raises(ValueError, match=r"camera must be one of .* got 'kitchen'"):
+        SimConfig("reach-v3", embodiment=str(spec))
+    with pytest.raises(ValueError, match="is not the Sawyer"):
+        SimConfig("reach-v3", embodiment="example-arm-7dof")
+
+
+# --- episodes and the data set ---------------------------------------------------------------
+
+
+def test_collect_records_every_camera_and_one_camera_episodes_are_unchanged(
+    wrist_data, tmp_path, episode_factory
+):
+    path = list_episodes(wrist_data)[0]
+    episode = read_episode(path)
+    assert episode.meta.cameras == {c.name: c.topic for c in WRIST_SPEC.cameras}
+    assert episode.camera_images[WRIST].shape == (len(episode), 32, 32, 3)
+    with Reader(path) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts[f"/camera/{WRIST}/image_raw"] == len(episode)
+    # the first step is the reset: the frames the simulator rendered for that seed
+    first = _sim_obs(episode.meta.extra["seed"])
+    np.testing.assert_array_equal(episode.camera_images[WRIST][0], first[OBS_IMAGES][WRIST])
+
+    plain = write_episode(tmp_path, "plain", episode_factory(steps=3))
+    with Reader(plain) as reader:
+        assert {c.topic for c in reader.connections} == set(EPISODE_TOPICS)
+    assert read_episode(plain).camera_images == {}
+
+
+def test_a_step_without_a_cameras_frame_is_refused_and_recovery_keeps_every_camera(
+    tmp_path, episode_factory
+):
+    episode = episode_factory(steps=3)
+    episode.meta.cameras = {"scene": "/camera/scene", "wrist": "/camera/wrist"}
+    wrist = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    writer = EpisodeWriter(tmp_path, "cut", episode.meta)
+    with pytest.raises(EpisodeError, match="step 0: no frame of camera 'wrist'"):
+        writer.add_step(episode.images[0], episode.states[0], episode.actions[0])
+    for t in range(3):
+        writer.add_step(
+            episode.images[t], episode.states[t], episode.actions[t], cameras={"wrist": wrist[t]}
+        )
+    writer.close_partial()  # as if the process died
+    (partial,) = list_partial_episodes(tmp_path)
+    recovered, report = recover_episode(partial)
+    assert report.steps == 3
+    np.testing.assert_array_equal(read_episode(recovered).camera_images["wrist"], wrist)
+
+
+def test_the_data_set_gives_every_cameras_frame_of_the_same_step(wrist_data):
+    index = EpisodeIndex(wrist_data)
+    stats = NormStats.compute(index.episodes[0].states, index.episodes[0].actions)
+    ids = list(range(len(index)))
+    windows = WindowDataset(index, ids, WindowConfig(cameras=(WRIST,)), stats)
+    batch = windows.get_batch(np.arange(len(windows)))
+    assert batch["camera_images"].shape == (len(windows), 1, 32, 32, 3)
+    for i in (0, 5, len(windows) - 1):
+        episode = read_episode(wrist_data / windows.episode_names[batch["episode_index"][i]])
+        step = batch["step"][i]
+        np.testing.assert_array_equal(
+            batch["camera_images"][i, 0], episode.camera_images[WRIST][step]
+        )
+        np.testing.assert_array_equal(batch["image"][i, -1], episode.images[step])
+    assert "camera_images" not in WindowDataset(index, ids, WindowConfig(), stats)[0]
+    with pytest.raises(ValueError, match="has no camera 'topview'"):
+        WindowDataset(index, ids, WindowConfig(cameras=("topview",)), stats)
