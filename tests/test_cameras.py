@@ -4,12 +4,15 @@ policy node's pairing by stamp, and the closed loop over DDS."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+from policy_testing import tiny_config
 from rosbags.rosbag2 import Reader
 
+from vla_rft.contract.config import ConfigError, load_config
 from vla_rft.contract.constants import (
     EPISODE_TOPICS,
     OBS_IMAGE,
@@ -17,6 +20,7 @@ from vla_rft.contract.constants import (
     SIM_WRIST_EMBODIMENT,
 )
 from vla_rft.contract.embodiment import load_embodiment
+from vla_rft.contract.manifest import CAMERAS_KEY, POLICY_ONNX, read_manifest
 from vla_rft.data import WindowConfig, WindowDataset
 from vla_rft.data.dataset import EpisodeIndex
 from vla_rft.data.episode import EpisodeError
@@ -29,8 +33,12 @@ from vla_rft.data.episode_store import (
     write_episode,
 )
 from vla_rft.data.normalization import NormStats
+from vla_rft.export.export_policy import export_policy
 from vla_rft.rollout.collect import CollectConfig, collect
+from vla_rft.runtime.loader import load_policy
+from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.sim import MetaWorldRobot, SimConfig
+from vla_rft.training.train_policy import TrainPolicyConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 WRIST = "gripperPOV"
@@ -46,6 +54,22 @@ def wrist_data(tmp_path_factory):
         embodiment=SIM_WRIST_EMBODIMENT,
     )  # fmt: skip
     collect(config, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_camera_run(wrist_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("two_camera_run")
+    config = tiny_config(
+        wrist_data, run, f"model.cameras=[corner4,{WRIST}]", "optim.steps=4", "save_every=4"
+    )
+    return train(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_camera_package(two_camera_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "two-camera"
+    export_policy(two_camera_run, out)
     return out
 
 
@@ -139,3 +163,40 @@ def test_the_data_set_gives_every_cameras_frame_of_the_same_step(wrist_data):
     assert "camera_images" not in WindowDataset(index, ids, WindowConfig(), stats)[0]
     with pytest.raises(ValueError, match="has no camera 'topview'"):
         WindowDataset(index, ids, WindowConfig(cameras=("topview",)), stats)
+
+
+# --- the policy --------------------------------------------------------------------------------
+
+
+def test_a_two_camera_policy_trains_exports_and_runs_on_both_backends(
+    two_camera_run, two_camera_package
+):
+    torch_policy = TorchPolicy.from_checkpoint(two_camera_run)
+    onnx_policy = load_policy(two_camera_package, backend="onnxruntime")
+    assert torch_policy.spec.cameras == onnx_policy.spec.cameras == ("corner4", WRIST)
+    manifest = read_manifest(two_camera_package / POLICY_ONNX)
+    assert [s.name for s in manifest.inputs][-1] == f"image_{WRIST}"
+    cameras = manifest.extra[CAMERAS_KEY]
+    assert [(c["name"], c["topic"], c["input"], c["size"]) for c in cameras] == [
+        ("corner4", "/camera/image_raw", "image", 16),
+        (WRIST, "/camera/wrist/image_raw", f"image_{WRIST}", 16),
+    ]
+    obs = _sim_obs()
+    a, b = onnx_policy.infer(obs), torch_policy.infer(obs)
+    np.testing.assert_allclose(a["action_normalized"], b["action_normalized"], atol=1e-4)
+    dark = {**obs, OBS_IMAGES: {WRIST: np.zeros_like(obs[OBS_IMAGES][WRIST])}}
+    assert np.abs(onnx_policy.infer(dark)["action_normalized"] - a["action_normalized"]).max() > 0
+    for policy in (torch_policy, onnx_policy):
+        with pytest.raises(ValueError, match=rf"no frame of \['{WRIST}'\] in obs\['images'\]"):
+            policy.infer({k: v for k, v in obs.items() if k != OBS_IMAGES})
+
+
+def test_the_two_camera_recipe_is_the_cpu_recipe_with_the_wrist_camera(tmp_path):
+    cpu = load_config(TrainPolicyConfig, REPO / "training" / "cpu" / "policy.yaml")
+    two = load_config(TrainPolicyConfig, REPO / "training" / "cpu" / "policy_two_camera.yaml")
+    assert two.model.cameras == ("corner4", WRIST) and two.data.roots == ("data/expert200-wrist",)
+    same = dataclasses.replace(two, model=cpu.model, data=cpu.data, run_dir=cpu.run_dir)
+    assert same == cpu and dataclasses.replace(two.model, cameras=cpu.model.cameras) == cpu.model
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="is its own base"):
+        load_config(TrainPolicyConfig, tmp_path / "loop.yaml")
