@@ -5,19 +5,28 @@ policy node's pairing by stamp, and the closed loop over DDS."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from node_testing import MemoryHost
 from policy_testing import tiny_config
 from rosbags.rosbag2 import Reader
 
 from vla_rft.contract.config import ConfigError, load_config
 from vla_rft.contract.constants import (
     EPISODE_TOPICS,
+    INSTRUCTION_TOPIC,
     OBS_IMAGE,
     OBS_IMAGES,
+    OBS_INSTRUCTION,
+    OBS_STATE,
     SIM_WRIST_EMBODIMENT,
+    STATE_TOPIC,
 )
 from vla_rft.contract.embodiment import load_embodiment
 from vla_rft.contract.manifest import CAMERAS_KEY, POLICY_ONNX, read_manifest
@@ -39,6 +48,10 @@ from vla_rft.runtime.loader import load_policy
 from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.sim import MetaWorldRobot, SimConfig
 from vla_rft.training.train_policy import TrainPolicyConfig, train
+from vla_rft_nodes.configs import PolicyNodeConfig
+from vla_rft_nodes.frame_sync import WAIT, CameraSync
+from vla_rft_nodes.host.base import Counters, Lifecycle
+from vla_rft_nodes.policy_node import PolicyNode
 
 REPO = Path(__file__).resolve().parents[1]
 WRIST = "gripperPOV"
@@ -200,3 +213,99 @@ def test_the_two_camera_recipe_is_the_cpu_recipe_with_the_wrist_camera(tmp_path)
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="is its own base"):
         load_config(TrainPolicyConfig, tmp_path / "loop.yaml")
+
+
+# --- the policy node: pairing by stamp -----------------------------------------------------------
+
+
+def test_camera_sync_pairs_the_nearest_frame_within_the_skew():
+    counters = Counters()
+    sync = CameraSync((WRIST,), max_skew_s=0.02, counters=counters)
+    ms = 1_000_000
+    assert sync.pair(100 * ms, 0.0) == WAIT  # nothing yet, may still come
+    for stamp in (60, 90, 133):
+        sync.add(WRIST, stamp * ms, stamp)
+    assert sync.pair(100 * ms, 0.0) == {WRIST: 90}  # the nearest, 10 ms away
+    assert sync.pair(125 * ms, 0.0) == {WRIST: 133}
+    assert sync.pair(111 * ms, 0.0) is None  # 21 ms from both, and a newer one is already here
+    assert sync.pair(111 * ms, 0.0) is None and counters["unpaired_frames"] == 1  # once a frame
+    assert sync.pair(200 * ms, 0.001) == WAIT  # the wrist frame for 200 may be on its way
+    assert sync.pair(200 * ms, 0.05) is None and counters["unpaired_frames"] == 2
+    assert not sync.ready(200 * ms) and sync.ready(133 * ms)
+
+
+def _two_camera_node(package, embodiment=SIM_WRIST_EMBODIMENT):
+    host = MemoryHost()
+    config = PolicyNodeConfig(
+        model_path=str(package), backend="onnxruntime", embodiment=embodiment,
+        async_inference=False, replan_every=1,
+    )  # fmt: skip
+    node = PolicyNode(host, config)
+    return host, node, Lifecycle(node).trigger("configure")
+
+
+def test_the_policy_node_acts_on_paired_frames_and_holds_on_an_unpaired_one(two_camera_package):
+    host, node, configured = _two_camera_node(two_camera_package)
+    assert configured
+    c, obs = host.codec, _sim_obs()
+
+    main, wrist = (camera.topic for camera in WRIST_SPEC.cameras)
+
+    def frames(main_ns, wrist_ns=None):
+        host.deliver(STATE_TOPIC, c.floats_to_msg(obs[OBS_STATE]))
+        host.deliver(main, c.image_to_msg(obs[OBS_IMAGE], main_ns))
+        if wrist_ns is not None:
+            host.deliver(wrist, c.image_to_msg(obs[OBS_IMAGES][WRIST], wrist_ns))
+
+    host.deliver(INSTRUCTION_TOPIC, c.string_to_msg(obs[OBS_INSTRUCTION]))
+    t0 = time.time_ns()
+    frames(t0, t0)
+    assert node.tick(time.monotonic()) is not None and node.counters["actions"] == 1
+    frames(t0 + 10**8)  # the wrist frame is late: wait for it, no action and no hold
+    assert node.tick(time.monotonic()) is None and node.counters["actions"] == 1
+    host.deliver(wrist, c.image_to_msg(obs[OBS_IMAGES][WRIST], t0 + 10**8))
+    assert node.tick(time.monotonic(), new_frame=True) is not None
+    assert node.counters["actions"] == 2
+    frames(t0 + 2 * 10**8, t0 + 2 * 10**8 + 5 * 10**7)  # 50 ms apart: no pair, a hold
+    node.tick(time.monotonic())
+    assert node.counters["actions"] == 2 and node.counters["holds.unpaired_frames"] == 1
+    assert node.status()["counters"]["unpaired_frames"] == 1 and node.status()["holding"]
+
+
+def test_a_two_camera_package_on_a_robot_without_that_camera_is_refused(two_camera_package, caplog):
+    _, node, configured = _two_camera_node(two_camera_package, "metaworld-sawyer")
+    assert not configured and node.policy is None
+    assert f"has no camera '{WRIST}'" in caplog.text
+    with pytest.raises(ConfigError, match="max_camera_skew_s must be a positive number"):
+        PolicyNodeConfig(max_camera_skew_s=0.0)
+
+
+# --- the closed loop over DDS ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_camera_closed_loop_over_dds(two_camera_package, spy, dds, tmp_path):
+    """bringup --sim with the two-camera spec on all three nodes and a two-camera package."""
+    embodiment = [
+        f"--set={node}.embodiment={SIM_WRIST_EMBODIMENT}"
+        for node in ("sim_robot_node", "policy_node", "recorder_node")
+    ]
+    cmd = [
+        sys.executable, "-m", "vla_rft_nodes.bringup", "--sim", "--episodes", "1",
+        "--policy-model", str(two_camera_package), "--backend", "onnxruntime",
+        "--record-dir", "rec", "--report-dir", "report", "--timeout", "60",
+        "--params-file", str(REPO / "config" / "bringup.yaml"), *embodiment,
+        "--set", "sim_robot_node.image_size=32", "--set", "eval_manager_node.max_steps=20",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=dds, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    (path,) = list_episodes(tmp_path / "rec")
+    episode = read_episode(path)
+    assert len(episode) >= 20 and list(episode.meta.cameras) == ["corner4", WRIST]
+    first = _sim_obs(episode.meta.extra["seed"])  # the reset frames, as sent
+    np.testing.assert_array_equal(episode.images[0], first[OBS_IMAGE])
+    np.testing.assert_array_equal(episode.camera_images[WRIST][0], first[OBS_IMAGES][WRIST])
+    counters = spy.statuses["policy_node"]["counters"]
+    assert counters["actions"] >= 20 and "unpaired_frames" not in counters, counters
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["episodes"][0]["steps"] == 20
