@@ -42,6 +42,7 @@ from vla_rft.data.episode_store import (
     write_episode,
 )
 from vla_rft.data.normalization import NormStats
+from vla_rft.evaluation.eval_policy import main as eval_main
 from vla_rft.export.export_policy import export_policy
 from vla_rft.rollout.collect import CollectConfig, collect
 from vla_rft.runtime.loader import load_policy
@@ -202,6 +203,17 @@ def test_a_two_camera_policy_trains_exports_and_runs_on_both_backends(
     for policy in (torch_policy, onnx_policy):
         with pytest.raises(ValueError, match=rf"no frame of \['{WRIST}'\] in obs\['images'\]"):
             policy.infer({k: v for k, v in obs.items() if k != OBS_IMAGES})
+
+
+def test_vla_rft_eval_renders_the_cameras_the_policy_sees(two_camera_run, tmp_path, capsys):
+    args = ["--policy", str(two_camera_run), "--tasks", "reach-v3", "--episodes", "1",
+            "--max-steps", "5", "--threads", "1", "-q"]  # fmt: skip
+    assert eval_main([*args, "--out", str(tmp_path / "one")]) == 2
+    assert f"no frame of ['{WRIST}']" in capsys.readouterr().err
+    wrist = ["--embodiment", SIM_WRIST_EMBODIMENT]
+    assert eval_main([*args, "--out", str(tmp_path / "two"), *wrist]) == 0
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert [e["steps"] for e in report["episodes"]] == [5]
 
 
 def test_the_two_camera_recipe_is_the_cpu_recipe_with_the_wrist_camera(tmp_path):
