@@ -22,6 +22,7 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless GL; must precede the first mujoco import
 
+import functools
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ _SLOW_RENDER_FLAGS = (
     mujoco.mjtRndFlag.mjRND_REFLECTION,
     mujoco.mjtRndFlag.mjRND_SKYBOX,
 )
+
+_load_spec = functools.cache(load_embodiment)
+"""Each spec file is read once per process."""
 
 _PERTURBATION_STREAM = 1
 """Perturbations use Generator((seed, 1)), independent of Meta-World's Generator(seed)."""
@@ -114,7 +118,7 @@ class SimConfig:
 
     @property
     def spec(self) -> EmbodimentSpec:
-        return load_embodiment(self.embodiment)
+        return _load_spec(self.embodiment)
 
     @property
     def extra_cameras(self) -> tuple[str, ...]:
@@ -131,7 +135,7 @@ class MetaWorldRobot:
         self._env = _make_env(config)
         self._expert = ENV_POLICY_MAP[config.task]()
         self._renderer = _make_renderer(self._env.model, config)
-        self._spec = config.spec
+        self._extra_cameras = config.extra_cameras
         # Frees the GL context at close() or, if never closed, at exit while EGL still works.
         self._release = weakref.finalize(self, _release, self._renderer, self._env)
         self._raw_obs: np.ndarray | None = None  # [39] Meta-World observation, goal included
@@ -230,7 +234,7 @@ class MetaWorldRobot:
 
     @property
     def embodiment(self) -> EmbodimentSpec:
-        return self._spec
+        return self._config.spec
 
     @property
     def steps(self) -> int:
@@ -261,8 +265,8 @@ class MetaWorldRobot:
             OBS_STATE: raw_obs[_HAND_AND_GRIPPER].astype(np.float32),
             OBS_INSTRUCTION: self._instruction,
         }
-        if self._config.extra_cameras:
-            obs[OBS_IMAGES] = {name: self.render(name) for name in self._config.extra_cameras}
+        if self._extra_cameras:
+            obs[OBS_IMAGES] = {name: self.render(name) for name in self._extra_cameras}
         return obs
 
     def _require_raw_obs(self) -> np.ndarray:
