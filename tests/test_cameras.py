@@ -317,7 +317,11 @@ def test_two_camera_closed_loop_over_dds(two_camera_package, spy, dds, tmp_path)
     first = _sim_obs(episode.meta.extra["seed"])  # the reset frames, as sent
     np.testing.assert_array_equal(episode.images[0], first[OBS_IMAGE])
     np.testing.assert_array_equal(episode.camera_images[WRIST][0], first[OBS_IMAGES][WRIST])
-    counters = spy.statuses["policy_node"]["counters"]
+    status = spy.statuses["policy_node"]
+    counters = status["counters"]
     assert counters["actions"] >= 20 and "unpaired_frames" not in counters, counters
+    latency = status["camera_to_action_ms"]  # main frame stamp -> action, both cameras paired
+    print(f"two cameras: {status['control_rate_hz']} Hz, camera to action {latency} ms")
+    assert latency["n"] >= 10
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["episodes"][0]["steps"] == 20
