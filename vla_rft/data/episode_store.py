@@ -81,6 +81,13 @@ def step_topics(meta: EpisodeMeta) -> tuple[str, ...]:
     return (*STEP_TOPICS, *camera_topics(meta).values())
 
 
+def episode_topics(meta: EpisodeMeta) -> dict[str, str]:
+    """Every topic of the episode's bag -> its message type: EPISODE_TOPICS, then the further
+    cameras (typed, and offered with the QoS of, the main one)."""
+    image = EPISODE_TOPICS[IMAGE_TOPIC]
+    return {**EPISODE_TOPICS, **dict.fromkeys(camera_topics(meta).values(), image)}
+
+
 _CHUNK_CRC_OFFSET = 1 + 8 + 8 + 8 + 8
 """Bytes from the start of an MCAP Chunk record to its uncompressed_crc field (opcode, length,
 start time, end time, uncompressed size)."""
@@ -155,23 +162,17 @@ class EpisodeWriter:
         self._bag = Writer(self._bag_path, version=bag_version, storage_plugin=StoragePlugin.MCAP)
         self._bag.open()
         store = messages.typestore()
+        qos = EPISODE_TOPIC_QOS
         self._conn = {
             topic: self._bag.add_connection(
                 topic,
                 msgtype,
                 typestore=store,
-                offered_qos_profiles=[_offered_qos(EPISODE_TOPIC_QOS[topic])],
+                offered_qos_profiles=[_offered_qos(qos.get(topic, qos[IMAGE_TOPIC]))],
             )
-            for topic, msgtype in EPISODE_TOPICS.items()
+            for topic, msgtype in episode_topics(meta).items()
         }
         self._camera_topics = camera_topics(meta)
-        for topic in self._camera_topics.values():
-            self._conn[topic] = self._bag.add_connection(
-                topic,
-                EPISODE_TOPICS[IMAGE_TOPIC],
-                typestore=store,
-                offered_qos_profiles=[_offered_qos(EPISODE_TOPIC_QOS[IMAGE_TOPIC])],
-            )
         if not meta.start_time_ns:
             meta.start_time_ns = time.time_ns()
         start = {"event": "start", **meta.to_dict()}
@@ -441,8 +442,7 @@ def read_episode_verified(path: str | Path) -> tuple[Episode, ChunkCrcs]:
         crcs = verify_chunk_crcs(path)
         with Reader(path) as reader:
             types = {c.topic: c.msgtype for c in reader.connections}
-            cameras = dict.fromkeys(camera_topics(meta).values(), EPISODE_TOPICS[IMAGE_TOPIC])
-            for topic, msgtype in {**EPISODE_TOPICS, **cameras}.items():
+            for topic, msgtype in episode_topics(meta).items():
                 if topic not in types:
                     raise EpisodeError(path, f"missing topic {topic} ({msgtype})")
                 if types[topic] != msgtype:
@@ -733,8 +733,7 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
         os.rename(partial, report.quarantined)
         return report.quarantined, report
     meta.success = bool(end and end.get("success"))
-    cameras = camera_topics(meta).values()
-    msgtypes = {**EPISODE_TOPICS, **dict.fromkeys(cameras, EPISODE_TOPICS[IMAGE_TOPIC])}
+    msgtypes = episode_topics(meta)
     step_msgs = {
         topic: _decode_salvaged(partial, raw, topic, steps, msgtypes[topic]) for topic in topics
     }
