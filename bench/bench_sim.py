@@ -5,6 +5,8 @@ separately, rendering alone. Prints a table and writes JSON (default bench/resul
 
     .venv/bin/python bench/bench_sim.py
     .venv/bin/python bench/bench_sim.py --sizes 64 128 224 --default-render
+    .venv/bin/python bench/bench_sim.py --sizes 64 --embodiments metaworld-sawyer \
+        metaworld-sawyer-wrist                          # the cost of the wrist camera
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
+from vla_rft.contract.constants import SIM_EMBODIMENT
 from vla_rft.sim import SIM_CAMERA, MetaWorldRobot, SimConfig
 
 RENDER_ONLY_FRAMES = {True: 200, False: 20}
@@ -34,6 +37,10 @@ class Row:
     """Meta-World task name."""
     image_size: int
     """Side of the square image, pixels."""
+    embodiment: str
+    """The spec whose cameras were rendered."""
+    cameras: int
+    """Images rendered per step."""
     fast_render: bool
     """Whether shadows, reflections, skybox and anti-aliasing were off."""
     episodes: int
@@ -47,7 +54,7 @@ class Row:
     seconds: float
     """Wall-clock time of the episodes."""
     frames_per_s: float
-    """frames / seconds: reset + expert + step + render, end to end."""
+    """frames / seconds: reset + expert + step + render of every camera, end to end."""
     render_only_frames_per_s: float
     """Frames per second when only rendering the same scene."""
 
@@ -59,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=4, help="expert episodes per row")
     parser.add_argument("--max-steps", type=int, default=150)
     parser.add_argument("--camera", default=SIM_CAMERA)
+    parser.add_argument(
+        "--embodiments", nargs="+", default=[SIM_EMBODIMENT], help="specs naming the cameras"
+    )
     parser.add_argument(
         "--default-render",
         action="store_true",
@@ -86,6 +96,8 @@ def measure(config: SimConfig, episodes: int) -> Row:
     return Row(
         task=config.task,
         image_size=config.image_size,
+        embodiment=config.embodiment,
+        cameras=1 + len(config.extra_cameras),
         fast_render=config.fast_render,
         episodes=episodes,
         successes=successes,
@@ -105,14 +117,14 @@ def time_rendering(robot: MetaWorldRobot, frames: int) -> float:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = f"{'task':<10} {'size':>5} {'render':>7} {'success':>8} {'steps':>6} "
+    header = f"{'task':<10} {'size':>5} {'cams':>4} {'render':>7} {'success':>8} {'steps':>6} "
     header += f"{'frames/s':>9} {'render-only/s':>14}"
     print(header)
     print("-" * len(header))
     for row in rows:
         render = "fast" if row.fast_render else "default"
         print(
-            f"{row.task:<10} {row.image_size:>5} {render:>7} "
+            f"{row.task:<10} {row.image_size:>5} {row.cameras:>4} {render:>7} "
             f"{row.successes:>4}/{row.episodes:<3} {row.mean_steps:>6.1f} "
             f"{row.frames_per_s:>9.1f} {row.render_only_frames_per_s:>14.1f}"
         )
@@ -134,16 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 1:
         sys.exit("--episodes must be at least 1")
     configs = [
-        SimConfig(task, image_size=size, camera=args.camera, max_steps=args.max_steps)
+        SimConfig(task, size, args.camera, args.max_steps, fast, embodiment)
+        for fast in ((True, False) if args.default_render else (True,))
         for task in args.tasks
         for size in args.sizes
+        for embodiment in args.embodiments
     ]
-    if args.default_render:
-        configs += [
-            SimConfig(task, image_size=size, camera=args.camera, fast_render=False)
-            for task in args.tasks
-            for size in args.sizes
-        ]
     rows = []
     for config in configs:
         episodes = args.episodes if config.fast_render else 1

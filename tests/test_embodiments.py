@@ -81,9 +81,10 @@ def test_a_position_robot_holds_at_its_last_command_never_at_zero():
 
 
 def _camera_frame(host, spec, value, stamp_ns):
-    camera = spec.main_camera
-    image = np.full((camera.height, camera.width, 3), value, np.uint8)
-    host.deliver(camera.topic, host.codec.image_to_msg(image, stamp_ns))
+    """A frame of every camera of the robot, all with the same stamp."""
+    for camera in spec.cameras:
+        image = np.full((camera.height, camera.width, 3), value, np.uint8)
+        host.deliver(camera.topic, host.codec.image_to_msg(image, stamp_ns))
 
 
 def _configured_policy_node(embodiment, model, **overrides):
@@ -163,5 +164,9 @@ def test_the_recorder_stores_the_robots_names_and_shapes(tmp_path, embodiment):
     assert episode.meta.action_names == spec.action_names
     camera = spec.main_camera
     assert episode.images.shape == (3, camera.height, camera.width, 3)
+    assert list(episode.meta.cameras) == [c.name for c in spec.cameras]  # every camera recorded
+    for further in spec.cameras[1:]:
+        frames = episode.camera_images[further.name]
+        assert frames.shape == (3, further.height, further.width, 3)
     assert episode.states.shape == (3, spec.state_dim)
     assert episode.actions.shape == (3, spec.action_dim)

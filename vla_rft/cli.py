@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from vla_rft.contract.config import comma_list
+from vla_rft.contract.constants import SIM_EMBODIMENT, SIM_WRIST_EMBODIMENT
 from vla_rft.sim.spec import SIM_IMAGE_SIZE
 
 # --- collect ---------------------------------------------------------------------------------
@@ -50,6 +51,12 @@ def _add_collect_args(p: argparse.ArgumentParser) -> None:
         choices=("none", "object", "goal", "robot_init"),
         help="start-state perturbation (default: none)",
     )
+    p.add_argument(
+        "--embodiment",
+        default=SIM_EMBODIMENT,
+        help="the simulated robot's spec, which names the cameras recorded: "
+        f"{SIM_WRIST_EMBODIMENT} adds the wrist camera (default: %(default)s)",
+    )
 
 
 def cmd_collect(args) -> int:
@@ -64,6 +71,7 @@ def cmd_collect(args) -> int:
         max_steps=args.max_steps,
         action_noise=args.noise,
         perturbation=args.perturb,
+        embodiment=args.embodiment,
     )
     summary = collect(config, progress=not args.quiet)
     print(f"\nExpert episodes in {config.out}\n")

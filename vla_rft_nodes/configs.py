@@ -33,7 +33,7 @@ from vla_rft.contract.constants import (
 )
 from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS, unknown_task
-from vla_rft.sim.spec import SIM_CAMERA, SIM_IMAGE_SIZE
+from vla_rft.sim.spec import CAMERAS, SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
 from vla_rft_nodes.robot_interfaces import check_interfaces
 
 T = TypeVar("T")
@@ -85,6 +85,9 @@ class PolicyNodeConfig:
     trained for it: configure checks the package's manifest against it."""
     image_timeout_s: float = 0.5
     """Watchdog: hold the robot when the newest camera frame is older than this."""
+    max_camera_skew_s: float = 0.02
+    """A policy with further cameras acts on a main frame only with, from each, a frame at most
+    this far from it in stamp; otherwise it holds (counted as unpaired_frames)."""
     state_timeout_s: float = 0.5
     """Watchdog: hold the robot when the newest state is older than this."""
     publish_trajectory: bool = False
@@ -134,7 +137,10 @@ class PolicyNodeConfig:
             f"policy_factory must be 'module:function', got {self.policy_factory!r}",
         )
         _require(self.trigger in TRIGGERS, f"trigger must be one of {TRIGGERS}: {self.trigger!r}")
-        for name in ("control_rate_hz", "image_timeout_s", "state_timeout_s", "status_period_s"):
+        for name in (
+            "control_rate_hz", "image_timeout_s", "state_timeout_s", "status_period_s",
+            "max_camera_skew_s",
+        ):  # fmt: skip
             _positive(name, getattr(self, name))
         _require(self.replan_every >= 1, f"replan_every must be >= 1, got {self.replan_every}")
         _require(self.ensemble_decay >= 0, f"ensemble_decay must be >= 0: {self.ensemble_decay}")
@@ -157,7 +163,8 @@ class RecorderNodeConfig:
     """Directory the episodes are written to (one rosbag2 MCAP directory each)."""
     embodiment: str = SIM_EMBODIMENT
     """The robot: a built-in embodiment spec's name or a spec file; its name, state and action
-    names are stored with each episode (the start event may name another robot)."""
+    names are stored with each episode (the start event may name another robot), and every
+    camera it names is recorded."""
     fps: float = 30.0
     """Control rate stored with each episode unless the start event gives one."""
     source: str = "policy"
@@ -196,7 +203,11 @@ class SimRobotNodeConfig:
     image_size: int = SIM_IMAGE_SIZE
     """Side of the square camera image, pixels."""
     camera: str = SIM_CAMERA
-    """Meta-World camera the image comes from."""
+    """Meta-World camera the main image comes from."""
+    embodiment: str = SIM_EMBODIMENT
+    """The simulated robot's spec (a built-in name or a file): each of its cameras is published
+    on its topic, the further ones rendered from the Meta-World camera of that name
+    (metaworld-sawyer-wrist adds the wrist camera, at a render per step)."""
     max_steps: int = 150
     """Steps after which an episode ends without success unless the start event says."""
     rate_hz: float = 30.0
@@ -212,8 +223,17 @@ class SimRobotNodeConfig:
             16 <= self.image_size <= 1024, f"image_size must be in [16, 1024]: {self.image_size}"
         )
         _require(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        problems = self.spec.mismatches(SAWYER.summary(), SAWYER.state_dim, SAWYER.action_dim)
+        _require(not problems, f"embodiment {self.embodiment!r} is not the Sawyer: {problems}")
+        unknown = [c.name for c in self.spec.cameras[1:] if c.name not in CAMERAS]
+        _require(not unknown, f"cameras {unknown} are not Meta-World cameras {CAMERAS}")
         _positive("rate_hz", self.rate_hz)
         _positive("status_period_s", self.status_period_s)
+
+    @property
+    def spec(self) -> EmbodimentSpec:
+        """The embodiment spec named by `embodiment`."""
+        return _embodiment(self.embodiment)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The policy node: camera, robot state and instruction in; one action per control tick out.
 
-    in:  /camera/image_raw (sensor_msgs/Image, sensor data), /vla_rft/state
+    in:  /camera/image_raw (sensor_msgs/Image, sensor data; and the topic of each further camera
+         the policy sees, paired with it by stamp in frame_sync.py), /vla_rft/state
          (std_msgs/Float32MultiArray or sensor_msgs/JointState, sensor data),
          /vla_rft/instruction (std_msgs/String, latched), /vla_rft/estop (std_msgs/Bool),
          /vla_rft/episode_event (std_msgs/String)
@@ -29,7 +30,8 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,7 @@ from vla_rft.contract.constants import (
     INSTRUCTION_MSGTYPE,
     INSTRUCTION_TOPIC,
     OBS_IMAGE,
+    OBS_IMAGES,
     OBS_INSTRUCTION,
     OBS_STATE,
     STATE_TOPIC,
@@ -60,6 +63,7 @@ from vla_rft.data.messages import MessageError
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft_nodes.configs import PolicyNodeConfig
 from vla_rft_nodes.events import EndEvent, StartEvent
+from vla_rft_nodes.frame_sync import WAIT, CameraSync
 from vla_rft_nodes.host import NodeBase, run_node
 from vla_rft_nodes.host.base import latency_summary, rss_mb
 from vla_rft_nodes.inference import InferenceWorker, Request, Result
@@ -116,6 +120,8 @@ class Frame:
     """Header stamp."""
     received: float
     """time.monotonic() at arrival."""
+    cameras: dict = field(default_factory=dict)
+    """The further cameras' frames paired with it, by name."""
 
 
 def model_identity(model_path: str, policy) -> dict:
@@ -141,6 +147,11 @@ def package_problems(policy: PolicySpec | None, spec: EmbodimentSpec, config) ->
     if policy is None:
         return ["the policy does not say what it takes (no `spec`; see vla_rft/contract/policy.py)"]
     problems = spec.mismatches(policy.embodiment, policy.state_dim, policy.action_dim)
+    for name in policy.cameras[1:]:
+        try:
+            spec.camera(name)
+        except ValueError as err:
+            problems.append(str(err))
     if config.replan_every > policy.chunk_size:
         problems.append(
             f"replan_every {config.replan_every} is longer than its chunks ({policy.chunk_size})"
@@ -173,6 +184,7 @@ class PolicyNode(NodeBase):
         self.period = 1.0 / c.control_rate_hz
         # written by the subscription callbacks, read by the control thread
         self._frame: Frame | None = None
+        self.camera_sync = CameraSync((), c.max_camera_skew_s, self.counters)  # the policy's
         self._state: np.ndarray | None = None
         self._instruction: str | None = None
         self._estop_pressed = False
@@ -210,6 +222,9 @@ class PolicyNode(NodeBase):
             host.publisher(COMMAND_TOPIC, command_type, QoS.RELIABLE) if command_type else None
         )
         self.subscribe(self.spec.main_camera.topic, IMAGE_MSGTYPE, self.on_image, QoS.SENSOR_DATA)
+        for camera in self.spec.cameras[1:]:
+            on_camera = partial(self.on_camera, camera.name)
+            self.subscribe(camera.topic, IMAGE_MSGTYPE, on_camera, QoS.SENSOR_DATA)
         self.subscribe(STATE_TOPIC, STATE_MSGS[c.state_msg], self.on_state, QoS.SENSOR_DATA)
         self.subscribe(INSTRUCTION_TOPIC, INSTRUCTION_MSGTYPE, self.on_instruction, QoS.LATCHED)
         # latched: a restarted node hears a held e-stop; volatile: a writer without
@@ -237,7 +252,21 @@ class PolicyNode(NodeBase):
         if self._frame_fresh and self._holding is None:
             self.counters.add("frames_skipped")  # the control thread had not used the last one
         self._frame_fresh = True
-        self._wake.set()
+        if self.camera_sync.ready(stamp):
+            self._wake.set()
+
+    def on_camera(self, name: str, msg) -> None:
+        """A further camera's frame: kept for pairing if the policy sees that camera."""
+        if name not in self.camera_sync.cameras:
+            return
+        try:
+            self.camera_sync.add(name, self.codec.stamp_ns(msg), self.codec.image_from_msg(msg))
+        except MessageError as err:
+            self.reject("image", err)
+            return
+        frame = self._frame
+        if self._frame_fresh and frame is not None and self.camera_sync.ready(frame.stamp_ns):
+            self._wake.set()
 
     def on_state(self, msg) -> None:
         try:
@@ -288,6 +317,7 @@ class PolicyNode(NodeBase):
             return
         if isinstance(event, StartEvent):
             self._frame = None  # frames of the last episode must not drive this one
+            self.camera_sync.clear()
             self._episode_over = False
             self._resets += 1
         elif isinstance(event, EndEvent):
@@ -314,6 +344,9 @@ class PolicyNode(NodeBase):
             self.worker = self.policy = None
             raise
         self.model = model_identity(c.model_path, self.policy)
+        self.camera_sync = CameraSync(
+            self.policy.spec.cameras[1:], c.max_camera_skew_s, self.counters
+        )
         m = self.model
         self.log.info(
             f"model: {m['resolved']} (version {m['version'] or 'none'}, sha256 "
@@ -416,6 +449,13 @@ class PolicyNode(NodeBase):
             self.counters.add("ticks_without_frame")
             return None
         frame = self._frame
+        cameras = self.camera_sync.pair(frame.stamp_ns, now - frame.received)
+        if cameras == WAIT:
+            self._frame_fresh = True  # act once the other cameras' frames are here
+            return None
+        if cameras is None:
+            return self._hold("unpaired_frames")
+        frame = replace(frame, cameras=cameras)
         try:
             action = self._next_action(frame)
         except UnsafeChunk as err:
@@ -508,7 +548,8 @@ class PolicyNode(NodeBase):
         """Ask the inference thread for a chunk if one is due and it is free."""
         if not self.broker.needs_chunk() or self.worker.busy:
             return False
-        obs = {OBS_IMAGE: frame.image, OBS_STATE: self._state, OBS_INSTRUCTION: self._instruction}
+        obs = {OBS_IMAGE: frame.image, OBS_STATE: self._state, OBS_INSTRUCTION: self._instruction,
+               OBS_IMAGES: frame.cameras}  # fmt: skip
         request = Request(
             obs, self.broker.tick, self._generation, frame.stamp_ns, self._reset_policy
         )

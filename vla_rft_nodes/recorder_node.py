@@ -6,6 +6,7 @@
                             it, and the action (the frame's stamp is the step's time;
                             step_pairing.py says why "published", not "received")
     /camera/image_raw, /vla_rft/state, /vla_rft/instruction
+    each further camera of the spec: the frame nearest in stamp to the step's main frame
 
 Writes through `vla_rft.data.EpisodeWriter`, which flushes every step to disk: SIGINT or
 SIGTERM finish the open episode (success false, `extra.interrupted`), a crash or SIGKILL leaves
@@ -14,8 +15,10 @@ it partial and the next start recovers it (`recover_on_start`). Nothing received
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections import deque
 from pathlib import Path
 
 from vla_rft.contract.constants import (
@@ -23,6 +26,7 @@ from vla_rft.contract.constants import (
     EPISODE_EVENT_TOPIC,
     EPISODE_TOPIC_QOS,
     EPISODE_TOPICS,
+    IMAGE_MSGTYPE,
     IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
     PARTIAL_PREFIX,
@@ -38,6 +42,7 @@ from vla_rft.data.episode_store import EpisodeWriter, list_partial_episodes, rec
 from vla_rft.data.messages import MessageError
 from vla_rft_nodes.configs import RecorderNodeConfig
 from vla_rft_nodes.events import StartEvent
+from vla_rft_nodes.frame_sync import nearest
 from vla_rft_nodes.host import NodeBase, run_node
 from vla_rft_nodes.node_table import POLICY_NODE
 from vla_rft_nodes.step_pairing import StepPairing
@@ -63,6 +68,9 @@ class RecorderNode(NodeBase):
         self._episode: StartEvent | None = None  # started; the writer opens at the first step
         self._writer: EpisodeWriter | None = None
         self._pairing = StepPairing()  # frames, states and actions -> steps
+        self._cameras = {  # further camera -> its recent (stamp, frame)
+            camera.name: deque(maxlen=QUEUE_DEPTH) for camera in config.spec.cameras[1:]
+        }
         self._instruction: str | None = None
         self._first_stamp = 0
         self._last_t = 0.0
@@ -85,6 +93,9 @@ class RecorderNode(NodeBase):
             depth = QUEUE_DEPTH if keep_all else None
             heard_on = config.spec.main_camera.topic if topic == IMAGE_TOPIC else topic
             self.subscribe(heard_on, msgtype, callbacks[topic], qos, depth)
+        for camera in config.spec.cameras[1:]:
+            on_camera = functools.partial(self.on_camera, camera.name)
+            self.subscribe(camera.topic, IMAGE_MSGTYPE, on_camera, QoS.SENSOR_DATA, QUEUE_DEPTH)
         self.subscribe(STATUS_TOPIC, STATUS_MSGTYPE, self.on_status, QoS.LATCHED, STATUS_DEPTH)
 
     def on_configure(self) -> None:
@@ -115,6 +126,12 @@ class RecorderNode(NodeBase):
             return
         self._pairing.frame(self.host.source_time_ns(), frame)
         self._write_steps()
+
+    def on_camera(self, name: str, msg) -> None:
+        try:
+            self._cameras[name].append((self.codec.stamp_ns(msg), self.codec.image_from_msg(msg)))
+        except MessageError as err:
+            self.reject("image", err)
 
     def on_state(self, msg) -> None:
         try:
@@ -185,11 +202,18 @@ class RecorderNode(NodeBase):
         if dropped:
             self.counters.add("actions_before_observation", dropped)
         for (image, stamp), state, action in steps:
+            paired = {name: nearest(frames, stamp) for name, frames in self._cameras.items()}
+            missing = [name for name, found in paired.items() if found is None]
+            if missing:
+                self.counters.add("steps_without_camera")
+                self.warn_throttled("camera", f"a step without a frame of {missing}: dropped")
+                continue
             try:
                 if self._writer is None:
                     self._open(stamp)
                 self._last_t = max(self._last_t, (stamp - self._first_stamp) / 1e9)
-                self._writer.add_step(image, state, action, self._last_t)
+                cameras = {name: found[1] for name, found in paired.items()}
+                self._writer.add_step(image, state, action, self._last_t, cameras)
             except EpisodeError as err:
                 self.reject("step", err)
                 continue
@@ -204,6 +228,8 @@ class RecorderNode(NodeBase):
                 self._close(False, {"interrupted": "a new episode started before this one ended"})
             self._episode = event
             self._pairing.clear()  # only what is published after the start belongs to it
+            for frames in self._cameras.values():
+                frames.clear()
         elif self._episode is None and self._last_closed is not None:
             self.counters.add("ends_after_close")
             outcome = "success" if event.success else "failure"
@@ -230,6 +256,7 @@ class RecorderNode(NodeBase):
             source=STANDIN_SOURCE if standin else event.source or c.source,
             state_names=c.spec.state_names,
             action_names=c.spec.action_names,
+            cameras={camera.name: camera.topic for camera in c.spec.cameras},
             start_time_ns=first_stamp,
             extra={
                 "seed": event.seed, "perturbation": event.perturbation,

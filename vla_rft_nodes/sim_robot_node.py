@@ -1,6 +1,7 @@
 """The simulated robot node: a Meta-World task behind the topics a real arm and camera use.
 
-    /vla_rft/action (Float32MultiArray) ─> step ─> /camera/image_raw (Image, sensor data)
+    /vla_rft/action (Float32MultiArray) ─> step ─> /camera/image_raw (Image, sensor data; and
+                                                   each further camera of its spec on its topic)
                                                    /vla_rft/state (Float32MultiArray)
     /vla_rft/episode_event start ─> reset(seed, perturbation); success or max_steps ─> end
 
@@ -21,6 +22,7 @@ from vla_rft.contract.constants import (
     EPISODE_EVENT_TOPIC,
     IMAGE_MSGTYPE,
     OBS_IMAGE,
+    OBS_IMAGES,
     OBS_STATE,
     STATE_MSGTYPE,
     STATE_TOPIC,
@@ -49,7 +51,10 @@ class SimRobotNode(NodeBase):
         self._steps = 0
         self._pending: np.ndarray | None = None
         self._next_seed = 0
-        self._image_pub = host.publisher(SAWYER.main_camera.topic, IMAGE_MSGTYPE, QoS.SENSOR_DATA)
+        self._image_pubs = {
+            camera.name: host.publisher(camera.topic, IMAGE_MSGTYPE, QoS.SENSOR_DATA)
+            for camera in config.spec.cameras
+        }  # main camera first
         self._state_pub = host.publisher(STATE_TOPIC, STATE_MSGTYPE, QoS.RELIABLE)
         self._event_pub = host.publisher(EPISODE_EVENT_TOPIC, EPISODE_EVENT_MSGTYPE, QoS.RELIABLE)
         self.subscribe(ACTION_TOPIC, ACTION_MSGTYPE, self.on_action, QoS.RELIABLE)
@@ -62,7 +67,9 @@ class SimRobotNode(NodeBase):
             from vla_rft.sim import MetaWorldRobot, SimConfig
 
             c = self.config
-            self._robots[key] = MetaWorldRobot(SimConfig(task, c.image_size, c.camera, max_steps))
+            self._robots[key] = MetaWorldRobot(
+                SimConfig(task, c.image_size, c.camera, max_steps, embodiment=c.embodiment)
+            )
         return self._robots[key]
 
     def on_configure(self) -> None:
@@ -145,9 +152,9 @@ class SimRobotNode(NodeBase):
     def _publish_obs(self) -> None:
         c = self.config  # the state first: a policy acting on the frame then has its state
         self._state_pub.publish(self.codec.floats_to_msg(self._obs[OBS_STATE], SAWYER.state_names))
-        self._image_pub.publish(
-            self.codec.image_to_msg(self._obs[OBS_IMAGE], self._stamp_ns, c.frame_id)
-        )
+        frames = [self._obs[OBS_IMAGE], *self._obs.get(OBS_IMAGES, {}).values()]
+        for publisher, frame in zip(self._image_pubs.values(), frames, strict=True):
+            publisher.publish(self.codec.image_to_msg(frame, self._stamp_ns, c.frame_id))
 
     def status(self) -> dict:
         episode = self._episode

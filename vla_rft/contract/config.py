@@ -151,21 +151,31 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 def load_config(
     cls: type[T], recipe: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
-    """Defaults of `cls`, then the recipe file, then `key=value` overrides."""
+    """Defaults of `cls`, then the recipe file, then `key=value` overrides. A recipe with
+    `base: <file>` (relative to the recipe) changes that recipe's values (a variant)."""
     data = to_dict(cls())
     if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise ConfigError(f"recipe {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"recipe {path} must be a mapping at the top level")
-        data = _deep_merge(data, loaded)
+        data = _deep_merge(data, _read_recipe(Path(recipe), ()))
     data = _deep_merge(data, parse_overrides(overrides))
     return from_dict(cls, data)
+
+
+def _read_recipe(path: Path, variants: tuple[Path, ...]) -> dict:
+    """A recipe's values over those of its `base` recipe, if it names one."""
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    if path.resolve() in variants:
+        raise ConfigError(f"recipe {path} is its own base")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"recipe {path} must be a mapping at the top level")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    return _deep_merge(_read_recipe(path.parent / base, (*variants, path.resolve())), loaded)
 
 
 def recipe_parser(

@@ -26,6 +26,10 @@ QUARANTINE_PREFIX = ".quarantine-"
 
 # --- Topics -----------------------------------------------------------------------------------
 IMAGE_TOPIC = "/camera/image_raw"
+"""The main camera's frames in an episode (and the simulated robot's main camera)."""
+CAMERA_TOPIC_FORMAT = "/camera/{name}/image_raw"
+"""An episode's further camera `name` (EpisodeMeta.cameras after the first) is recorded on
+`CAMERA_TOPIC_FORMAT.format(name=name)`."""
 STATE_TOPIC = "/vla_rft/state"
 ACTION_TOPIC = "/vla_rft/action"
 INSTRUCTION_TOPIC = "/vla_rft/instruction"
@@ -89,7 +93,10 @@ EPISODE_TOPICS = {
 
 # --- Observation / batch keys -----------------------------------------------------------------
 OBS_IMAGE = "image"
-"""uint8 [H, W, 3] RGB camera frame."""
+"""uint8 [H, W, 3] RGB frame of the main camera."""
+OBS_IMAGES = "images"
+"""{camera name: uint8 [H, W, 3]} frames of the further cameras (absent or empty: one camera);
+a policy reads the ones its `PolicySpec.cameras` name after the first."""
 OBS_STATE = "state"
 """float32 [state_dim] proprioceptive robot state."""
 OBS_INSTRUCTION = "instruction"
@@ -101,6 +108,9 @@ ACTION = "action"
 SIM_EMBODIMENT = "metaworld-sawyer"
 """The simulated robot's embodiment spec (contract/embodiments/metaworld-sawyer.yaml): its
 cameras, state and action names, limits and control rate."""
+SIM_WRIST_EMBODIMENT = "metaworld-sawyer-wrist"
+"""The same robot with a second, wrist camera (gripperPOV): `vla-rft collect --embodiment`,
+the sim robot node's `embodiment` parameter."""
 
 # --- Choices a user names -----------------------------------------------------------------------
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")

@@ -128,6 +128,14 @@ class EmbodimentSpec:
             "cameras": [c.name for c in self.cameras],
         }
 
+    def camera(self, name: str) -> CameraSpec:
+        """The camera called `name`; ValueError naming the robot's cameras if there is none."""
+        for camera in self.cameras:
+            if camera.name == name:
+                return camera
+        known = [c.name for c in self.cameras]
+        raise ValueError(f"embodiment {self.name!r} has no camera {name!r} (it has {known})")
+
     def mismatches(self, trained_for: dict | None, state_dim: int, action_dim: int) -> list[str]:
         """How a model package (its recorded embodiment summary and dimensions) disagrees with
         this robot; empty when it fits."""
@@ -171,8 +179,24 @@ def embodiment_path(name_or_path: str | Path) -> Path:
 
 
 def load_embodiment(name_or_path: str | Path) -> EmbodimentSpec:
-    """The spec named (built-in) or at a path; ConfigError naming the file and the problem."""
+    """The spec named (built-in) or at a path; ConfigError naming the file and the problem.
+    A spec with `base: <built-in name or path>` takes every field it does not give from that
+    spec (the same robot with other cameras)."""
     path = embodiment_path(name_or_path)
+    data = _read_spec(path)
+    if "base" in data:
+        base = data.pop("base")
+        if embodiment_path(base) == path:
+            raise ConfigError(f"embodiment spec {path}: it is its own base")
+        data = {**_read_spec(embodiment_path(base)), **data}
+        data.pop("base", None)
+    try:
+        return from_dict(EmbodimentSpec, data)
+    except ValueError as err:  # ConfigError included
+        raise ConfigError(f"embodiment spec {path}: {err}") from None
+
+
+def _read_spec(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
@@ -181,7 +205,4 @@ def load_embodiment(name_or_path: str | Path) -> EmbodimentSpec:
         raise ConfigError(f"embodiment spec {path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"embodiment spec {path}: expected a mapping of fields")
-    try:
-        return from_dict(EmbodimentSpec, data)
-    except ValueError as err:  # ConfigError included
-        raise ConfigError(f"embodiment spec {path}: {err}") from None
+    return data

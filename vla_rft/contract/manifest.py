@@ -28,7 +28,15 @@ WORLD_MODEL_ENCODE_ONNX = "world_model_encode.onnx"
 WORLD_MODEL_STEP_ONNX = "world_model_step.onnx"
 
 IMAGE_INPUT = "image"
-"""Policy input: float32 [B, 3, S, S] in [-1, 1] (`runtime.transforms.ImageTransform`)."""
+"""Policy input: float32 [B, 3, S, S] in [-1, 1] (`runtime.transforms.ImageTransform`), the
+main camera's frame."""
+
+
+def camera_input(name: str) -> str:
+    """Policy input of the further camera `name`: like IMAGE_INPUT, that camera's frame."""
+    return f"{IMAGE_INPUT}_{name}"
+
+
 INSTRUCTION_INPUT = "instruction_embedding"
 """Policy input: float32 [B, E], the sentence encoder's embedding of the instruction."""
 STATE_INPUT = "state"
@@ -46,11 +54,15 @@ ACTION_RANGE_KEY = "action_range"
 INSTRUCTIONS_KEY = "instruction_embeddings"
 EMBODIMENT_KEY = "embodiment"
 IMAGE_FIT_KEY = "image_fit"
+CAMERAS_KEY = "cameras"
 """Keys of a policy checkpoint's `extra` record; INSTRUCTIONS_KEY also of a policy manifest's
 `extra`: the training instructions' embeddings. EMBODIMENT_KEY: the robot it was trained for
 (`EmbodimentSpec.summary()`), which export copies into the manifest's `embodiment`.
 IMAGE_FIT_KEY (a policy manifest's `extra`): how camera frames become the square input
-(`contract.image.IMAGE_FIT`); a runtime refuses a fit it does not implement."""
+(`contract.image.IMAGE_FIT`); a runtime refuses a fit it does not implement.
+CAMERAS_KEY (a policy manifest's `extra`): the cameras it sees, main first, each
+{name, topic, input, size, image_fit} (topic: where the training episodes' robot published it,
+None if not recorded); absent in older, one-camera exports."""
 
 
 class ManifestError(ValueError):

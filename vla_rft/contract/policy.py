@@ -1,6 +1,7 @@
 """The one policy interface shared by every backend (torch, ONNX Runtime, TensorRT, experts).
 
-    obs = {"image": uint8 [H, W, 3], "state": float32 [S], "instruction": str}
+    obs = {"image": uint8 [H, W, 3], "state": float32 [S], "instruction": str,
+           "images": {camera name: uint8 [H, W, 3]}}   # the further cameras, if it has any
     out = policy.infer(obs)        # {"action": float32 [K, A], ...} an action chunk, robot units
     policy.reset()                 # a new episode starts
     policy.spec                    # PolicySpec: what it takes and gives (from its package)
@@ -15,6 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from vla_rft.contract.constants import SIM_EMBODIMENT
+from vla_rft.contract.embodiment import load_embodiment
+
+DEFAULT_CAMERAS: tuple[str, ...] = (load_embodiment(SIM_EMBODIMENT).main_camera.name,)
+"""A policy's cameras unless its config names them: the simulated robot's main camera."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class PolicySpec:
     """Square side its network sees; camera frames are resized to it (0: any size)."""
     embodiment: dict | None = None
     """`EmbodimentSpec.summary()` of the robot it was trained for (None: not recorded)."""
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
+    """The cameras it sees, main first: the robot's main camera gives `obs["image"]` whatever
+    its name; each further one is looked up by name in `obs["images"]` (and by the policy node
+    in the robot's spec)."""
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ cuts training windows out of the cached arrays:
   future_image   uint8   [F, H, W, 3]  frames t+1 .. t+F for world-model training
   future_pad     bool    [F]           True where those run past the end (the last frame repeats)
   instruction    str
+  camera_images  uint8   [N, H, W, 3]  frames at t of the N further cameras of WindowConfig.cameras
 Padding repeats the last action and frame, and the masks say where.
 """
 
@@ -33,6 +34,8 @@ from vla_rft.data.episode_store import episode_mcap, list_episodes, read_episode
 from vla_rft.data.normalization import NormStats
 
 CACHE_DIRNAME = ".cache"
+_CAMERA = "camera_"
+"""Prefix of a further camera's frames in a cache file."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class WindowConfig:
     """Share of episodes held out for validation (chosen by a hash of the episode name)."""
     normalize: bool = True
     """Return states and actions normalised with the training statistics."""
+    cameras: tuple[str, ...] = ()
+    """Further cameras (beside the main one) whose frames at t are returned as camera_images;
+    every episode must have recorded them."""
 
     def __post_init__(self):
         if self.context_frames < 1:
@@ -63,6 +69,8 @@ class WindowConfig:
             raise ValueError(f"image_size must be within 8..1024, got {self.image_size}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras repeat: {list(self.cameras)}")
 
 
 @dataclass
@@ -78,6 +86,8 @@ class CachedEpisode:
     """float32 [T, A]"""
     meta: dict
     """EpisodeMeta as a dict."""
+    cameras: dict[str, np.ndarray]
+    """Further camera name -> uint8 [T, H, W, 3]."""
 
 
 def _source_key(path: Path) -> dict:
@@ -102,11 +112,13 @@ def load_cached_episode(path: Path, cache_dir: Path, image_size: int | None) -> 
                         z["states"],
                         z["actions"],
                         json.loads(str(z["meta"])),
+                        {k.removeprefix(_CAMERA): z[k] for k in z.files if k.startswith(_CAMERA)},
                     )
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt from the episode
     episode = read_episode(path)
     images = fit_square(episode.images, image_size)
+    cameras = {name: fit_square(f, image_size) for name, f in episode.camera_images.items()}
     cache_dir.mkdir(parents=True, exist_ok=True)
     # A name of its own per writer: training jobs (or torchrun ranks) indexing the same episodes
     # at once each write a whole file, and the last rename wins with identical content.
@@ -119,13 +131,15 @@ def load_cached_episode(path: Path, cache_dir: Path, image_size: int | None) -> 
             images=images,
             states=episode.states,
             actions=episode.actions,
+            **{_CAMERA + name: frames for name, frames in cameras.items()},
         )
         tmp.replace(cache_file)
     except OSError as err:  # a full disk costs the cache entry, not the run
         warnings.warn(f"episode cache not written for {path.name}: {err}", stacklevel=2)
     finally:
         tmp.unlink(missing_ok=True)  # nothing half-written is left behind, even on Ctrl-C
-    return CachedEpisode(path.name, images, episode.states, episode.actions, episode.meta.to_dict())
+    meta = episode.meta.to_dict()
+    return CachedEpisode(path.name, images, episode.states, episode.actions, meta, cameras)
 
 
 def _val_score(name: str) -> float:
@@ -178,8 +192,9 @@ class EpisodeIndex:
 
     def embodiment(self) -> dict:
         """The robot the episodes were recorded on, as `EmbodimentSpec.summary()` names it (name,
-        state and action names); a trained model records it. ValueError if the episodes come
-        from robots that differ in any of these."""
+        state and action names; and `camera_topics`, each recorded camera's topic); a trained
+        model records it. ValueError if the episodes come from robots that differ in name, state
+        or action names."""
         robots = {
             (e.meta["robot"], tuple(e.meta["state_names"]), tuple(e.meta["action_names"]))
             for e in self.episodes
@@ -188,7 +203,9 @@ class EpisodeIndex:
             found = "; ".join(f"{r} (state {list(s)}, action {list(a)})" for r, s, a in robots)
             raise ValueError(f"the episodes come from {len(robots)} robots: {found}")
         robot, states, actions = robots.pop()
-        return {"name": robot, "state_names": list(states), "action_names": list(actions)}
+        topics = {k: v for e in self.episodes for k, v in e.meta.get("cameras", {}).items()}
+        found = {"name": robot, "state_names": list(states), "action_names": list(actions)}
+        return {**found, "camera_topics": topics} if topics else found
 
     def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
         """Episode indices (train, val), by a stable hash of each name.
@@ -232,6 +249,16 @@ class WindowDataset:
         self.ep_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         self.ep_end = self.ep_start + lengths  # exclusive
         self.images = np.concatenate([e.images for e in eps])  # [N, H, W, 3]
+        for e in eps:
+            missing = [name for name in config.cameras if name not in e.cameras]
+            if missing:
+                raise ValueError(
+                    f"episode {e.name} has no camera {missing[0]!r} (it recorded "
+                    f"{list(e.cameras) or 'only its main camera'})"
+                )
+        self.camera_images = [
+            np.concatenate([e.cameras[name] for e in eps]) for name in config.cameras
+        ]  # per camera [N, H, W, 3]
         states = np.concatenate([e.states for e in eps])
         actions = np.concatenate([e.actions for e in eps])
         if config.normalize:
@@ -251,7 +278,9 @@ class WindowDataset:
         ctx = np.clip(idx[:, None] + np.arange(-c + 1, 1), start, None)  # [B, C]
         act = idx[:, None] + np.arange(k)  # [B, K]
         fut = idx[:, None] + np.arange(1, f + 1)  # [B, F]
+        cameras = [c[idx] for c in self.camera_images]  # per camera [B, H, W, 3]
         return {
+            **({"camera_images": np.stack(cameras, axis=1)} if cameras else {}),
             "image": self.images[ctx],
             "state": self.states[idx],
             "action": self.actions[np.minimum(act, end)],

@@ -47,6 +47,9 @@ class EpisodeMeta:
     """One name per state dimension."""
     action_names: tuple[str, ...] = ()
     """One name per action dimension."""
+    cameras: dict[str, str] = field(default_factory=dict)
+    """Camera name -> the topic the robot published it on, main camera first (its frames are
+    `Episode.images`; the others are `Episode.camera_images`); empty in older episodes."""
     start_time_ns: int = 0
     """Wall-clock time of step 0, nanoseconds since the epoch."""
     schema_version: int = EPISODE_SCHEMA_VERSION
@@ -63,6 +66,12 @@ class EpisodeMeta:
             raise EpisodeError(None, f"fps must be positive, got {self.fps}")
         self.state_names = tuple(self.state_names)
         self.action_names = tuple(self.action_names)
+        self.cameras = dict(self.cameras)
+
+    @property
+    def further_cameras(self) -> tuple[str, ...]:
+        """Names of the cameras recorded beside the main one."""
+        return tuple(self.cameras)[1:]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,6 +95,8 @@ class Episode:
     timestamps: np.ndarray
     """float64 [T] seconds since the first step."""
     meta: EpisodeMeta
+    camera_images: dict[str, np.ndarray] = field(default_factory=dict)
+    """Further camera name -> uint8 [T, H, W, 3], one frame per step (meta.further_cameras)."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -95,11 +106,19 @@ class Episode:
         t = len(self.images)
         if t == 0:
             raise EpisodeError(path, "the episode has no steps")
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] != 3:
+        if set(self.camera_images) != set(self.meta.further_cameras):
             raise EpisodeError(
                 path,
-                f"images must be uint8 [T, H, W, 3], got {self.images.dtype} {self.images.shape}",
+                f"camera frames of {sorted(self.camera_images)} for the further cameras "
+                f"{list(self.meta.further_cameras)}",
             )
+        for name, frames in (("images", self.images), *self.camera_images.items()):
+            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+                raise EpisodeError(
+                    path, f"{name} must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}"
+                )
+            if len(frames) != t:
+                raise EpisodeError(path, f"{name} has {len(frames)} frames for {t} steps")
         for name, arr in (("states", self.states), ("actions", self.actions)):
             if arr.ndim != 2 or len(arr) != t:
                 raise EpisodeError(path, f"{name} must be [T={t}, D], got {arr.shape}")

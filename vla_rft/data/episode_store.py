@@ -2,10 +2,12 @@
 
 Layout of an episode directory `<root>/<name>/`:
   metadata.yaml      rosbag2 metadata; `custom_data` holds the episode facts (`vla_rft.*` keys)
-  <name>.mcap        /camera/image_raw (sensor_msgs/Image), /vla_rft/state and /vla_rft/action
-                     (std_msgs/Float32MultiArray), /vla_rft/instruction (std_msgs/String) and
-                     /vla_rft/episode_event (std_msgs/String, JSON: 'start' with the facts, 'end'
-                     with the outcome). Step t is the t-th message on each of the step topics.
+  <name>.mcap        /camera/image_raw (sensor_msgs/Image, the main camera), /vla_rft/state and
+                     /vla_rft/action (std_msgs/Float32MultiArray), /vla_rft/instruction
+                     (std_msgs/String) and /vla_rft/episode_event (std_msgs/String, JSON: 'start'
+                     with the facts, 'end' with the outcome); each further camera of
+                     `EpisodeMeta.cameras` on /camera/<name>/image_raw. Step t is the t-th message
+                     on each of the step topics.
 
 Crash safety: an episode is written as `<root>/.partial-<name>/<name>/`, flushed to the file
 after every step, and renamed to `<root>/<name>/` only once complete. Readers never see a
@@ -46,6 +48,7 @@ from rosbags.rosbag2.metadata import (
 
 from vla_rft.contract.constants import (
     ACTION_TOPIC,
+    CAMERA_TOPIC_FORMAT,
     EPISODE_BAG_VERSION,
     EPISODE_EVENT_TOPIC,
     EPISODE_TOPIC_QOS,
@@ -66,6 +69,25 @@ from vla_rft.data.episode import Episode, EpisodeChecksumError, EpisodeError, Ep
 META_KEY = "vla_rft.episode"
 """custom_data key in metadata.yaml holding the EpisodeMeta as JSON."""
 STEP_TOPICS = (IMAGE_TOPIC, STATE_TOPIC, ACTION_TOPIC)
+
+
+def camera_topics(meta: EpisodeMeta) -> dict[str, str]:
+    """Further camera name -> its topic in the episode's bag."""
+    return {name: CAMERA_TOPIC_FORMAT.format(name=name) for name in meta.further_cameras}
+
+
+def step_topics(meta: EpisodeMeta) -> tuple[str, ...]:
+    """The topics with one message per step: main camera, state, action, further cameras."""
+    return (*STEP_TOPICS, *camera_topics(meta).values())
+
+
+def episode_topics(meta: EpisodeMeta) -> dict[str, str]:
+    """Every topic of the episode's bag -> its message type: EPISODE_TOPICS, then the further
+    cameras (typed, and offered with the QoS of, the main one)."""
+    image = EPISODE_TOPICS[IMAGE_TOPIC]
+    return {**EPISODE_TOPICS, **dict.fromkeys(camera_topics(meta).values(), image)}
+
+
 _CHUNK_CRC_OFFSET = 1 + 8 + 8 + 8 + 8
 """Bytes from the start of an MCAP Chunk record to its uncompressed_crc field (opcode, length,
 start time, end time, uncompressed size)."""
@@ -105,7 +127,7 @@ class EpisodeWriter:
     """Stream one episode to `<root>/<name>/`, step by step.
 
     with EpisodeWriter(root, name, meta) as w:
-        w.add_step(image, state, action)
+        w.add_step(image, state, action)        # cameras={name: image} for meta's further ones
         ...
         w.finish(success=True)      # renames .partial-<name> -> <name>
 
@@ -130,7 +152,7 @@ class EpisodeWriter:
                 raise EpisodeError(path, "already exists; episodes are never overwritten")
         self.meta = meta
         self.num_steps = 0
-        self._shape: tuple[int, ...] | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}  # per camera, from the first step
         self._dims: tuple[int, int] | None = None
         self._finished = False
 
@@ -140,15 +162,17 @@ class EpisodeWriter:
         self._bag = Writer(self._bag_path, version=bag_version, storage_plugin=StoragePlugin.MCAP)
         self._bag.open()
         store = messages.typestore()
+        qos = EPISODE_TOPIC_QOS
         self._conn = {
             topic: self._bag.add_connection(
                 topic,
                 msgtype,
                 typestore=store,
-                offered_qos_profiles=[_offered_qos(EPISODE_TOPIC_QOS[topic])],
+                offered_qos_profiles=[_offered_qos(qos.get(topic, qos[IMAGE_TOPIC]))],
             )
-            for topic, msgtype in EPISODE_TOPICS.items()
+            for topic, msgtype in episode_topics(meta).items()
         }
+        self._camera_topics = camera_topics(meta)
         if not meta.start_time_ns:
             meta.start_time_ns = time.time_ns()
         start = {"event": "start", **meta.to_dict()}
@@ -164,18 +188,39 @@ class EpisodeWriter:
             timestamp = self.num_steps / self.meta.fps
         return self.meta.start_time_ns + round(timestamp * 1e9)
 
-    def add_step(self, image: np.ndarray, state: np.ndarray, action: np.ndarray, timestamp=None):
-        """Append step t: image uint8 [H, W, 3], state float32 [S], action float32 [A].
+    def add_step(
+        self,
+        image: np.ndarray,
+        state: np.ndarray,
+        action: np.ndarray,
+        timestamp=None,
+        cameras: dict[str, np.ndarray] | None = None,
+    ):
+        """Append step t: image uint8 [H, W, 3] (the main camera), state float32 [S], action
+        float32 [A], and `cameras` {name: uint8 [H, W, 3]}, one frame per further camera of the
+        episode's meta.
 
         `timestamp` is seconds since step 0 (default: t / fps).
         """
         state = np.asarray(state, dtype=np.float32).reshape(-1)
         action = np.asarray(action, dtype=np.float32).reshape(-1)
-        if self._shape is None:
-            self._shape, self._dims = image.shape, (state.size, action.size)
+        frames = {IMAGE_TOPIC: image}
+        cameras = cameras or {}
         where = f"step {self.num_steps}"
-        if image.shape != self._shape:
-            raise EpisodeError(self.partial_path, f"{where}: image {image.shape} != {self._shape}")
+        for name, topic in self._camera_topics.items():
+            if name not in cameras:
+                raise EpisodeError(self.partial_path, f"{where}: no frame of camera {name!r}")
+            frames[topic] = cameras[name]
+        if self._dims is None:
+            self._shapes = {topic: frame.shape for topic, frame in frames.items()}
+            self._dims = (state.size, action.size)
+        for topic, frame in frames.items():
+            if frame.shape != self._shapes[topic]:
+                expected = self._shapes[topic]
+                what = "image" if topic == IMAGE_TOPIC else f"{topic} frame"
+                raise EpisodeError(
+                    self.partial_path, f"{where}: {what} {frame.shape} != {expected}"
+                )
         if (state.size, action.size) != self._dims:
             raise EpisodeError(
                 self.partial_path,
@@ -188,6 +233,8 @@ class EpisodeWriter:
         self._write(IMAGE_TOPIC, messages.image_to_msg(image, stamp), stamp)
         self._write(STATE_TOPIC, messages.array_to_msg(state, self.meta.state_names), stamp)
         self._write(ACTION_TOPIC, messages.array_to_msg(action, self.meta.action_names), stamp)
+        for topic in self._camera_topics.values():
+            self._write(topic, messages.image_to_msg(frames[topic], stamp), stamp)
         self.num_steps += 1
         self.flush()
 
@@ -261,8 +308,9 @@ def write_episode(root: str | Path, name: str, episode: Episode) -> Path:
     with EpisodeWriter(root, name, episode.meta) as writer:
         for t in range(len(episode)):
             writer.add_step(
-                episode.images[t], episode.states[t], episode.actions[t], episode.timestamps[t]
-            )
+                episode.images[t], episode.states[t], episode.actions[t], episode.timestamps[t],
+                {name: frames[t] for name, frames in episode.camera_images.items()},
+            )  # fmt: skip
         return writer.finish(episode.meta.success)
 
 
@@ -289,19 +337,25 @@ def _parse_meta(path: Path, text: str | None) -> EpisodeMeta:
         raise EpisodeError(path, f"bad episode facts: {err}") from None
 
 
-def _steps_to_episode(path: Path, meta: EpisodeMeta, step_msgs: dict[str, list]) -> Episode:
-    """Turn decoded step messages into an Episode; every message is checked."""
-    images, states, actions, stamps = [], [], [], []
-    for t, msg in enumerate(step_msgs[IMAGE_TOPIC]):
+def _frames(path: Path, topic: str, msgs: list, what: str) -> np.ndarray:
+    """uint8 [T, H, W, 3] from a camera topic's messages, each checked."""
+    images = []
+    for t, msg in enumerate(msgs):
         try:
             images.append(messages.msg_to_image(msg))
         except messages.MessageError as err:
-            raise EpisodeError(path, f"{IMAGE_TOPIC} message {t}: {err}") from None
-        stamps.append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+            raise EpisodeError(path, f"{topic} message {t}: {err}") from None
         if images[-1].shape != images[0].shape:
             raise EpisodeError(
-                path, f"image {t} is {images[-1].shape[:2]} but image 0 is {images[0].shape[:2]}"
+                path, f"{what} {t} is {images[-1].shape[:2]} but {what} 0 is {images[0].shape[:2]}"
             )
+    return np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def _steps_to_episode(path: Path, meta: EpisodeMeta, step_msgs: dict[str, list]) -> Episode:
+    """Turn decoded step messages into an Episode; every message is checked."""
+    states, actions = [], []
+    stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in step_msgs[IMAGE_TOPIC]]
     for topic, out in ((STATE_TOPIC, states), (ACTION_TOPIC, actions)):
         for t, msg in enumerate(step_msgs[topic]):
             try:
@@ -310,11 +364,15 @@ def _steps_to_episode(path: Path, meta: EpisodeMeta, step_msgs: dict[str, list])
                 raise EpisodeError(path, f"{topic} message {t}: {err}") from None
     timestamps = (np.asarray(stamps, dtype=np.int64) - meta.start_time_ns) / 1e9
     episode = Episode(
-        images=np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8),
+        images=_frames(path, IMAGE_TOPIC, step_msgs[IMAGE_TOPIC], "image"),
         states=np.stack(states) if states else np.zeros((0, 0), np.float32),
         actions=np.stack(actions) if actions else np.zeros((0, 0), np.float32),
         timestamps=timestamps.astype(np.float64),
         meta=meta,
+        camera_images={
+            name: _frames(path, topic, step_msgs[topic], f"{name} frame")
+            for name, topic in camera_topics(meta).items()
+        },
     )
     return episode.validate(path)
 
@@ -384,14 +442,14 @@ def read_episode_verified(path: str | Path) -> tuple[Episode, ChunkCrcs]:
         crcs = verify_chunk_crcs(path)
         with Reader(path) as reader:
             types = {c.topic: c.msgtype for c in reader.connections}
-            for topic, msgtype in EPISODE_TOPICS.items():
+            for topic, msgtype in episode_topics(meta).items():
                 if topic not in types:
                     raise EpisodeError(path, f"missing topic {topic} ({msgtype})")
                 if types[topic] != msgtype:
                     raise EpisodeError(
                         path, f"topic {topic} has type {types[topic]}, expected {msgtype}"
                     )
-            step_msgs: dict[str, list] = {topic: [] for topic in STEP_TOPICS}
+            step_msgs: dict[str, list] = {topic: [] for topic in step_topics(meta)}
             conns = [c for c in reader.connections if c.topic in step_msgs]
             for conn, _, raw in reader.messages(connections=conns):
                 step_msgs[conn.topic].append(messages.deserialize(raw, conn.msgtype))
@@ -605,13 +663,15 @@ def scan_partial_mcap(mcap_path: Path) -> tuple[dict[str, list[bytes]], int]:
     return per_topic, good_bytes
 
 
-def _decode_salvaged(partial: Path, raw: dict[str, list[bytes]], topic: str, count: int | None):
+def _decode_salvaged(
+    partial: Path, raw: dict[str, list[bytes]], topic: str, count: int | None, msgtype: str
+):
     """The first `count` (None: all) salvaged messages of `topic`, decoded; a message that does
     not decode (possible only in a file written before chunk CRCs) is an EpisodeError."""
     out = []
     for i, data in enumerate(raw.get(topic, [])[:count]):
         try:
-            out.append(messages.deserialize(data, EPISODE_TOPICS[topic]))
+            out.append(messages.deserialize(data, msgtype))
         except Exception as err:  # the CDR decoder raises many types for damaged bytes
             raise EpisodeError(
                 partial, f"{topic} message {i} does not decode ({type(err).__name__})"
@@ -636,7 +696,10 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
     mcaps = sorted(partial.glob("*/*.mcap"))
     raw, good_bytes = scan_partial_mcap(mcaps[0]) if mcaps else ({}, 0)
     events = []
-    for i, msg in enumerate(_decode_salvaged(partial, raw, EPISODE_EVENT_TOPIC, None)):
+    salvaged = _decode_salvaged(
+        partial, raw, EPISODE_EVENT_TOPIC, None, EPISODE_TOPICS[EPISODE_EVENT_TOPIC]
+    )
+    for i, msg in enumerate(salvaged):
         try:
             events.append(dict(json.loads(msg.data)))
         except (ValueError, TypeError):
@@ -645,7 +708,11 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
             ) from None
     start = next((e for e in events if e.get("event") == "start"), None)
     end = next((e for e in events if e.get("event") == "end"), None)
-    steps = min(len(raw.get(topic, [])) for topic in STEP_TOPICS)
+    meta = None
+    if start is not None:
+        meta = _parse_meta(partial, json.dumps({k: v for k, v in start.items() if k != "event"}))
+    topics = step_topics(meta) if meta is not None else STEP_TOPICS
+    steps = min(len(raw.get(topic, [])) for topic in topics)
     report = RecoveryReport(
         path=partial,
         bytes_scanned=good_bytes,
@@ -665,9 +732,11 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
         report.quarantined = partial.parent / f"{QUARANTINE_PREFIX}{name}-{time.time_ns()}"
         os.rename(partial, report.quarantined)
         return report.quarantined, report
-    meta = _parse_meta(partial, json.dumps({k: v for k, v in start.items() if k != "event"}))
     meta.success = bool(end and end.get("success"))
-    step_msgs = {topic: _decode_salvaged(partial, raw, topic, steps) for topic in STEP_TOPICS}
+    msgtypes = episode_topics(meta)
+    step_msgs = {
+        topic: _decode_salvaged(partial, raw, topic, steps, msgtypes[topic]) for topic in topics
+    }
     episode = _steps_to_episode(partial, meta, step_msgs)
     meta.extra["recovered"] = {
         "from": partial.name,

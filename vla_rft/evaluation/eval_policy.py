@@ -31,6 +31,8 @@ from vla_rft.contract.constants import (
     OBS_STATE,
     PERTURBATION_KINDS,
     REPLAN_EVERY,
+    SIM_EMBODIMENT,
+    SIM_WRIST_EMBODIMENT,
 )
 from vla_rft.contract.policy import PolicySpec
 from vla_rft.rollout.episode_loop import PolicyAgent, run_episode
@@ -97,17 +99,21 @@ def evaluate(
     image_size: int = SIM_IMAGE_SIZE,
     max_steps: int = 150,
     progress: bool = False,
+    embodiment: str = SIM_EMBODIMENT,
 ) -> tuple[list[EpisodeResult], list[tuple[str, np.ndarray]]]:
     """All episodes, in a fixed order, and the frames of the first success and first failure.
 
     make_policy(robot) -> Policy (the robot is there for the expert; learned policies ignore it).
+    `embodiment`: the simulated robot's spec, whose further cameras are rendered too.
     """
     from vla_rft.sim import MetaWorldRobot, SimConfig
 
     results, media = [], {}
     bar = tqdm(total=len(tasks) * len(perturbations) * episodes, disable=not progress)
     for task in tasks:
-        robot = MetaWorldRobot(SimConfig(task, image_size=image_size, max_steps=max_steps))
+        robot = MetaWorldRobot(
+            SimConfig(task, image_size=image_size, max_steps=max_steps, embodiment=embodiment)
+        )
         agent = PolicyAgent(make_policy(robot), broker_config)
         try:
             for perturbation in perturbations:
@@ -144,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=1000, help="seed of episode 0 (default: 1000)")
     p.add_argument("--max-steps", type=int, default=150, help="step limit per episode")
+    p.add_argument(
+        "--embodiment",
+        default=SIM_EMBODIMENT,
+        help=f"the simulated robot's spec, which names its cameras ({SIM_WRIST_EMBODIMENT}: the "
+        "wrist camera too, for a policy that sees it; default: %(default)s)",
+    )
     p.add_argument(
         "--replan-every", type=int, default=REPLAN_EVERY, help="ticks between policy calls"
     )
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         episodes, media = evaluate(
             make_policy, args.tasks, args.perturb, args.episodes, args.seed, broker,
-            image_size, args.max_steps, progress=not args.quiet,
+            image_size, args.max_steps, progress=not args.quiet, embodiment=args.embodiment,
         )  # fmt: skip
     except ValueError as err:  # a bad checkpoint, task or setting, named by the message
         print(f"error: {err}", file=sys.stderr)
@@ -219,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "perturbations": args.perturb,
         "seeds": [args.seed, args.seed + args.episodes - 1],
         "max_steps": args.max_steps,
+        "embodiment": args.embodiment,
         "broker": asdict(broker),
         "seconds": round(time.perf_counter() - start, 1),
     }

@@ -17,6 +17,7 @@ import torch
 
 from vla_rft.contract.image import IMAGE_FIT
 from vla_rft.contract.manifest import (
+    CAMERAS_KEY,
     CHUNK_OUTPUT,
     EMBODIMENT_KEY,
     IMAGE_FIT_KEY,
@@ -27,6 +28,7 @@ from vla_rft.contract.manifest import (
     TEXT_ENCODER_ONNX,
     TOKENIZER_JSON,
     Manifest,
+    camera_input,
     sha256_file,
 )
 from vla_rft.export.export_world_model import export_world_model
@@ -51,11 +53,23 @@ def export_policy(
     policy = TorchPolicy.from_checkpoint(ckpt.path, flow_steps=flow_steps)
     cfg = policy.model.config
     rng = np.random.default_rng(0)
+    square = (1, 3, cfg.image_size, cfg.image_size)
     example = {
-        IMAGE_INPUT: rng.uniform(-1, 1, (1, 3, cfg.image_size, cfg.image_size)).astype(np.float32),
+        IMAGE_INPUT: rng.uniform(-1, 1, square).astype(np.float32),
         INSTRUCTION_INPUT: rng.standard_normal((1, cfg.instruction_dim)).astype(np.float32),
         STATE_INPUT: rng.standard_normal((1, cfg.state_dim)).astype(np.float32),
+        **{
+            camera_input(name): rng.uniform(-1, 1, square).astype(np.float32)
+            for name in cfg.further_cameras
+        },
     }
+    topics = (ckpt.extra.get(EMBODIMENT_KEY) or {}).get("camera_topics", {})
+    inputs = (IMAGE_INPUT, *map(camera_input, cfg.further_cameras))
+    cameras = [
+        {"name": name, "topic": topics.get(name), "input": key, "size": cfg.image_size,
+         "image_fit": IMAGE_FIT}
+        for name, key in zip(cfg.cameras, inputs, strict=True)
+    ]  # fmt: skip
     manifest = Manifest(
         kind="policy",
         inputs=(),
@@ -75,6 +89,7 @@ def export_policy(
             INSTRUCTIONS_KEY: ckpt.extra[INSTRUCTIONS_KEY],
             POLICY_CONFIG_KEY: {**ckpt.extra[POLICY_CONFIG_KEY], "flow_steps": cfg.flow_steps},
             IMAGE_FIT_KEY: IMAGE_FIT,
+            CAMERAS_KEY: cameras,
             "step": ckpt.step,
         },
     )

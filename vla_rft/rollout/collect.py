@@ -10,10 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vla_rft.contract.constants import (
-    OBS_IMAGE,
-    OBS_STATE,
-)
+from vla_rft.contract.constants import OBS_IMAGE, OBS_IMAGES, OBS_STATE, SIM_EMBODIMENT
 from vla_rft.data.episode import EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, set_aside_interrupted
 from vla_rft.rollout.episode_loop import ExpertAgent, run_episode
@@ -40,6 +37,9 @@ class CollectConfig:
     """Std of Gaussian noise on the expert's actions; the executed action is recorded."""
     perturbation: str = "none"
     """Perturbation preset applied at reset (see vla_rft.sim.perturbations)."""
+    embodiment: str = SIM_EMBODIMENT
+    """The simulated robot's spec: every camera it names is recorded (metaworld-sawyer-wrist:
+    the wrist camera too)."""
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
@@ -102,7 +102,9 @@ def episode_name(task: str, perturbation: str, seed: int) -> str:
 
 def record_step(writer: EpisodeWriter):
     """An `on_step` that writes each observation with the action taken from it."""
-    return lambda obs, action: writer.add_step(obs[OBS_IMAGE], obs[OBS_STATE], action)
+    return lambda obs, action: writer.add_step(
+        obs[OBS_IMAGE], obs[OBS_STATE], action, cameras=obs.get(OBS_IMAGES)
+    )
 
 
 def _collect_task(
@@ -125,6 +127,7 @@ def _collect_task(
             source="expert",
             state_names=robot.embodiment.state_names,
             action_names=robot.embodiment.action_names,
+            cameras={c.name: c.topic for c in robot.embodiment.cameras},
             extra={
                 "seed": seed,
                 "perturbation": config.perturbation,
@@ -159,7 +162,10 @@ def collect(config: CollectConfig, progress: bool = True) -> CollectSummary:
     with tqdm(total=total, desc="collecting", unit="ep", disable=not progress) as bar:
         for task in config.tasks:
             sim_config = SimConfig(
-                task=task, image_size=config.image_size, max_steps=config.max_steps
+                task=task,
+                image_size=config.image_size,
+                max_steps=config.max_steps,
+                embodiment=config.embodiment,
             )
             robot = MetaWorldRobot(sim_config)
             try:

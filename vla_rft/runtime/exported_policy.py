@@ -2,7 +2,8 @@
 
 A model package (what `vla-rft export` writes into `models/<name>/`):
 
-    policy.onnx (+ policy.json)              (image, instruction_embedding, state) -> action_chunk
+    policy.onnx (+ policy.json)              (image, instruction_embedding, state, image_<camera>
+                                             per further camera) -> action_chunk
     text_encoder.onnx (+ text_encoder.json)  (input_ids, attention_mask) -> embedding
     tokenizer.json                           the instruction tokenizer
     policy.engine (+ policy.engine.json)     optional TensorRT engine of policy.onnx
@@ -20,6 +21,7 @@ from vla_rft.contract.image import IMAGE_FIT
 from vla_rft.contract.instruction import InstructionTokenizer
 from vla_rft.contract.manifest import (
     ACTION_RANGE_KEY,
+    CAMERAS_KEY,
     CHUNK_OUTPUT,
     IMAGE_FIT_KEY,
     IMAGE_INPUT,
@@ -28,10 +30,16 @@ from vla_rft.contract.manifest import (
     STATE_INPUT,
     TEXT_ENCODER_ONNX,
     TOKENIZER_JSON,
+    camera_input,
 )
-from vla_rft.contract.policy import PolicySpec
+from vla_rft.contract.policy import DEFAULT_CAMERAS, PolicySpec
 from vla_rft.runtime.onnx_session import ModelFileError, OnnxModel
-from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms, embedding_table
+from vla_rft.runtime.transforms import (
+    InstructionCache,
+    PolicyTransforms,
+    embedding_table,
+    further_images,
+)
 
 
 class ExportedPolicy:
@@ -59,9 +67,10 @@ class ExportedPolicy:
         self.transforms = PolicyTransforms.from_stats(
             manifest.image_size, manifest.norm_stats, low, high
         )
+        cameras = manifest.extra.get(CAMERAS_KEY)  # older exports: one camera
         self.spec = PolicySpec(
             manifest.state_dim, manifest.action_dim, manifest.chunk_size, manifest.image_size,
-            manifest.embodiment,
+            manifest.embodiment, tuple(c["name"] for c in cameras) if cameras else DEFAULT_CAMERAS,
         )  # fmt: skip
 
     def infer(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -72,6 +81,10 @@ class ExportedPolicy:
             INSTRUCTION_INPUT: embedding[None],
             STATE_INPUT: state[None],
         }
+        for name, frame in zip(
+            self.spec.cameras[1:], further_images(obs, self.spec.cameras), strict=True
+        ):
+            feeds[camera_input(name)] = self.transforms.image(frame)[None]
         chunk = self.chunk_model.run(feeds)[CHUNK_OUTPUT][0]  # [K, A] normalised
         return {"action": self.transforms.action(chunk), "action_normalized": chunk}
 

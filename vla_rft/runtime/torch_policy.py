@@ -30,7 +30,12 @@ from vla_rft.contract.manifest import (
 from vla_rft.contract.policy import PolicySpec
 from vla_rft.models.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vla_rft.models.policy import PolicyConfig, VLAPolicy
-from vla_rft.runtime.transforms import InstructionCache, PolicyTransforms, embedding_table
+from vla_rft.runtime.transforms import (
+    InstructionCache,
+    PolicyTransforms,
+    embedding_table,
+    further_images,
+)
 
 
 def _lazy_sentence_encoder(device: str):
@@ -64,7 +69,7 @@ class TorchPolicy:
         self.device = torch.device(device)
         cfg = model.config
         self.spec = PolicySpec(
-            cfg.state_dim, cfg.action_dim, cfg.chunk_size, cfg.image_size, embodiment
+            cfg.state_dim, cfg.action_dim, cfg.chunk_size, cfg.image_size, embodiment, cfg.cameras
         )
 
     @classmethod
@@ -96,11 +101,16 @@ class TorchPolicy:
 
     @torch.no_grad()
     def infer_batch(
-        self, images: np.ndarray, states: np.ndarray, instructions: list[str]
+        self,
+        images: np.ndarray,
+        states: np.ndarray,
+        instructions: list[str],
+        camera_images: list[np.ndarray] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [B, H, W, 3], float [B, S], B strings -> (actions [B, K, A] robot units,
-        normalised chunks [B, K, A])."""
+        """uint8 [B, H, W, 3], float [B, S], B strings, uint8 [B, H, W, 3] per further camera
+        -> (actions [B, K, A] robot units, normalised chunks [B, K, A])."""
         image, state = self.transforms.observation(images, states)
+        cameras = [self.transforms.image(frames) for frames in camera_images]
         embedding = np.stack([self.instructions(text) for text in instructions])
         if not len(image) == len(state) == len(embedding):
             raise ValueError(
@@ -108,7 +118,7 @@ class TorchPolicy:
                 f"{len(embedding)} instructions"
             )
         chunk = self.model.predict_chunk(
-            *(torch.from_numpy(a).to(self.device) for a in (image, embedding, state))
+            *(torch.from_numpy(a).to(self.device) for a in (image, embedding, state, *cameras))
         )
         chunk = chunk.float().cpu().numpy()
         return self.transforms.action(chunk), chunk
@@ -123,7 +133,10 @@ class TorchPolicy:
                 f"infer takes one observation: image [H, W, 3] and state [S], got image "
                 f"{list(image.shape)} and state {list(state.shape)}"
             )
-        actions, normalised = self.infer_batch(image[None], state[None], [obs[OBS_INSTRUCTION]])
+        cameras = [frame[None] for frame in further_images(obs, self.spec.cameras)]
+        actions, normalised = self.infer_batch(
+            image[None], state[None], [obs[OBS_INSTRUCTION]], cameras
+        )
         return {ACTION: actions[0], "action_normalized": normalised[0]}
 
     def reset(self) -> None:

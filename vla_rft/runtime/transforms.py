@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vla_rft.contract.constants import OBS_IMAGES
 from vla_rft.contract.image import fit_square
 from vla_rft.contract.instruction import check_instruction
 
@@ -114,6 +115,19 @@ class PolicyTransforms:
     def observation(self, image: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 [..., H, W, 3], float [..., S]) -> (float32 [..., 3, S, S], float32 [..., S])."""
         return self.image(image), self.state.normalize(state, "state")
+
+
+def further_images(obs: dict, cameras: tuple[str, ...]) -> list[np.ndarray]:
+    """The frames of the further cameras `cameras[1:]` from obs["images"], in that order;
+    ValueError naming each camera the observation lacks."""
+    given = obs.get(OBS_IMAGES) or {}
+    missing = [name for name in cameras[1:] if name not in given]
+    if missing:
+        raise ValueError(
+            f"the policy sees the cameras {list(cameras)}: the observation has no frame of "
+            f"{missing} in obs[{OBS_IMAGES!r}] (it has {sorted(given) or 'none'})"
+        )
+    return [np.asarray(given[name]) for name in cameras[1:]]
 
 
 def embedding_table(

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 from vla_rft.contract.constants import PERTURBATION_KINDS
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS, instruction_for
 from vla_rft.sim.perturbations import PERTURBATIONS, Perturbation, get_perturbation
-from vla_rft.sim.spec import SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
+from vla_rft.sim.spec import CAMERAS, SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
 
 if TYPE_CHECKING:
-    from vla_rft.sim.metaworld_robot import CAMERAS, MetaWorldRobot, SimConfig
+    from vla_rft.sim.metaworld_robot import MetaWorldRobot, SimConfig
 
-_NEED_SIMULATOR = ("CAMERAS", "MetaWorldRobot", "SimConfig")
+_NEED_SIMULATOR = ("MetaWorldRobot", "SimConfig")
 
 __all__ = [
     "CAMERAS",

@@ -22,6 +22,7 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless GL; must precede the first mujoco import
 
+import functools
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -35,17 +36,15 @@ from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
 from vla_rft.contract.constants import (
     OBS_IMAGE,
+    OBS_IMAGES,
     OBS_INSTRUCTION,
     OBS_STATE,
+    SIM_EMBODIMENT,
 )
-from vla_rft.contract.embodiment import EmbodimentSpec
+from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
 from vla_rft.sim.instructions import instruction_for
 from vla_rft.sim.perturbations import Perturbation, get_perturbation
-from vla_rft.sim.spec import SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
-
-CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
-"""Cameras every Meta-World v3 scene defines."""
-
+from vla_rft.sim.spec import CAMERAS, SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
 
 _UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
 """Cameras whose "up" axis points at the floor in Meta-World's XML: their image is rotated 180°."""
@@ -55,6 +54,9 @@ _SLOW_RENDER_FLAGS = (
     mujoco.mjtRndFlag.mjRND_REFLECTION,
     mujoco.mjtRndFlag.mjRND_SKYBOX,
 )
+
+_load_spec = functools.cache(load_embodiment)
+"""Each spec file is read once per process."""
 
 _PERTURBATION_STREAM = 1
 """Perturbations use Generator((seed, 1)), independent of Meta-World's Generator(seed)."""
@@ -90,6 +92,10 @@ class SimConfig:
     """Steps after which an episode is done without success."""
     fast_render: bool = True
     """No shadows, reflections, skybox or anti-aliasing: about 10x faster on a CPU."""
+    embodiment: str = SIM_EMBODIMENT
+    """The spec (built-in name or file) whose further cameras are rendered too, each at
+    image_size into obs["images"] (metaworld-sawyer-wrist: gripperPOV); the main image comes
+    from `camera`."""
 
     def __post_init__(self) -> None:
         if self.task not in ALL_V3_ENVIRONMENTS:
@@ -99,12 +105,25 @@ class SimConfig:
             raise ValueError(
                 f"image_size must be an integer in [16, 1024], got {self.image_size!r}"
             )
-        if self.camera not in CAMERAS:
-            raise ValueError(f"camera must be one of {CAMERAS}, got {self.camera!r}")
+        problems = self.spec.mismatches(SAWYER.summary(), SAWYER.state_dim, SAWYER.action_dim)
+        if problems:
+            raise ValueError(f"embodiment {self.embodiment!r} is not the Sawyer: {problems}")
+        for camera in (self.camera, *self.extra_cameras):
+            if camera not in CAMERAS:
+                raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
         if not _is_int(self.max_steps) or self.max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         if not isinstance(self.fast_render, bool):
             raise ValueError(f"fast_render must be True or False, got {self.fast_render!r}")
+
+    @property
+    def spec(self) -> EmbodimentSpec:
+        return _load_spec(self.embodiment)
+
+    @property
+    def extra_cameras(self) -> tuple[str, ...]:
+        """Meta-World cameras rendered beside the main one."""
+        return tuple(c.name for c in self.spec.cameras[1:])
 
 
 class MetaWorldRobot:
@@ -116,6 +135,7 @@ class MetaWorldRobot:
         self._env = _make_env(config)
         self._expert = ENV_POLICY_MAP[config.task]()
         self._renderer = _make_renderer(self._env.model, config)
+        self._extra_cameras = config.extra_cameras
         # Frees the GL context at close() or, if never closed, at exit while EGL still works.
         self._release = weakref.finalize(self, _release, self._renderer, self._env)
         self._raw_obs: np.ndarray | None = None  # [39] Meta-World observation, goal included
@@ -174,11 +194,12 @@ class MetaWorldRobot:
             action = self._expert.get_action(raw_obs)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
-    def render(self) -> np.ndarray:
-        """The current camera image, uint8 [S, S, 3] RGB."""
-        self._renderer.update_scene(self._env.data, camera=self._config.camera)
+    def render(self, camera: str | None = None) -> np.ndarray:
+        """The current image of `camera` (default: the main one), uint8 [S, S, 3] RGB."""
+        camera = camera or self._config.camera
+        self._renderer.update_scene(self._env.data, camera=camera)
         image = self._renderer.render()
-        if self._config.camera in _UPSIDE_DOWN_CAMERAS:
+        if camera in _UPSIDE_DOWN_CAMERAS:
             image = image[::-1, ::-1]
         return np.ascontiguousarray(image)
 
@@ -213,7 +234,7 @@ class MetaWorldRobot:
 
     @property
     def embodiment(self) -> EmbodimentSpec:
-        return SAWYER
+        return self._config.spec
 
     @property
     def steps(self) -> int:
@@ -239,11 +260,14 @@ class MetaWorldRobot:
 
     def _observation(self) -> dict[str, Any]:
         raw_obs = self._require_raw_obs()
-        return {
+        obs = {
             OBS_IMAGE: self.render(),
             OBS_STATE: raw_obs[_HAND_AND_GRIPPER].astype(np.float32),
             OBS_INSTRUCTION: self._instruction,
         }
+        if self._extra_cameras:
+            obs[OBS_IMAGES] = {name: self.render(name) for name in self._extra_cameras}
+        return obs
 
     def _require_raw_obs(self) -> np.ndarray:
         if self._raw_obs is None:

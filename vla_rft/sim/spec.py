@@ -10,3 +10,5 @@ SIM_CAMERA: str = SAWYER.main_camera.name
 """The Meta-World camera the robot is filmed from by default."""
 SIM_IMAGE_SIZE: int = SAWYER.main_camera.width
 """Default side of the square camera image, pixels."""
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+"""Cameras every Meta-World v3 scene defines."""

@@ -34,6 +34,7 @@ from vla_rft.contract.manifest import (
     INSTRUCTIONS_KEY,
     POLICY_CONFIG_KEY,
     STATE_INPUT,
+    camera_input,
 )
 from vla_rft.data import WindowConfig, WindowDataset, build_datasets
 from vla_rft.models.checkpoint import (
@@ -120,15 +121,21 @@ def window_order(n: int, batch_size: int, step: int, seed: int, info: dist.DistI
 
 
 def to_tensors(
-    batch: dict, embeddings: dict[str, np.ndarray], images: ImageTransform, device
+    batch: dict,
+    embeddings: dict[str, np.ndarray],
+    images: ImageTransform,
+    device,
+    cameras: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
-    """A data-set batch as the policy's input (images through the shared transform)."""
+    """A data-set batch as the policy's input (images through the shared transform);
+    `cameras`: the further cameras of the batch's camera_images, in order."""
     arrays = {
         IMAGE_INPUT: images(batch["image"][:, -1]),  # [B, 3, S, S] float in [-1, 1]
         INSTRUCTION_INPUT: np.stack([embeddings[t] for t in batch["instruction"]]),  # [B, E]
         STATE_INPUT: batch["state"],  # [B, S] normalised
         "action": batch["action"],  # [B, K, A] normalised
         "action_pad": batch["action_pad"],  # [B, K]
+        **{camera_input(c): images(batch["camera_images"][:, i]) for i, c in enumerate(cameras)},
     }
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
 
@@ -161,7 +168,7 @@ def validate(policy: VLAPolicy, batch: dict[str, torch.Tensor]) -> dict[str, flo
     """Flow (or MSE) loss and the deterministic chunk's error on held-out windows."""
     policy.eval()
     loss, _ = policy(batch)
-    chunk = policy.predict_chunk(batch[IMAGE_INPUT], batch[INSTRUCTION_INPUT], batch[STATE_INPUT])
+    chunk = policy.predict_chunk(*policy.inputs(batch))
     valid = (~batch["action_pad"]).float()[..., None]  # [B, K, 1]
     mse = (((chunk - batch["action"]) ** 2) * valid).sum() / (valid.sum() * chunk.shape[-1])
     policy.train()
@@ -199,6 +206,7 @@ def train(
         action_horizon=config.model.chunk_size,
         image_size=config.model.image_size,
         val_fraction=config.data.val_fraction,
+        cameras=config.model.further_cameras,
     )
     train_set, val_set, index = build_datasets(
         list(config.data.roots), window, progress=progress and info.is_main
@@ -208,10 +216,13 @@ def train(
     texts = sorted(set(train_set.instructions) | set(val_set.instructions if val_set else []))
     embeddings = dict(zip(texts, encoder.encode(texts), strict=True))
     images = ImageTransform(config.model.image_size)
+    cameras = config.model.further_cameras
     val_batch = None
     if val_set is not None:
         val_idx = np.random.default_rng(config.seed).permutation(len(val_set))[: config.val_windows]
-        val_batch = to_tensors(val_set.get_batch(np.sort(val_idx)), embeddings, images, info.device)
+        val_batch = to_tensors(
+            val_set.get_batch(np.sort(val_idx)), embeddings, images, info.device, cameras
+        )
 
     # --- model and optimiser ---------------------------------------------------------------
     model_config = dataclasses.replace(
@@ -276,8 +287,9 @@ def train(
         adapt_threads()
         torch.manual_seed(config.seed + step * info.world_size + info.rank)
         idx = window_order(len(train_set), per_rank, step, config.seed, info)
-        batch = to_tensors(train_set.get_batch(idx), embeddings, images, info.device)
-        batch[IMAGE_INPUT] = random_shift(batch[IMAGE_INPUT], config.augment_shift)
+        batch = to_tensors(train_set.get_batch(idx), embeddings, images, info.device, cameras)
+        for key in (IMAGE_INPUT, *map(camera_input, cameras)):
+            batch[key] = random_shift(batch[key], config.augment_shift)
         lr = learning_rate(step, config.optim)
         for group in optimizer.param_groups:
             group["lr"] = lr

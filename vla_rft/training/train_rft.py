@@ -231,6 +231,11 @@ def train(
     base_ckpt = load_checkpoint(config.policy)
     base = make_policy(str(base_ckpt.path))
     policy = base.model.to(info.device).eval()  # eval: sampling and update see the same net
+    if policy.config.further_cameras:
+        raise ConfigError(
+            f"{base_ckpt.path}: the policy sees the cameras {list(policy.config.cameras)}; the "
+            "world model imagines only the main camera, so RFT takes one-camera policies"
+        )
     reference_policy = copy.deepcopy(policy).eval().requires_grad_(False)  # the base, for KL
     world_model, wm_ckpt = make_world_model(config.world_model)
     world_model = world_model.to(info.device).eval()

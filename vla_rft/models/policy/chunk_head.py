@@ -35,8 +35,11 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 CHAIN_STARTS = ("zero", "noise")
 """x_0 of a sampled chain: 0, or N(0, I) scaled by the sampler's noise_scale."""
 
-OBS_TOKENS = 4
-"""Observation tokens the chunk decoder attends to: image, instruction, state, fused."""
+
+def obs_tokens(config: PolicyConfig) -> int:
+    """Observation tokens the chunk decoder attends to: one per camera, instruction, state,
+    fused."""
+    return len(config.cameras) + 3
 
 
 @dataclass
@@ -44,7 +47,7 @@ class ObsFeatures:
     """The observation as the head sees it."""
 
     tokens: torch.Tensor
-    """[B, M, D] tokens the chunk decoder attends to (image, instruction, state, fused)."""
+    """[B, M, D] tokens the chunk decoder attends to (images, instruction, state, fused)."""
     pooled: torch.Tensor
     """[B, D] the fused summary, conditioning every chunk token and the noise scale."""
 
@@ -83,7 +86,7 @@ class ChunkHead(nn.Module):
         c = config
         self.chunk_shape = (c.chunk_size, c.action_dim)
         self.decoder = ChunkDecoder(
-            c.width, c.heads, c.decoder_layers, c.chunk_size, c.action_dim, OBS_TOKENS
+            c.width, c.heads, c.decoder_layers, c.chunk_size, c.action_dim, obs_tokens(c)
         )
         self.sigma = SigmaNet(c.width, c.chunk_size, c.action_dim, c.sigma_min, c.sigma_max)
 

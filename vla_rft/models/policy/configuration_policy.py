@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from vla_rft.contract.policy import DEFAULT_CAMERAS
+
 HEADS = ("flow", "gaussian")
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+"""A camera name: it names the camera's input of the exported graph (`image_<name>`)."""
 
 
 @dataclass(frozen=True)
@@ -13,6 +18,10 @@ class PolicyConfig:
 
     image_size: int = 64
     """Side of the square RGB image the vision encoder sees, pixels."""
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
+    """The cameras it sees, main first (the robot's main camera, whatever its name; the others
+    by name from the episodes and the robot's spec): one vision encoder for all, plus a learned
+    embedding per camera when there are several."""
     state_dim: int = 4
     """Robot state entries (set from the data by the trainer)."""
     action_dim: int = 4
@@ -49,6 +58,12 @@ class PolicyConfig:
         for name in (*positive, "flow_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        bad = [c for c in self.cameras if not isinstance(c, str) or not CAMERA_NAME.fullmatch(c)]
+        if not self.cameras or bad or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(
+                f"cameras must be distinct names of letters, digits and _, main first; got "
+                f"{list(self.cameras)}"
+            )
         if not self.vision_channels or min(self.vision_channels) < 1:
             raise ValueError(f"vision_channels must be positive, got {self.vision_channels}")
         if self.image_size % 2 ** len(self.vision_channels):
@@ -66,6 +81,11 @@ class PolicyConfig:
             raise ValueError(
                 f"need 0 < sigma_min <= sigma_max, got {self.sigma_min}, {self.sigma_max}"
             )
+
+    @property
+    def further_cameras(self) -> tuple[str, ...]:
+        """The cameras beside the main one."""
+        return self.cameras[1:]
 
     @property
     def grid(self) -> int:

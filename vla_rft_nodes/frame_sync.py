@@ -1,0 +1,84 @@
+"""Frames of several cameras paired by header stamp (approximate time), for the policy node and
+the recorder.
+
+    sync = CameraSync(("gripperPOV",), max_skew_s=0.02, counters)
+    sync.add("gripperPOV", stamp_ns, image)        # each further camera's frames, as they come
+    sync.ready(main_stamp_ns)                       # every further camera has a frame to pair
+    sync.pair(main_stamp_ns, waited_s)              # {camera: image}, WAIT or None (unpaired)
+
+The main camera's newest frame is paired with, for each further camera, the frame nearest to it
+in stamp if that is at most `max_skew_s` away. When none is, a better one may still be on its
+way (the camera's newest frame is older than the main one) for up to `max_skew_s` after the
+main frame arrived: WAIT. After that the main frame cannot be paired: it is counted once as
+`unpaired_frames`, and the policy node holds instead of acting on a stale pair.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+KEEP = 8
+"""Frames kept per further camera (a quarter of a second at 30 Hz)."""
+
+WAIT = "wait"
+"""`CameraSync.pair`: a frame close enough in stamp may still arrive."""
+
+
+def nearest(frames: deque[tuple[int, Any]], stamp_ns: int) -> tuple[int, Any] | None:
+    """The (stamp, frame) nearest in stamp to `stamp_ns` (the newer one on a tie), or None."""
+    return min(reversed(frames), key=lambda f: abs(f[0] - stamp_ns), default=None)
+
+
+class CameraSync:
+    """The further cameras' recent frames, and their pairing with a main camera frame."""
+
+    def __init__(self, cameras: tuple[str, ...], max_skew_s: float, counters=None):
+        self.cameras = tuple(cameras)
+        self.max_skew_ns = round(max_skew_s * 1e9)
+        self.max_skew_s = max_skew_s
+        self.counters = counters
+        self.frames: dict[str, deque[tuple[int, Any]]] = {
+            name: deque(maxlen=KEEP) for name in self.cameras
+        }
+        self._counted: int | None = None  # stamp of the last main frame counted unpaired
+
+    def add(self, name: str, stamp_ns: int, frame: Any) -> None:
+        self.frames[name].append((stamp_ns, frame))
+
+    def clear(self) -> None:
+        """Forget every frame (a new episode)."""
+        for frames in self.frames.values():
+            frames.clear()
+
+    def _close(self, stamp_ns: int) -> dict[str, Any]:
+        """Each further camera's frame within the skew of `stamp_ns` (only those that have one)."""
+        found = {}
+        for name, frames in self.frames.items():
+            best = nearest(frames, stamp_ns)
+            if best is not None and abs(best[0] - stamp_ns) <= self.max_skew_ns:
+                found[name] = best[1]
+        return found
+
+    def ready(self, stamp_ns: int) -> bool:
+        """Every further camera has a frame within the skew of the main frame's `stamp_ns`."""
+        return len(self._close(stamp_ns)) == len(self.cameras)
+
+    def pair(self, stamp_ns: int, waited_s: float) -> dict[str, Any] | str | None:
+        """{camera: frame} for the main frame stamped `stamp_ns` that arrived `waited_s` ago;
+        WAIT while a close enough frame may still come; None (counted once per main frame as
+        unpaired_frames) when it cannot be paired."""
+        found = self._close(stamp_ns)
+        if len(found) == len(self.cameras):
+            return found
+        may_come = all(
+            not frames or frames[-1][0] < stamp_ns
+            for name, frames in self.frames.items()
+            if name not in found
+        )
+        if may_come and waited_s < self.max_skew_s:
+            return WAIT
+        if self._counted != stamp_ns and self.counters is not None:
+            self._counted = stamp_ns
+            self.counters.add("unpaired_frames")
+        return None
