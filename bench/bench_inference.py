@@ -3,14 +3,17 @@
     .venv/bin/python bench/bench_inference.py [--sizes 64,128,224] [--iters 300] [--threads 2]
                                               [--flow-steps 10,5,3]
                                               [--recipe training/cpu/policy_224.yaml]
+                                              [--gap-ms 33]
 
 For each image size a policy with the default architecture (PolicyConfig), and for each
 `--recipe` a policy with that training recipe's architecture, is saved as a checkpoint (random
 weights, which do not change the cost), exported with `vla-rft export`'s code and timed through
 the one `Policy.infer` call the robot makes (preprocessing, network, de-normalisation), after a
-warm-up. The instruction embedding comes from the cache, as on the robot. With
-`--flow-steps`, ONNX Runtime also runs packages exported with fewer Euler steps of the flow head
-(`vla-rft export --flow-steps N`); torch runs the trained number (10).
+warm-up. The instruction embedding comes from the cache, as on the robot. With `--flow-steps`,
+ONNX Runtime also runs packages exported with fewer Euler steps of the flow head (`vla-rft
+export --flow-steps N`); torch runs the trained number (10). `--gap-ms` sleeps before each call,
+as a policy waiting for a 30 Hz camera does (an idle core and cold caches make such a call
+slower than back-to-back calls).
 """
 
 from __future__ import annotations
@@ -73,6 +76,12 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="64,128,224")
     parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="sleep before each call, e.g. 33 for a 30 Hz camera (default: back to back)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument(
         "--flow-steps", default="", help="comma-separated: also ONNX packages with these steps"
@@ -109,10 +118,11 @@ def main() -> None:
             ]
             for backend, n, path in runs:
                 policy = load_policy(path, backend=backend)
-                stats = percentiles(time_policy(policy, size, args.iters))
+                stats = percentiles(time_policy(policy, size, args.iters, gap_s=args.gap_ms / 1e3))
                 backend_name = getattr(policy, "backend", backend)
                 arch = name if name != str(size) else "default"
                 row = {"image": size, "model": arch, "flow steps": n, "backend": backend_name}
+                row["gap ms"] = args.gap_ms
                 rows.append({**row, **stats})
                 if backend == "torch":  # the first row of each size
                     torch_p50 = stats["p50_ms"]

@@ -31,9 +31,10 @@ def percentiles(samples_s, qs=(50, 99)) -> dict[str, float]:
     return {f"p{q}_ms": float(np.percentile(arr, q)) for q in qs}
 
 
-def time_policy(policy, size: int, iters: int, warmup: int = 20) -> list[float]:
+def time_policy(policy, size: int, iters: int, warmup: int = 20, gap_s: float = 0.0) -> list[float]:
     """Seconds of each of `iters` batch-1 `policy.infer` calls on one observation at `size`
-    px, after `warmup` calls."""
+    px, after `warmup` calls; `gap_s` of sleep before each (a camera's period: an idle core
+    and cold caches make a call slower than back-to-back calls)."""
     rng = np.random.default_rng(1)
     obs = {
         "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
@@ -44,6 +45,8 @@ def time_policy(policy, size: int, iters: int, warmup: int = 20) -> list[float]:
         policy.infer(obs)
     samples = []
     for _ in range(iters):
+        if gap_s:
+            time.sleep(gap_s)
         start = time.perf_counter()
         policy.infer(obs)
         samples.append(time.perf_counter() - start)
