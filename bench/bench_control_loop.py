@@ -8,6 +8,8 @@ rclpy over rmw_cyclonedds_cpp (the camera stays on the Cyclone DDS host: the sam
 
     .venv/bin/python bench/bench_control_loop.py                       # stand-in ONNX policy
     .venv/bin/python bench/bench_control_loop.py --model models/policy --backend onnxruntime
+    .venv/bin/python bench/bench_control_loop.py --model PKG --embodiment metaworld-sawyer-wrist
+                                                 # a two-camera package: both cameras published
 
 Rows: image size x mode. "1:sync" asks the policy on every frame and waits for the answer (each
 action computed from its own frame: latency includes inference); "4:async" is the default
@@ -37,11 +39,13 @@ from common import percentiles, report
 
 from vla_rft.contract.constants import (
     ACTION_TOPIC,
-    IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
+    SIM_EMBODIMENT,
+    SIM_WRIST_EMBODIMENT,
     STATE_TOPIC,
     STATUS_TOPIC,
 )
+from vla_rft.contract.embodiment import load_embodiment
 from vla_rft.contract.qos import QoS
 from vla_rft_nodes.domain import LOOPBACK_CYCLONEDDS
 from vla_rft_nodes.host.base import rss_mb
@@ -54,14 +58,18 @@ WARMUP_S = 2.0
 
 
 class Camera:
-    """Frames and states out, actions and the policy node's status in."""
+    """Frames (every camera of the robot, one stamp) and states out, actions and the policy
+    node's status in."""
 
-    def __init__(self):
+    def __init__(self, embodiment: str):
         from vla_rft_nodes.host.cyclonedds_host import CycloneHost
 
         self.host = CycloneHost("bench_camera")
         c = "std_msgs/msg/"
-        self.image_pub = self.host.publisher(IMAGE_TOPIC, "sensor_msgs/msg/Image", QoS.SENSOR_DATA)
+        topics = [camera.topic for camera in load_embodiment(embodiment).cameras]
+        self.image_pubs = [
+            self.host.publisher(topic, "sensor_msgs/msg/Image", QoS.SENSOR_DATA) for topic in topics
+        ]
         self.state_pub = self.host.publisher(STATE_TOPIC, c + "Float32MultiArray", QoS.RELIABLE)
         self.instruction_pub = self.host.publisher(INSTRUCTION_TOPIC, c + "String", QoS.LATCHED)
         self.arrivals: list[int] = []
@@ -97,7 +105,8 @@ class Camera:
             time.sleep(max(0.0, start + i * period - time.monotonic()))
             self.state_pub.publish(codec.floats_to_msg(state))
             stamp = time.time_ns()
-            self.image_pub.publish(codec.image_to_msg(images[i % len(images)], stamp))
+            for k, publisher in enumerate(self.image_pubs):
+                publisher.publish(codec.image_to_msg(images[(i + k) % len(images)], stamp))
             sent.append(stamp)
         time.sleep(0.2)
         return sent
@@ -140,11 +149,14 @@ def measure(args, host: str, size: int, mode: str, model: Path, factory: str) ->
         "model_path": str(model), "backend": args.backend, "policy_factory": factory,
         "replan_every": replan_every, "control_rate_hz": str(RATE_HZ), "trigger": args.trigger,
         "async_inference": "true" if timing == "async" else "false", "status_period_s": "0.5",
+        "embodiment": args.embodiment,
     })  # fmt: skip
-    camera = Camera()
+    camera = Camera(args.embodiment)
     try:
         camera.wait_until(lambda: camera.status.get("state") == "active", 120, "the policy node")
-        camera.wait_until(lambda: camera.image_pub.subscriber_count() >= 1, 10, "matching")
+        camera.wait_until(
+            lambda: min(pub.subscriber_count() for pub in camera.image_pubs) >= 1, 10, "matching"
+        )
         camera.instruction_pub.publish(camera.host.codec.string_to_msg(args.instruction))
         time.sleep(0.3)
         sent = camera.run(size, WARMUP_S + args.seconds)
@@ -207,6 +219,12 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per row")
     p.add_argument("--trigger", default="camera", choices=("camera", "timer"))
     p.add_argument("--instruction", default="move the gripper to the target")
+    p.add_argument(
+        "--embodiment",
+        default=SIM_EMBODIMENT,
+        help=f"the robot's spec: its cameras are published (default: {SIM_EMBODIMENT}; "
+        f"{SIM_WRIST_EMBODIMENT} adds the wrist camera a two-camera policy reads)",
+    )
     p.add_argument("--name", default="control_loop", help="results name (bench/results/NAME.json)")
     args = p.parse_args()
     os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_CYCLONEDDS)
@@ -225,7 +243,8 @@ def main() -> int:
         for mode in args.modes.split(","):
             for host in hosts:  # side by side, so that both see the same machine
                 row = measure(args, host, size, mode, model, factory)
-                rows.append({"policy": policy, "trigger": args.trigger, **row})
+                cameras = len(load_embodiment(args.embodiment).cameras)
+                rows.append({"policy": policy, "cameras": cameras, "trigger": args.trigger, **row})
                 print(rows[-1], flush=True)
     report(args.name, rows)
     return 0
