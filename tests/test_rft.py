@@ -410,7 +410,7 @@ def test_log_prob_reduction_reaches_the_update(setup, tmp_path):
 def test_start_frames_recorded_smaller_than_the_world_model_are_refused():
     def episode(name, size):
         extra = {} if size is None else {"image_size": size}
-        return CachedEpisode(name, None, None, None, {"extra": extra})
+        return CachedEpisode(name, None, None, None, {"extra": extra}, cameras={})
 
     check_start_frames([episode("a", 128), episode("b", 256), episode("import", None)], 128, "wm")
     with pytest.raises(ConfigError, match=r"wm works at 128 px .*: 2 at 64 px \(e.g. c\)"):
