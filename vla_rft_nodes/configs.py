@@ -31,9 +31,9 @@ from vla_rft.contract.constants import (
     REPLAN_EVERY,
     SIM_EMBODIMENT,
 )
-from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
+from vla_rft.contract.embodiment import EmbodimentSpec, cached_embodiment
 from vla_rft.sim.instructions import TASK_INSTRUCTIONS, unknown_task
-from vla_rft.sim.spec import CAMERAS, SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
+from vla_rft.sim.spec import SIM_CAMERA, SIM_IMAGE_SIZE, sim_problems
 from vla_rft_nodes.robot_interfaces import check_interfaces
 
 T = TypeVar("T")
@@ -44,10 +44,6 @@ TRIGGERS = ("camera", "timer")
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
-
-
-_embodiment = cache(load_embodiment)
-"""Each spec file is read once per process (the control thread reads `config.spec` often)."""
 
 
 def _positive(name: str, value: float) -> None:
@@ -152,7 +148,7 @@ class PolicyNodeConfig:
     @property
     def spec(self) -> EmbodimentSpec:
         """The embodiment spec named by `embodiment` (ConfigError if it cannot be loaded)."""
-        return _embodiment(self.embodiment)
+        return cached_embodiment(self.embodiment)
 
 
 @dataclass(frozen=True)
@@ -191,7 +187,7 @@ class RecorderNodeConfig:
     @property
     def spec(self) -> EmbodimentSpec:
         """The embodiment spec named by `embodiment`."""
-        return _embodiment(self.embodiment)
+        return cached_embodiment(self.embodiment)
 
 
 @dataclass(frozen=True)
@@ -223,17 +219,16 @@ class SimRobotNodeConfig:
             16 <= self.image_size <= 1024, f"image_size must be in [16, 1024]: {self.image_size}"
         )
         _require(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
-        problems = self.spec.mismatches(SAWYER.summary(), SAWYER.state_dim, SAWYER.action_dim)
-        _require(not problems, f"embodiment {self.embodiment!r} is not the Sawyer: {problems}")
-        unknown = [c.name for c in self.spec.cameras[1:] if c.name not in CAMERAS]
-        _require(not unknown, f"cameras {unknown} are not Meta-World cameras {CAMERAS}")
+        further = tuple(c.name for c in self.spec.cameras[1:])
+        problems = sim_problems(self.embodiment, self.spec, further)
+        _require(not problems, "; ".join(problems))
         _positive("rate_hz", self.rate_hz)
         _positive("status_period_s", self.status_period_s)
 
     @property
     def spec(self) -> EmbodimentSpec:
         """The embodiment spec named by `embodiment`."""
-        return _embodiment(self.embodiment)
+        return cached_embodiment(self.embodiment)
 
 
 @dataclass(frozen=True)

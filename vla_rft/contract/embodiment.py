@@ -11,6 +11,7 @@ control rate. A new robot is a new spec file; no code changes (docs/ARCHITECTURE
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,11 @@ def load_embodiment(name_or_path: str | Path) -> EmbodimentSpec:
         return from_dict(EmbodimentSpec, data)
     except ValueError as err:  # ConfigError included
         raise ConfigError(f"embodiment spec {path}: {err}") from None
+
+
+cached_embodiment = functools.cache(load_embodiment)
+"""`load_embodiment`, each spec read once per process (for code that looks a spec up often: a
+node's control thread, every simulated robot)."""
 
 
 def _read_spec(path: Path) -> dict:

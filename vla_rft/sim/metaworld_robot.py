@@ -22,7 +22,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless GL; must precede the first mujoco import
 
-import functools
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -41,10 +40,10 @@ from vla_rft.contract.constants import (
     OBS_STATE,
     SIM_EMBODIMENT,
 )
-from vla_rft.contract.embodiment import EmbodimentSpec, load_embodiment
+from vla_rft.contract.embodiment import EmbodimentSpec, cached_embodiment
 from vla_rft.sim.instructions import instruction_for
 from vla_rft.sim.perturbations import Perturbation, get_perturbation
-from vla_rft.sim.spec import CAMERAS, SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE
+from vla_rft.sim.spec import SAWYER, SIM_CAMERA, SIM_IMAGE_SIZE, sim_problems
 
 _UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
 """Cameras whose "up" axis points at the floor in Meta-World's XML: their image is rotated 180°."""
@@ -54,9 +53,6 @@ _SLOW_RENDER_FLAGS = (
     mujoco.mjtRndFlag.mjRND_REFLECTION,
     mujoco.mjtRndFlag.mjRND_SKYBOX,
 )
-
-_load_spec = functools.cache(load_embodiment)
-"""Each spec file is read once per process."""
 
 _PERTURBATION_STREAM = 1
 """Perturbations use Generator((seed, 1)), independent of Meta-World's Generator(seed)."""
@@ -105,12 +101,9 @@ class SimConfig:
             raise ValueError(
                 f"image_size must be an integer in [16, 1024], got {self.image_size!r}"
             )
-        problems = self.spec.mismatches(SAWYER.summary(), SAWYER.state_dim, SAWYER.action_dim)
+        problems = sim_problems(self.embodiment, self.spec, (self.camera, *self.extra_cameras))
         if problems:
-            raise ValueError(f"embodiment {self.embodiment!r} is not the Sawyer: {problems}")
-        for camera in (self.camera, *self.extra_cameras):
-            if camera not in CAMERAS:
-                raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
+            raise ValueError("; ".join(problems))
         if not _is_int(self.max_steps) or self.max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         if not isinstance(self.fast_render, bool):
@@ -118,7 +111,7 @@ class SimConfig:
 
     @property
     def spec(self) -> EmbodimentSpec:
-        return _load_spec(self.embodiment)
+        return cached_embodiment(self.embodiment)
 
     @property
     def extra_cameras(self) -> tuple[str, ...]:
