@@ -288,3 +288,46 @@ def test_expert_solves_the_task_within_max_steps(reach, push, task, seed):
         obs, success, done, info = robot.step(action)
     assert success, f"{task} seed {seed}: no success after {info['step']} steps"
     assert info["step"] < robot.config.max_steps
+
+
+# --- snapshots ------------------------------------------------------------------------------
+
+
+def _run(robot, actions) -> list:
+    """(image, state, success, done, reward) after each action."""
+    out = []
+    for action in actions:
+        obs, success, done, info = robot.step(action)
+        out.append((obs[OBS_IMAGE].copy(), obs[OBS_STATE].copy(), success, done, info["reward"]))
+    return out
+
+
+def test_restoring_a_snapshot_continues_the_episode_exactly(push):
+    """A snapshot taken mid-episode, restored after other actions, continues bit for bit as the
+    episode did: physics, Meta-World's own step state (its previous-frame observation, its step
+    count) and the robot's. What the simulator-in-the-loop fine-tuning rests on."""
+    rng = np.random.default_rng(0)
+    push.reset(seed=5, perturbation="object")
+    for _ in range(12):
+        obs, _, _, _ = push.step(push.expert_action())
+    snapshot = push.snapshot()
+    actions = rng.uniform(-1, 1, (20, 4)).astype(np.float32)
+    first = _run(push, actions)
+    _run(push, rng.uniform(-1, 1, (7, 4)).astype(np.float32))  # wander off elsewhere
+    restored = push.restore(snapshot)
+    np.testing.assert_array_equal(restored[OBS_IMAGE], obs[OBS_IMAGE])
+    np.testing.assert_array_equal(restored[OBS_STATE], obs[OBS_STATE])
+    assert push.steps == 12
+    second = _run(push, actions)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        assert a[2:] == b[2:]
+
+
+def test_a_snapshot_of_another_episode_is_refused(push):
+    push.reset(seed=1)
+    snapshot = push.snapshot()
+    push.reset(seed=2)
+    with pytest.raises(ValueError, match="another episode"):
+        push.restore(snapshot)

@@ -6,9 +6,10 @@
 On held-out start states (validation episodes recorded by `vla-rft collect`), it scores in the
 world model the expert's own chunk, the base policy's deterministic chunk, stochastic samples of
 the base policy and random chunks, exactly as the fine-tuning stage does. Then it executes the
-same chunks in the simulator from the same state (the episode is replayed from its seed up to
-the start step; a correction episode from `vla-rft collect-corrections` through the policy's
-actions before the takeover), lets the base policy finish the episode and records real success.
+same chunks in the simulator from the same state (`vla_rft/rollout/replay.py`: the episode is
+replayed from its seed up to the start step; a correction episode from `vla-rft
+collect-corrections` through the policy's actions before the takeover), lets the base policy
+finish the episode and records real success.
 Reported: mean reward per kind of chunk, and the Spearman rank correlation between the reward
 and real success (pooled, and within each start state's group, which is what GRPO's advantages
 use). Also, inside each group of the policy's own chunks, the rank correlation between the reward
@@ -30,14 +31,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vla_rft.contract.constants import ACTION, OBS_STATE
+from vla_rft.contract.constants import ACTION
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
 from vla_rft.models.policy.chunk_head import CHAIN_STARTS
 from vla_rft.models.world_model.modeling_world_model import load_world_model
 from vla_rft.models.world_model.proprio import ProprioModel
 from vla_rft.rl.rewards import RewardConfig
-from vla_rft.rollout.corrections import PREFIX_ACTIONS
+from vla_rft.rollout.replay import EpisodeReplayer, StartState
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.threads import set_torch_threads
@@ -85,27 +86,12 @@ def candidate_chunks(
     return kinds, np.stack(chunks).astype(np.float32)
 
 
-def execute(
-    robot,
-    episode_meta: dict,
-    prefix: np.ndarray,
-    chunk: np.ndarray,
-    base: TorchPolicy,
-    expected_state: np.ndarray,
-) -> tuple[bool, float]:
-    """Replay the episode to its start step, run `chunk`, let the base policy finish.
+def execute(start: StartState, chunk: np.ndarray, base: TorchPolicy) -> tuple[bool, float]:
+    """From the recorded start state, run `chunk`, then let the base policy finish.
 
     Returns (success, Meta-World's dense reward right after the chunk)."""
-    obs = robot.reset(
-        int(episode_meta["extra"]["seed"]), episode_meta["extra"].get("perturbation", "none")
-    )
-    for action in prefix:
-        obs, _, _, _ = robot.step(action)
-    if not np.allclose(obs[OBS_STATE], expected_state, atol=1e-4):
-        raise RuntimeError(
-            "replaying the episode did not reach its recorded state; was it "
-            "recorded with another simulator version or with --noise by another seed?"
-        )
+    robot = start.robot
+    obs = robot.restore(start.snapshot)
     done = success = False
     dense = 0.0
     for action in chunk:
@@ -133,8 +119,6 @@ def reward_check(
     chunks: int = 1,
     chain_start: str = "zero",
 ) -> dict:
-    from vla_rft.sim import MetaWorldRobot, SimConfig
-
     if chunks < 1 or starts < 1 or samples < 1:
         raise ValueError(
             f"chunks, starts and samples must be >= 1, got {chunks}, {starts}, {samples}"
@@ -160,18 +144,14 @@ def reward_check(
     windows = full_chunk_windows(val, chunk * chunks)
     picks = np.sort(rng.choice(windows, min(starts, len(windows)), replace=False))
     metas = {e.name: e.meta for e in index.episodes}
-    robots: dict[str, MetaWorldRobot] = {}
+    replayer = EpisodeReplayer(val.images.shape[1], max_steps)
     rows = []
     for i in tqdm(picks, desc="start states", disable=not progress):
         batch = val.get_batch(np.array([i]))
         name = val.episode_names[batch["episode_index"][0]]
         meta, t = metas[name], int(batch["step"][0])
-        start = val.ep_start[batch["episode_index"][0]]
-        episode_actions = val.actions[start : start + t]  # raw actions before the start step
-        replay = np.concatenate(  # a correction episode starts where its policy prefix ended
-            [np.reshape(meta["extra"].get(PREFIX_ACTIONS, []), (-1, val.actions.shape[1])),
-             episode_actions]
-        ).astype(np.float32)  # fmt: skip
+        first = val.ep_start[batch["episode_index"][0]]
+        episode_actions = val.actions[first : first + t]  # raw actions before the start step
         obs = policy_inputs(
             base, batch["image"][:, -1], batch["state"], batch["instruction"], "cpu"
         )
@@ -192,14 +172,9 @@ def reward_check(
             wm_stats,
             RewardConfig(),
         )
-        if meta["task"] not in robots:
-            robots[meta["task"]] = MetaWorldRobot(
-                SimConfig(task=meta["task"], image_size=val.images.shape[1], max_steps=max_steps)
-            )
+        start = replayer.start(val, int(i), meta, name)
         for kind, chunk_actions, reward in zip(kinds, candidates, rewards[0].tolist(), strict=True):
-            success, dense = execute(
-                robots[meta["task"]], meta, replay, chunk_actions, base, batch["state"][0]
-            )
+            success, dense = execute(start, chunk_actions, base)
             rows.append(
                 {
                     "start": int(i),
@@ -212,8 +187,7 @@ def reward_check(
                     "action_error": float(np.abs(chunk_actions - candidates[0]).mean()),
                 }
             )
-    for robot in robots.values():
-        robot.close()
+    replayer.close()
     return summarize(rows)
 
 

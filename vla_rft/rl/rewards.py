@@ -19,6 +19,8 @@ import torch
 from vla_rft.rl.image_metrics import ssim
 
 PERCEPTUAL_TERMS = ("ssim", "none")
+REWARD_TERMS = ("pixel_mae", "perceptual")
+"""The terms `verified_reward` reports beside the reward."""
 
 
 def verified_reward(

@@ -18,6 +18,7 @@ seeded with `seed`; perturbations draw from a second generator seeded with (seed
 
 from __future__ import annotations
 
+import copy
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless GL; must precede the first mujoco import
@@ -72,6 +73,32 @@ _MIN_VISIBLE_SHIFT_M = 0.001
 
 _SHIFT_TOLERANCE_M = 0.005
 """How far the perturbed position may end up from nominal + offset after the reset's physics."""
+
+_PHYSICS_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
+"""MuJoCo's whole integration state: time, qpos, qvel, actuators, mocap bodies, warm start."""
+
+_ENV_STEP_ATTRIBUTES = (
+    "curr_path_length",
+    "_prev_obs",
+    "_last_stable_obs",
+    "_did_see_sim_exception",
+)
+"""What Meta-World's step() reads besides the physics (all else is fixed at reset)."""
+
+
+@dataclass(frozen=True)
+class SimSnapshot:
+    """A moment of one episode, to continue from with `MetaWorldRobot.restore`."""
+
+    episode: int
+    """The reset it belongs to (a robot counts its resets)."""
+    physics: np.ndarray
+    """mj_getState(mjSTATE_INTEGRATION)."""
+    env_attributes: dict[str, Any]
+    """Copies of Meta-World's step state (_ENV_STEP_ATTRIBUTES)."""
+    raw_obs: np.ndarray
+    steps: int
+    done: bool
 
 
 @dataclass(frozen=True)
@@ -135,6 +162,7 @@ class MetaWorldRobot:
         self._steps = 0
         self._done = False
         self._offset = np.zeros(3)
+        self._episode = 0  # resets so far: a snapshot restores only into its own episode
 
     # --- episode ------------------------------------------------------------------------------
 
@@ -152,6 +180,7 @@ class MetaWorldRobot:
         else:
             self._raw_obs, self._offset = self._reset_with_moved_start(seed, perturbation, rng)
         self._steps, self._done = 0, False
+        self._episode += 1
         return self._observation()
 
     def step(self, action: Any) -> tuple[dict[str, Any], bool, bool, dict[str, Any]]:
@@ -172,6 +201,40 @@ class MetaWorldRobot:
         info = {key: float(value) for key, value in metaworld_info.items()}
         info.update(success=success, reward=float(reward), step=self._steps)
         return self._observation(), success, self._done, info
+
+    def snapshot(self) -> SimSnapshot:
+        """The episode's state now; `restore` continues from it exactly (same images, states,
+        rewards and success for the same actions), after any number of other steps."""
+        physics = np.empty(mujoco.mj_stateSize(self._env.model, _PHYSICS_STATE))
+        mujoco.mj_getState(self._env.model, self._env.data, physics, _PHYSICS_STATE)
+        return SimSnapshot(
+            episode=self._episode,
+            physics=physics,
+            env_attributes={k: copy.deepcopy(getattr(self._env, k)) for k in _ENV_STEP_ATTRIBUTES},
+            raw_obs=self._require_raw_obs().copy(),
+            steps=self._steps,
+            done=self._done,
+        )
+
+    def restore(self, snapshot: SimSnapshot) -> dict[str, Any]:
+        """Go back to `snapshot` (taken in this episode, since the last reset); returns the
+        observation there. ValueError for a snapshot of another episode: the objects and the
+        goal a reset placed are not part of it."""
+        if snapshot.episode != self._episode or self._raw_obs is None:
+            raise ValueError(
+                "the snapshot belongs to another episode of this robot (taken before the last "
+                "reset): reset with its seed and perturbation, then take a new one"
+            )
+        mujoco.mj_setState(self._env.model, self._env.data, snapshot.physics, _PHYSICS_STATE)
+        # positions for the image; mj_forward would also redo the constraint solve, whose
+        # result then differs in the last bits from the one the episode stepped on
+        mujoco.mj_kinematics(self._env.model, self._env.data)
+        mujoco.mj_camlight(self._env.model, self._env.data)
+        for key, value in snapshot.env_attributes.items():
+            setattr(self._env, key, copy.deepcopy(value))
+        self._raw_obs = snapshot.raw_obs.copy()
+        self._steps, self._done = snapshot.steps, snapshot.done
+        return self._observation()
 
     def expert_action(self, obs: dict[str, Any] | None = None) -> np.ndarray:
         """Meta-World's scripted expert action for the current state, float32 [4] in [-1, 1].

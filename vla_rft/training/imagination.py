@@ -75,24 +75,31 @@ def score_chunks(world_model, context, candidates_raw, real_raw, wm_stats: NormS
 
 
 @dataclass
-class Imagination:
-    """G imagined rollouts of `chunks` policy chunks from each of B start states."""
+class Candidates:
+    """G sampled candidates of `chunks` policy chunks from each of B start states: what the
+    update needs of them, wherever they were rolled out."""
 
     observations: list[dict[str, torch.Tensor]]
-    """Per chunk, the policy's input [B*G, ...] it sampled from (real start, then imagined)."""
+    """Per chunk, the policy's input [B*G, ...] it sampled from (real start, then rolled out)."""
     trajectories: list[torch.Tensor]
     """Per chunk, the sampler's chains [B*G, S + 1, K, A]."""
     log_prob: torch.Tensor
     """[B*G] log-density of all the chunks under the policy that sampled them."""
     actions: np.ndarray
     """[B, G, T, A] robot units, T = chunks * K."""
-    frames: torch.Tensor
-    """[B, G, T, H, W, 3] imagined frames in [0, 1]; frame t follows actions 0..t."""
 
     def chain_log_prob(self, policy: VLAPolicy) -> torch.Tensor:
         """[B*G] log-density of the same chunks under `policy` (differentiable)."""
         pairs = zip(self.observations, self.trajectories, strict=True)
         return torch.stack([policy.log_prob(obs, traj) for obs, traj in pairs]).sum(0)
+
+
+@dataclass
+class Imagination(Candidates):
+    """The candidates rolled out in the world model."""
+
+    frames: torch.Tensor
+    """[B, G, T, H, W, 3] imagined frames in [0, 1]; frame t follows actions 0..t."""
 
 
 @torch.no_grad()

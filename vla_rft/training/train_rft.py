@@ -54,7 +54,8 @@ from vla_rft.rl import (
     kl_estimate,
     reduce_log_prob,
 )
-from vla_rft.rl.rewards import RewardConfig, verified_reward
+from vla_rft.rl.rewards import REWARD_TERMS, RewardConfig, verified_reward
+from vla_rft.rollout.replay import EpisodeReplayer, check_replayable
 from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import distributed as dist
@@ -65,11 +66,13 @@ from vla_rft.training.imagination import (
     reference_rollout,
 )
 from vla_rft.training.optim import OptimConfig, clip_gradients, learning_rate
+from vla_rft.training.sim_rollouts import SIM_REWARD_TERMS, SimRewardConfig, simulate
 from vla_rft.training.tracking import RunLogger, plot_metrics
 
 # --- config ----------------------------------------------------------------------------------
 
 BC_SCHEDULES = ("drift", "constant")
+ROLLOUTS = ("world_model", "simulator")
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,13 @@ class TrainRFTConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     """Sampling and update."""
     reward: RewardConfig = field(default_factory=RewardConfig)
-    """The verified reward."""
+    """The verified reward (rollouts: world_model)."""
+    rollouts: str = "world_model"
+    """Where the candidates are rolled out and scored: 'world_model' (VLA-RFT) or 'simulator'
+    (the ceiling: MuJoCo from the recorded start states, reward from success and progress;
+    start states must come from episodes recorded in the simulator)."""
+    sim_reward: SimRewardConfig = field(default_factory=SimRewardConfig)
+    """The simulator's reward (rollouts: simulator)."""
     run_dir: str = "runs/rft/default"
     """Where checkpoints, logs and curves go."""
     seed: int = 0
@@ -164,6 +173,10 @@ class TrainRFTConfig:
     """Iterations between checkpoints (and at the end)."""
     keep_last: int = 2
     """Checkpoints kept."""
+
+    def __post_init__(self):
+        if self.rollouts not in ROLLOUTS:
+            raise ValueError(f"rollouts must be one of {ROLLOUTS}, got {self.rollouts!r}")
 
 
 # --- the pieces of one iteration ------------------------------------------------------------
@@ -237,9 +250,12 @@ def train(
             "world model imagines only the main camera, so RFT takes one-camera policies"
         )
     reference_policy = copy.deepcopy(policy).eval().requires_grad_(False)  # the base, for KL
-    world_model, wm_ckpt = make_world_model(config.world_model)
-    world_model = world_model.to(info.device).eval()
-    wm_stats = NormStats.from_dict(wm_ckpt.norm_stats)
+    in_simulator = config.rollouts == "simulator"
+    world_model = wm_ckpt = wm_stats = replayer = None
+    if not in_simulator:
+        world_model, wm_ckpt = make_world_model(config.world_model)
+        world_model = world_model.to(info.device).eval()
+        wm_stats = NormStats.from_dict(wm_ckpt.norm_stats)
     chunk = policy.config.chunk_size
     log_prob_terms = g.chunks * policy.head.steps * math.prod(policy.head.chunk_shape)
 
@@ -264,18 +280,26 @@ def train(
 
     # --- start states ----------------------------------------------------------------------
     window = WindowConfig(
-        context_frames=world_model.config.context_frames,
+        context_frames=1 if in_simulator else world_model.config.context_frames,
         action_horizon=chunk * g.chunks,
-        image_size=world_model.config.image_size,
+        image_size=policy.config.image_size if in_simulator else world_model.config.image_size,
         normalize=False,
     )
     train_set, _, index = build_datasets(
         list(config.data), window, progress=progress and info.is_main
     )
-    check_start_frames(index.episodes, window.image_size, str(wm_ckpt.path))
+    if in_simulator:
+        try:
+            check_replayable(index.episodes)
+        except ValueError as err:
+            raise ConfigError(f"rollouts: simulator: {err}") from None
+        replayer = EpisodeReplayer(window.image_size)
+        metas = {e.name: e.meta for e in index.episodes}
+    else:
+        check_start_frames(index.episodes, window.image_size, str(wm_ckpt.path))
     candidates = full_chunk_windows(train_set, chunk * g.chunks)
     proprio = previous = None  # the robot state in imagination, needed after the first chunk
-    if g.chunks > 1:
+    if g.chunks > 1 and not in_simulator:
         proprio = ProprioModel.fit(train_set.states, train_set.actions, train_set.ep_start)
         previous = previous_actions(train_set.actions, train_set.ep_start)  # [N, A]
     unknown = set(train_set.instructions) - set(base_ckpt.extra[INSTRUCTIONS_KEY])
@@ -287,8 +311,15 @@ def train(
         **base_ckpt.extra,
         "rft": {
             "base_policy": str(base_ckpt.path),
-            "world_model": str(wm_ckpt.path),
-            "world_model_data": wm_ckpt.data_fingerprint,
+            "rollouts": config.rollouts,
+            **(
+                {}
+                if in_simulator
+                else {
+                    "world_model": str(wm_ckpt.path),
+                    "world_model_data": wm_ckpt.data_fingerprint,
+                }
+            ),
         },
     }
     if info.is_main:
@@ -298,7 +329,7 @@ def train(
             f"RFT: {trainable / 1e6:.2f} M trainable parameters (head + sigma net); "
             f"{len(candidates)} start states from {len(train_set.episode_names)} episodes; "
             f"B={optim.batch_size} x G={g.group_size} rollouts of {g.chunks} x {chunk} frames "
-            "per iteration, "
+            f"per iteration in the {config.rollouts.replace('_', ' ')}, "
             f"{info.world_size} process(es) on {info.device}"
         )
 
@@ -334,41 +365,55 @@ def train(
             base, batch["image"][:, -1], batch["state"], batch["instruction"], info.device
         )
 
-        # imagined rollouts, rewards, advantages (no gradient)
+        # rollouts, rewards, advantages (no gradient)
         with torch.no_grad():
-            imagined = imagine(
-                policy,
-                base,
-                world_model,
-                wm_stats,
-                batch,
-                obs,
-                g.group_size,
-                g.chunks,
-                noise,
-                proprio,
-                None if previous is None else previous[picks],
-                start=g.chain_start,
-            )
-            reference = reference_rollout(world_model, batch["image"], batch["action"], wm_stats)
-            r = config.reward
-            rewards, terms = verified_reward(
-                imagined.frames, reference, r.pixel_weight, r.perceptual_weight, r.perceptual
-            )  # [B, G]
+            if in_simulator:
+                names = [train_set.episode_names[e] for e in batch["episode_index"]]
+                starts = [
+                    replayer.start(train_set, int(w), metas[name], name, slot)
+                    for slot, (w, name) in enumerate(zip(picks, names, strict=True))
+                ]
+                rolled = simulate(
+                    policy, base, starts, obs, batch["instruction"], g.group_size, g.chunks,
+                    noise, config.sim_reward, g.chain_start,
+                )  # fmt: skip
+                rewards, terms = rolled.rewards, rolled.terms
+            else:
+                rolled = imagine(
+                    policy,
+                    base,
+                    world_model,
+                    wm_stats,
+                    batch,
+                    obs,
+                    g.group_size,
+                    g.chunks,
+                    noise,
+                    proprio,
+                    None if previous is None else previous[picks],
+                    start=g.chain_start,
+                )
+                reference = reference_rollout(
+                    world_model, batch["image"], batch["action"], wm_stats
+                )
+                r = config.reward
+                rewards, terms = verified_reward(
+                    rolled.frames, reference, r.pixel_weight, r.perceptual_weight, r.perceptual
+                )  # [B, G]
             keep = groups_with_spread(rewards, g.min_group_spread)  # [B]
             advantages = group_advantages(rewards, scale=g.advantage_scale, keep=keep)
             advantages = advantages.flatten().to(info.device)  # [B*G]
             kept_samples = keep.repeat_interleave(g.group_size).to(info.device)  # [B*G]
             dropped, since_log = dropped + int((~keep).sum()), since_log + 1
-            base_log_prob = reduced(imagined.chain_log_prob(reference_policy))
+            base_log_prob = reduced(rolled.chain_log_prob(reference_policy))
             inputs = (obs[IMAGE_INPUT], obs[INSTRUCTION_INPUT], obs[STATE_INPUT])
             deterministic = policy.predict_chunk(*inputs)  # [B, K, A] normalised
             drift = (deterministic - reference_policy.predict_chunk(*inputs)).abs().mean()
 
         # one clipped policy-gradient step on the head and the sigma net
-        log_prob = reduced(imagined.chain_log_prob(policy))  # [B*G]
+        log_prob = reduced(rolled.chain_log_prob(policy))  # [B*G]
         pg_loss, pg_stats = clipped_policy_loss(
-            log_prob, reduced(imagined.log_prob), advantages, g.clip, g.dual_clip, kept_samples
+            log_prob, reduced(rolled.log_prob), advantages, g.clip, g.dual_clip, kept_samples
         )
         entropy = sampler_entropy(policy, obs, g.log_prob_reduction)
         kl = kl_estimate(log_prob, base_log_prob, "k3").mean()
@@ -403,8 +448,7 @@ def train(
             scalars = {
                 "reward/mean": rewards.mean(),
                 "reward/std_in_group": rewards.std(1).mean(),
-                "reward/pixel_mae": terms["pixel_mae"].mean(),
-                "reward/perceptual": terms["perceptual"].mean(),
+                **{f"reward/{name}": term.mean() for name, term in terms.items()},
                 "policy/kl_to_base": kl,
                 "policy/drift": drift,
                 "policy/action_error": (deterministic - real_normalised).abs().mean(),
@@ -431,6 +475,8 @@ def train(
             dist.barrier(info)
 
     # --- wrap up ---------------------------------------------------------------------------
+    if replayer is not None:
+        replayer.close()
     if info.is_main:
         logger.close()
         plot_metrics(
@@ -438,8 +484,8 @@ def train(
             [
                 "reward/mean",
                 "reward/std_in_group",
-                "reward/pixel_mae",
-                "reward/perceptual",
+                *(f"reward/{name}" for name in SIM_REWARD_TERMS if in_simulator),
+                *(f"reward/{name}" for name in REWARD_TERMS if not in_simulator),
                 "policy/kl_to_base",
                 "policy/action_error",
                 "policy/entropy",
