@@ -331,3 +331,21 @@ def test_a_snapshot_of_another_episode_is_refused(push):
     push.reset(seed=2)
     with pytest.raises(ValueError, match="another episode"):
         push.restore(snapshot)
+
+
+def test_steps_without_rendering_leave_the_images_out_and_the_physics_unchanged(push):
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-1, 1, (10, 4)).astype(np.float32)
+    push.reset(seed=3)
+    rendered = _run(push, actions)
+    push.reset(seed=3)
+    for action in actions[:-1]:
+        obs, *_ = push.step(action, render=False)
+        assert OBS_IMAGE not in obs and OBS_STATE in obs
+    obs, success, done, info = push.step(actions[-1])
+    np.testing.assert_array_equal(obs[OBS_IMAGE], rendered[-1][0])
+    assert (obs[OBS_STATE].tolist(), success, done, info["reward"]) == (
+        rendered[-1][1].tolist(),
+        *rendered[-1][2:],
+    )
+    assert OBS_IMAGE not in push.restore(push.snapshot(), render=False)

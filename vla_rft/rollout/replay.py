@@ -98,7 +98,7 @@ class EpisodeReplayer:
         robot = self.robot(meta["task"], slot)
         obs = robot.reset(int(extra["seed"]), extra.get("perturbation", "none"))
         for action in replay_actions(dataset, window, meta):
-            obs, _, done, _ = robot.step(action)
+            obs, _, done, _ = robot.step(action, render=False)
             if done:
                 break
         expected = dataset.states[window]

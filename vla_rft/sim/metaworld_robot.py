@@ -183,11 +183,14 @@ class MetaWorldRobot:
         self._episode += 1
         return self._observation()
 
-    def step(self, action: Any) -> tuple[dict[str, Any], bool, bool, dict[str, Any]]:
+    def step(
+        self, action: Any, render: bool = True
+    ) -> tuple[dict[str, Any], bool, bool, dict[str, Any]]:
         """Apply one action (float32 [4], clipped to [-1, 1]) for 12.5 ms.
 
         Returns (obs, success, done, info); done when the task succeeded or max_steps were
         taken. info holds Meta-World's reward terms, "reward" and "step" (1 on the first step).
+        render=False leaves the images out of obs (rendering is most of a step's cost).
         """
         if self._raw_obs is None:
             raise RuntimeError("call reset(seed) before step()")
@@ -200,7 +203,7 @@ class MetaWorldRobot:
         self._done = success or self._steps >= self._config.max_steps
         info = {key: float(value) for key, value in metaworld_info.items()}
         info.update(success=success, reward=float(reward), step=self._steps)
-        return self._observation(), success, self._done, info
+        return self._observation(render), success, self._done, info
 
     def snapshot(self) -> SimSnapshot:
         """The episode's state now; `restore` continues from it exactly (same images, states,
@@ -216,10 +219,10 @@ class MetaWorldRobot:
             done=self._done,
         )
 
-    def restore(self, snapshot: SimSnapshot) -> dict[str, Any]:
+    def restore(self, snapshot: SimSnapshot, render: bool = True) -> dict[str, Any]:
         """Go back to `snapshot` (taken in this episode, since the last reset); returns the
-        observation there. ValueError for a snapshot of another episode: the objects and the
-        goal a reset placed are not part of it."""
+        observation there (without images for render=False). ValueError for a snapshot of
+        another episode: the objects and the goal a reset placed are not part of it."""
         if snapshot.episode != self._episode or self._raw_obs is None:
             raise ValueError(
                 "the snapshot belongs to another episode of this robot (taken before the last "
@@ -234,7 +237,7 @@ class MetaWorldRobot:
             setattr(self._env, key, copy.deepcopy(value))
         self._raw_obs = snapshot.raw_obs.copy()
         self._steps, self._done = snapshot.steps, snapshot.done
-        return self._observation()
+        return self._observation(render)
 
     def expert_action(self, obs: dict[str, Any] | None = None) -> np.ndarray:
         """Meta-World's scripted expert action for the current state, float32 [4] in [-1, 1].
@@ -314,13 +317,15 @@ class MetaWorldRobot:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _observation(self) -> dict[str, Any]:
+    def _observation(self, render: bool = True) -> dict[str, Any]:
         raw_obs = self._require_raw_obs()
         obs = {
-            OBS_IMAGE: self.render(),
             OBS_STATE: raw_obs[_HAND_AND_GRIPPER].astype(np.float32),
             OBS_INSTRUCTION: self._instruction,
         }
+        if not render:
+            return obs
+        obs[OBS_IMAGE] = self.render()
         if self._extra_cameras:
             obs[OBS_IMAGES] = {name: self.render(name) for name in self._extra_cameras}
         return obs

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vla_rft.contract.constants import OBS_IMAGE, OBS_STATE
+from vla_rft.contract.constants import OBS_STATE
 from vla_rft.models.policy import VLAPolicy
 from vla_rft.rollout.replay import StartState
 from vla_rft.runtime.torch_policy import TorchPolicy
@@ -101,18 +101,19 @@ def simulate(
             current = policy_inputs(base, np.stack(frames), np.stack(states), texts, device)
         sample = policy.head.sample(policy.encode_batch(current), noise, 1.0, start)
         raw = base.transforms.action(sample.actions.cpu().numpy())  # [n, K, A] robot units
-        for i in range(n):
+        last = c + 1 == chunks
+        for i in range(n):  # rendered only where the policy looks next: most of a step's cost
             robot = starts[i // g].robot
-            sim_obs = robot.restore(moments[i])
+            sim_obs = robot.restore(moments[i], render=False)
             for action in raw[i] if not over[i] else ():
-                sim_obs, succeeded, done, info = robot.step(action)
+                sim_obs, succeeded, done, info = robot.step(action, render=False)
                 success[i] |= succeeded
                 dense[i] = info["reward"]
                 if done:
                     over[i] = True
                     break
-            frames[i], states[i] = sim_obs[OBS_IMAGE], sim_obs[OBS_STATE]
-            if c + 1 < chunks:
+            if not last:
+                frames[i], states[i] = robot.render(), sim_obs[OBS_STATE]
                 moments[i] = robot.snapshot()
         observations.append(current)
         trajectories.append(sample.trajectory)
