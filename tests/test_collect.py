@@ -130,3 +130,33 @@ def test_perturbed_collection_records_the_offset(tmp_path):
     assert meta.extra["perturbation"] == "object"
     offset = np.asarray(meta.extra["perturbation_offset_m"])
     assert offset[2] == 0 and 0.025 <= np.linalg.norm(offset) <= 0.05
+
+
+def test_noisy_collection_records_the_experts_clean_actions(tmp_path):
+    """Beside each executed (noisy) action the episode records the scripted expert's own action
+    at that state: replayed in the simulator, the expert gives exactly those; the training
+    windows carry them as expert_action (episodes without them: the executed actions)."""
+    from vla_rft.contract.constants import EXPERT_ACTIONS_KEY, OBS_STATE
+    from vla_rft.data import WindowConfig, build_datasets
+    from vla_rft.sim import MetaWorldRobot, SimConfig
+
+    args = ["-q", "collect", "--tasks", "push-v3", "--episodes", "2", "--out", str(tmp_path),
+            "--max-steps", "30", "--image-size", "16", "--noise", "0.1"]  # fmt: skip
+    assert main(args) == 0
+    episode = read_episode(list_episodes(tmp_path)[0])
+    clean = np.asarray(episode.meta.extra[EXPERT_ACTIONS_KEY], np.float32)
+    assert clean.shape == episode.actions.shape
+    noise = episode.actions - clean
+    assert 0.05 < noise[np.abs(episode.actions) < 1].std() < 0.15  # N(0, 0.1), unclipped entries
+    with MetaWorldRobot(SimConfig("push-v3", image_size=16, max_steps=30)) as robot:
+        obs = robot.reset(episode.meta.extra["seed"])
+        for t, executed in enumerate(episode.actions):
+            np.testing.assert_array_equal(obs[OBS_STATE], episode.states[t])
+            np.testing.assert_array_equal(robot.expert_action(), clean[t])
+            obs, *_ = robot.step(executed, render=False)
+    window = WindowConfig(action_horizon=4, normalize=False, val_fraction=0.0)
+    data, _, _ = build_datasets([tmp_path], window, progress=False)
+    batch = data.get_batch(np.array([0, 3]))
+    np.testing.assert_array_equal(batch["expert_action"][0], clean[:4])
+    assert not np.array_equal(batch["expert_action"], batch["action"])
+    assert data.has_expert_actions.all()

@@ -333,6 +333,19 @@ def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
         reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, chunks=0)
     with pytest.raises(ValueError, match="chain_start must be one of"):
         reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, chain_start="one")
+    # the expert's clean actions (collected with noise, so not the executed ones) as the
+    # reference: the expert's chunk is the reference again, and closer to the policy's
+    clean = reward_check(
+        policy_dir, setup / "world_model", [episodes], starts=2, samples=2, seed=0,
+        max_steps=30, progress=False, reference="expert",
+    )  # fmt: skip
+    for row in (r for r in clean["rows"] if r["kind"] == "expert"):
+        assert row["reward"] == pytest.approx(0.0, abs=1e-6)
+    moved = [a["action_error"] != b["action_error"] for a, b in
+             zip(rows, clean["rows"], strict=True) if a["kind"] == "policy"]  # fmt: skip
+    assert all(moved)
+    with pytest.raises(ValueError, match="reference must be one of"):
+        reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, reference="noisy")
 
 
 def read_instruction(episodes):
@@ -500,3 +513,33 @@ def test_one_rft_step_keeps_every_tensor_on_the_device(setup, tmp_path, monkeypa
         last = train(config, progress=False)
     assert load_checkpoint(last).step == 1
     assert "grpo/dropped_groups" in read_metrics(tmp_path / "run")[-1]
+
+
+def test_the_expert_reference_follows_the_clean_actions(setup, tmp_path):
+    """reference_actions: expert takes the reference rollout and the regulariser's targets from
+    the expert's clean actions the episodes recorded: the same first step then measures another
+    action error; episodes without them are refused by name."""
+    from tests.conftest import make_episode
+    from vla_rft.contract.constants import EXPERT_ACTIONS_KEY
+
+    for i in range(3):
+        episode = make_episode(steps=20, size=16, seed=i, instruction=INSTRUCTION)
+        clean = np.clip(episode.actions[:, ::-1] * 0.5, -1, 1)  # anything but the executed ones
+        extra = {**episode.meta.extra, EXPERT_ACTIONS_KEY: clean.tolist()}
+        write_episode(
+            tmp_path / "clean", f"ep{i}", replace(episode, meta=replace(episode.meta, extra=extra))
+        )
+    error = {}
+    for reference in ("executed", "expert"):
+        config = replace(
+            _config(setup, steps=1), data=(str(tmp_path / "clean"),), reference_actions=reference,
+            run_dir=str(tmp_path / reference),
+        )  # fmt: skip
+        train(config, progress=False)
+        error[reference] = read_metrics(tmp_path / reference)[0]["policy/action_error"]
+    assert error["executed"] != pytest.approx(error["expert"], rel=1e-3)
+    with pytest.raises(ConfigError, match="did not record the expert's clean actions"):
+        train(replace(_config(setup, steps=1), reference_actions="expert",
+                      run_dir=str(tmp_path / "old")), progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="reference_actions must be one of"):
+        TrainRFTConfig(reference_actions="noisy")

@@ -23,6 +23,9 @@ LABELS_FILE = "labels.jsonl"
 one JSON line each, the newest last; readers take the newest outcome, the bag is never edited."""
 QUARANTINE_PREFIX = ".quarantine-"
 """An interrupted episode with no complete step is moved here by recovery, files as found."""
+EXPERT_ACTIONS_KEY = "expert_actions"
+"""`EpisodeMeta.extra` key: the scripted expert's clean action at every step ([T][A] numbers),
+beside the executed ones, which `vla-rft collect --noise` perturbs; the RFT reference can use it."""
 
 # --- Topics -----------------------------------------------------------------------------------
 IMAGE_TOPIC = "/camera/image_raw"

@@ -8,6 +8,8 @@ cuts training windows out of the cached arrays:
   state          float32 [S]           state at t (normalised)
   action         float32 [K, A]        actions t .. t+K-1, the action chunk (normalised)
   action_pad     bool    [K]           True where the chunk runs past the episode end
+  expert_action  float32 [K, A]        the scripted expert's clean actions at t .. t+K-1 where the
+                                       episode recorded them (EXPERT_ACTIONS_KEY), else = action
   future_image   uint8   [F, H, W, 3]  frames t+1 .. t+F for world-model training
   future_pad     bool    [F]           True where those run past the end (the last frame repeats)
   instruction    str
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vla_rft.contract.constants import EXPERT_ACTIONS_KEY
 from vla_rft.contract.image import IMAGE_FIT, fit_square
 from vla_rft.data.episode import EpisodeError
 from vla_rft.data.episode_store import episode_mcap, list_episodes, read_episode
@@ -228,6 +231,20 @@ class EpisodeIndex:
         return NormStats.compute(states, actions)
 
 
+def expert_actions(episode: CachedEpisode) -> np.ndarray:
+    """The expert's clean actions [T, A] the episode recorded, or its executed actions."""
+    recorded = episode.meta.get("extra", {}).get(EXPERT_ACTIONS_KEY)
+    if recorded is None:
+        return episode.actions
+    clean = np.asarray(recorded, np.float32)
+    if clean.shape != episode.actions.shape:
+        raise ValueError(
+            f"episode {episode.name}: {EXPERT_ACTIONS_KEY} has shape {list(clean.shape)}, its "
+            f"actions {list(episode.actions.shape)}"
+        )
+    return clean
+
+
 class WindowDataset:
     """Windows over some of an index's episodes; numpy arrays out (torch DataLoader-ready)."""
 
@@ -261,9 +278,14 @@ class WindowDataset:
         ]  # per camera [N, H, W, 3]
         states = np.concatenate([e.states for e in eps])
         actions = np.concatenate([e.actions for e in eps])
+        expert = np.concatenate([expert_actions(e) for e in eps])
         if config.normalize:
             states, actions = stats.state.normalize(states), stats.action.normalize(actions)
-        self.states, self.actions = states, actions
+            expert = stats.action.normalize(expert)
+        self.states, self.actions, self.expert_actions = states, actions, expert
+        self.has_expert_actions = np.array(
+            [EXPERT_ACTIONS_KEY in e.meta.get("extra", {}) for e in eps]
+        )  # [episodes]
         self.window_episode = np.repeat(np.arange(len(eps)), lengths)  # [N]: one window per step
 
     def __len__(self) -> int:
@@ -285,6 +307,7 @@ class WindowDataset:
             "state": self.states[idx],
             "action": self.actions[np.minimum(act, end)],
             "action_pad": act > end,
+            "expert_action": self.expert_actions[np.minimum(act, end)],
             "future_image": self.images[np.minimum(fut, end)],
             "future_pad": fut > end,
             "instruction": [self.instructions[e] for e in ep],

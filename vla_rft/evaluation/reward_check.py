@@ -50,6 +50,9 @@ from vla_rft.training.imagination import (
 )
 
 KINDS = ("expert", "policy", "policy_sample", "random")
+REFERENCES = ("executed", "expert")
+"""The expert chunk and the reference: the episode's executed actions or the expert's clean ones
+(recorded by `vla-rft collect`), as `vla-rft rft --set reference_actions=...`."""
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -118,11 +121,14 @@ def reward_check(
     progress: bool = True,
     chunks: int = 1,
     chain_start: str = "zero",
+    reference: str = "executed",
 ) -> dict:
     if chunks < 1 or starts < 1 or samples < 1:
         raise ValueError(
             f"chunks, starts and samples must be >= 1, got {chunks}, {starts}, {samples}"
         )
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
     if chain_start not in CHAIN_STARTS:
         raise ValueError(f"chain_start must be one of {CHAIN_STARTS}, got {chain_start!r}")
     base = TorchPolicy.from_checkpoint(policy_path)
@@ -139,6 +145,11 @@ def reward_check(
     train, val, index = build_datasets(list(data), window)
     if val is None:
         raise ValueError("no validation episodes: the check needs held-out start states")
+    if reference == "expert" and not val.has_expert_actions.all():
+        raise ValueError(
+            "--reference expert: some held-out episodes did not record the expert's clean "
+            "actions; collect them with this version of vla-rft collect"
+        )
     proprio = ProprioModel.fit(train.states, train.actions, train.ep_start) if chunks > 1 else None
     rng = np.random.default_rng(seed)
     windows = full_chunk_windows(val, chunk * chunks)
@@ -163,12 +174,13 @@ def reward_check(
                 proprio, previous, noise_scale, chain_start,
             ).actions[0]  # fmt: skip
 
-        kinds, candidates = candidate_chunks(batch["action"][0], samples, rng, imagine_policy)
+        real = batch["expert_action" if reference == "expert" else "action"]
+        kinds, candidates = candidate_chunks(real[0], samples, rng, imagine_policy)
         rewards, _ = score_chunks(
             world_model,
             batch["image"],
             torch.from_numpy(candidates)[None],
-            torch.from_numpy(batch["action"]),
+            torch.from_numpy(real),
             wm_stats,
             RewardConfig(),
         )
@@ -294,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         default="zero",
         help="x_0 of the policy's sampled chains, as grpo.chain_start (default zero)",
     )
+    parser.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default="executed",
+        help="the expert's chunk and the reference rollout: the executed (noisy) actions or the "
+        "expert's clean ones, as reference_actions in the rft recipe (default executed)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/reward_check"))
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -310,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             chunks=args.chunks,
             chain_start=args.chain_start,
+            reference=args.reference,
         )
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vla_rft.contract.constants import OBS_IMAGE, OBS_IMAGES, OBS_STATE, SIM_EMBODIMENT
+from vla_rft.contract.constants import (
+    EXPERT_ACTIONS_KEY,
+    OBS_IMAGE,
+    OBS_IMAGES,
+    OBS_STATE,
+    SIM_EMBODIMENT,
+)
 from vla_rft.data.episode import EpisodeMeta
 from vla_rft.data.episode_store import EpisodeWriter, set_aside_interrupted
 from vla_rft.rollout.episode_loop import ExpertAgent, run_episode
@@ -141,7 +147,11 @@ def _collect_task(
                 robot, expert, seed, config.perturbation, on_step=record_step(writer)
             )
             offset = robot.last_perturbation_offset.round(5).tolist()
-            path = writer.finish(outcome.success, extra={"perturbation_offset_m": offset})
+            clean = np.asarray(expert.clean, np.float32).tolist()  # float32 values, exact in JSON
+            path = writer.finish(
+                outcome.success,
+                extra={"perturbation_offset_m": offset, EXPERT_ACTIONS_KEY: clean},
+            )
         stats.episodes += 1
         stats.successes += int(outcome.success)
         stats.steps.append(outcome.steps)

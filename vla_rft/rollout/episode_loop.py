@@ -55,7 +55,8 @@ class PolicyAgent:
 
 class ExpertAgent:
     """The environment's scripted expert, optionally with Gaussian noise N(0, noise) on each
-    action (clipped to [-1, 1]) drawn from `rng`."""
+    action (clipped to [-1, 1]) drawn from `rng`; `clean` holds the expert's own actions of the
+    episode, before the noise."""
 
     def __init__(
         self, env: ScriptedExpert, noise: float = 0.0, rng: np.random.Generator | None = None
@@ -63,12 +64,14 @@ class ExpertAgent:
         if noise < 0 or (noise > 0 and rng is None):
             raise ValueError(f"noise must be >= 0 and needs an rng, got {noise}")
         self.env, self.noise, self.rng = env, noise, rng
+        self.clean: list[np.ndarray] = []
 
     def reset(self) -> None:
-        pass
+        self.clean = []
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         action = self.env.expert_action(obs)
+        self.clean.append(action.astype(np.float32))
         if self.noise > 0:
             action = np.clip(action + self.rng.normal(0.0, self.noise, action.shape), -1, 1)
         return action.astype(np.float32)

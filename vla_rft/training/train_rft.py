@@ -73,6 +73,8 @@ from vla_rft.training.tracking import RunLogger, plot_metrics
 
 BC_SCHEDULES = ("drift", "constant")
 ROLLOUTS = ("world_model", "simulator")
+REFERENCE_ACTIONS = {"executed": "action", "expert": "expert_action"}
+"""reference_actions -> the start-state batch's key of the actions it names."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,10 @@ class TrainRFTConfig:
     start states must come from episodes recorded in the simulator)."""
     sim_reward: SimRewardConfig = field(default_factory=SimRewardConfig)
     """The simulator's reward (rollouts: simulator)."""
+    reference_actions: str = "executed"
+    """The real actions the reference rollout and the flow-matching regulariser use: 'executed'
+    (what the robot did: the noisy expert in `collect --noise` data) or 'expert' (the scripted
+    expert's clean actions, which `vla-rft collect` records beside them)."""
     run_dir: str = "runs/rft/default"
     """Where checkpoints, logs and curves go."""
     seed: int = 0
@@ -177,6 +183,11 @@ class TrainRFTConfig:
     def __post_init__(self):
         if self.rollouts not in ROLLOUTS:
             raise ValueError(f"rollouts must be one of {ROLLOUTS}, got {self.rollouts!r}")
+        if self.reference_actions not in REFERENCE_ACTIONS:
+            raise ValueError(
+                f"reference_actions must be one of {tuple(REFERENCE_ACTIONS)}, "
+                f"got {self.reference_actions!r}"
+            )
 
 
 # --- the pieces of one iteration ------------------------------------------------------------
@@ -297,6 +308,15 @@ def train(
         metas = {e.name: e.meta for e in index.episodes}
     else:
         check_start_frames(index.episodes, window.image_size, str(wm_ckpt.path))
+    real = REFERENCE_ACTIONS[config.reference_actions]  # the batch's key of the real actions
+    if config.reference_actions == "expert" and not train_set.has_expert_actions.all():
+        lacking = [n for n, has in zip(train_set.episode_names, train_set.has_expert_actions,
+                                       strict=True) if not has]  # fmt: skip
+        raise ConfigError(
+            f"reference_actions: expert, but {len(lacking)} start-state episode(s) did not record "
+            f"the expert's clean actions (e.g. {lacking[0]}); collect them again with this "
+            "version of vla-rft collect, or use reference_actions: executed"
+        )
     candidates = full_chunk_windows(train_set, chunk * g.chunks)
     proprio = previous = None  # the robot state in imagination, needed after the first chunk
     if g.chunks > 1 and not in_simulator:
@@ -393,9 +413,7 @@ def train(
                     None if previous is None else previous[picks],
                     start=g.chain_start,
                 )
-                reference = reference_rollout(
-                    world_model, batch["image"], batch["action"], wm_stats
-                )
+                reference = reference_rollout(world_model, batch["image"], batch[real], wm_stats)
                 r = config.reward
                 rewards, terms = verified_reward(
                     rolled.frames, reference, r.pixel_weight, r.perceptual_weight, r.perceptual
@@ -418,7 +436,7 @@ def train(
         entropy = sampler_entropy(policy, obs, g.log_prob_reduction)
         kl = kl_estimate(log_prob, base_log_prob, "k3").mean()
         real_normalised = torch.from_numpy(
-            base.transforms.action.normalizer.normalize(batch["action"][:, :chunk])
+            base.transforms.action.normalizer.normalize(batch[real][:, :chunk])
         ).to(info.device)  # the first chunk's real actions [B, K, A]
         bc_loss = policy.head.loss(
             policy.encode_batch(obs),
