@@ -84,3 +84,25 @@ def test_bar_chart_accepts_rows_stored_before_the_bounds_were_clipped(tmp_path):
         row["base_ci95"][0] = row["tuned_ci95"][0] = 2.7755575615628914e-17
     chart = bar_chart(rows, ("base", "VLA-RFT"), tmp_path / "comparison.png")
     assert chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_perturbed_suites_are_also_pooled_and_the_gate_ignores_the_pool():
+    """Two or more perturbed suites: one more row pools their paired episodes (the issue-18
+    target is stated on it); the gate still judges each perturbation on its own."""
+    from vla_rft.evaluation.compare import POOLED_PERTURBED
+    from vla_rft.pipeline.gate import gate
+
+    base, tuned = {}, {}
+    for p in ("none", "object", "goal"):
+        for s in range(10):
+            base[("push-v3", p, s)] = s < 5
+            tuned[("push-v3", p, s)] = s < (5 if p == "none" else 8)
+    rows = compare(_report(base), _report(tuned))
+    (pool,) = [r for r in rows if r["pooled"]]
+    assert pool["perturbation"] == POOLED_PERTURBED and pool["episodes"] == 20
+    assert (pool["base"], pool["tuned"], pool["only_tuned"]) == (0.5, 0.8, 6)
+    assert pool["mcnemar_p"] == pytest.approx(mcnemar_exact(0, 6))
+    decision = gate(_report(base), _report(tuned))
+    assert "average +20.0 points over 3 perturbation(s)" in decision.reasons[0]
+    only_one = {k: v for k, v in base.items() if k[1] != "goal"}
+    assert not any(r["pooled"] for r in compare(_report(only_one), _report(only_one)))

@@ -6,7 +6,9 @@ Both reports must come from identical starts (same tasks, perturbations and seed
 episode pairs with one of the other policy. Per perturbation (and task): success with 95%
 Wilson intervals for each policy, the difference, and an exact McNemar test on the paired
 episodes (only the discordant pairs, where one policy succeeded and the other failed, carry
-information). Writes comparison.md, comparison.json and a bar chart comparison.png.
+information); with two or more perturbed suites, also the perturbed episodes pooled (the row
+marked "pooled": the suites a fine-tuned policy must lift together). Writes comparison.md,
+comparison.json and a bar chart comparison.png.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import sys
 from pathlib import Path
 
 from vla_rft.rollout.report import wilson_interval
+
+POOLED_PERTURBED = "perturbed (pooled)"
+"""The perturbation column of the row that pools every perturbed suite (all but 'none')."""
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
@@ -49,6 +54,11 @@ def compare(base: dict, tuned: dict) -> list[dict]:
     for (task, perturbation, _), outcome in sorted(pairs.items()):
         groups.setdefault(("all tasks", perturbation), []).append(outcome)
         groups.setdefault((task, perturbation), []).append(outcome)
+    perturbed = sorted({p for _, p, _ in pairs} - {"none"})
+    if len(perturbed) > 1:
+        groups[("all tasks", POOLED_PERTURBED)] = [
+            outcome for (_, p, _), outcome in sorted(pairs.items()) if p != "none"
+        ]
     rows = []
     for (task, perturbation), outcomes in groups.items():
         n = len(outcomes)
@@ -68,9 +78,10 @@ def compare(base: dict, tuned: dict) -> list[dict]:
                 "only_base": only_a,
                 "only_tuned": only_b,
                 "mcnemar_p": mcnemar_exact(only_a, only_b),
+                "pooled": perturbation == POOLED_PERTURBED,
             }
         )
-    rows.sort(key=lambda r: (r["task"] != "all tasks", r["task"], r["perturbation"]))
+    rows.sort(key=lambda r: (r["task"] != "all tasks", r["pooled"], r["task"], r["perturbation"]))
     return rows
 
 
@@ -104,7 +115,7 @@ def bar_chart(rows: list[dict], names: tuple[str, str], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    overall = [r for r in rows if r["task"] == "all tasks"]
+    overall = [r for r in rows if r["task"] == "all tasks" and not r.get("pooled")]
     x = range(len(overall))
     fig, ax = plt.subplots(figsize=(1.8 * len(overall) + 2, 3.5))
     for offset, key, name in ((-0.2, "base", names[0]), (0.2, "tuned", names[1])):

@@ -38,7 +38,7 @@ def gate(current_report: dict, candidate_report: dict, max_drop: float = 0.05) -
     if not 0 <= max_drop < 1:
         raise ValueError(f"max_drop must be in [0, 1), got {max_drop}")
     rows = compare(current_report, candidate_report)
-    overall = [r for r in rows if r["task"] == "all tasks"]
+    overall = [r for r in rows if r["task"] == "all tasks" and not r["pooled"]]
     reasons = [
         f"{r['perturbation']}: success {100 * r['tuned']:.0f}% vs {100 * r['base']:.0f}% "
         f"for the current model ({100 * r['difference']:+.0f} points, more than the "
