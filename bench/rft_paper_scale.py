@@ -328,7 +328,8 @@ class RunRecord:
     status: str = "not started"
     """ok, failed or skipped (the budget left no room)."""
     error: str = ""
-    steps_asked: int = 0
+    steps_planned: int = 0
+    """The steps the budget allowed (the cap), asked of the trainer."""
     steps_done: int = 0
     capped: bool = False
     s_per_step: float | None = None
@@ -385,7 +386,7 @@ def run_all(config: RunConfig, clock: Callable[[], float] = time.perf_counter) -
         for i, (run, record) in enumerate(zip(runs, records, strict=True)):
             fits = affordable_steps(deadline - clock(), len(runs) - i, estimate)
             steps = min(steps, fits)  # never more than the run before: (b) and (c) stay equal
-            record.steps_asked, record.capped = steps, steps < config.steps
+            record.steps_planned, record.capped = steps, steps < config.steps
             if steps < 1:
                 record.status, record.error = "skipped", "the budget left no room for a step"
                 print(f"[skipped] {run.name}: {record.error}", flush=True)

@@ -159,6 +159,10 @@ def test_a_tampered_missing_or_foreign_carried_file_is_refused(carry, tmp_path, 
     assert f"missing: episodes/{episode.parent.name}/{episode.name}/" in err
     assert not (tmp_path / "out").exists()  # nothing ran
 
+    (folder / "manifest.json").write_text(json.dumps({"files": {}, "sizes": [64]}))
+    assert paper.main(argv) == 2  # the GPU check's folder, say
+    assert "not written by scripts/gpu/pack_rft.sh" in capsys.readouterr().err
+
     (folder / "manifest.json").unlink()
     assert paper.main(argv) == 2
     assert "run scripts/gpu/pack_rft.sh first" in capsys.readouterr().err
