@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import importlib.metadata
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +37,18 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from carry import (
+    CARRY_LIMIT_MIB,
+    CARRY_MANIFEST,
+    CarryDamaged,
+    CarryTooLarge,
+    copy_wheels,
+    finish_folder,
+    pack_and_run_parsers,
+    start_folder,
+    travelling_bytes,
+    verify_folder,
+)
 from common import RESULTS_DIR, percentiles, print_table, report, time_policy
 
 from vla_rft.contract.config import comma_list
@@ -58,11 +67,10 @@ from vla_rft.runtime.onnx_session import PROVIDERS, OnnxModel
 
 REPO = Path(__file__).resolve().parents[1]
 CARRY = REPO / "gpu_carry"
-CARRY_MANIFEST = "manifest.json"
-CARRY_LIMIT_MIB = 64.0
 SIZE_RECIPES = {224: "training/cpu/policy_224.yaml"}
 """Sizes packed with a training recipe's architecture (the others: the default PolicyConfig)."""
-"""What the device tool carries: the repository's travelling files plus the carried folders."""
+__all__ = ["CARRY_LIMIT_MIB", "CARRY_MANIFEST", "CarryTooLarge", "travelling_bytes"]
+"""Re-exported from carry.py, where bench/rft_paper_scale.py shares them."""
 
 CPU_ATOL = 1e-4
 """torch (FP32, CPU) against ONNX Runtime on the CPU: the export's own bound
@@ -94,10 +102,6 @@ class ParityError(RuntimeError):
 
 class BackendMissing(RuntimeError):
     """The backend is not installed or has no device here: its stages are skipped, not failed."""
-
-
-class CarryTooLarge(RuntimeError):
-    """The carried folder and the repository exceed what the device tool carries."""
 
 
 @dataclass
@@ -423,12 +427,7 @@ def check_backend(
 
 def run_check(config: CheckConfig) -> int:
     """The stages for every carried size and backend; 0 when none failed, else 1."""
-    if not (config.carry / CARRY_MANIFEST).is_file():
-        raise FileNotFoundError(
-            f"{config.carry}: no carried folder (no {CARRY_MANIFEST}); run scripts/gpu/pack.sh "
-            "first and carry its folder"
-        )
-    carried = json.loads((config.carry / CARRY_MANIFEST).read_text())
+    carried = verify_folder(config.carry, "scripts/gpu/pack.sh")
     stages = Stages(time.perf_counter() + config.budget_s)
     latency, parity = [], []
     with tempfile.TemporaryDirectory() as work:
@@ -475,24 +474,10 @@ class PackConfig:
     limit_mib: float = CARRY_LIMIT_MIB
 
 
-def travelling_bytes(repo: Path) -> int:
-    """Bytes of what the device tool sends besides the carried paths: tracked files and
-    untracked ones git does not ignore."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=repo, capture_output=True, check=True,
-    ).stdout  # fmt: skip
-    files = (repo / name for name in listed.decode().split("\0") if name)
-    return sum(f.stat().st_size for f in files if f.is_file())
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def pack(config: PackConfig, repo: Path = REPO) -> dict:
     """Write the carried folder and its manifest (returned); CarryTooLarge if it and the
-    repository's travelling files exceed `config.limit_mib`."""
+    repository's travelling files exceed `config.limit_mib`. `run` checks every file's sha256
+    against the manifest before it starts."""
     from bench_inference import make_package  # torch: only packing exports
 
     from vla_rft.contract.config import load_config
@@ -501,11 +486,7 @@ def pack(config: PackConfig, repo: Path = REPO) -> dict:
     from vla_rft.training.train_policy import TrainPolicyConfig
 
     carry = config.carry
-    if carry.exists():
-        if any(carry.iterdir()) and not (carry / CARRY_MANIFEST).is_file():
-            raise FileExistsError(f"{carry}: exists and was not written by pack; not replacing it")
-        shutil.rmtree(carry)
-    carry.mkdir(parents=True)
+    start_folder(carry)
     with tempfile.TemporaryDirectory() as tmp:
         for size in config.sizes:
             recipe = SIZE_RECIPES.get(size)
@@ -521,67 +502,29 @@ def pack(config: PackConfig, repo: Path = REPO) -> dict:
             (carry / f"ckpt{size}").mkdir()
             for name in (WEIGHTS_FILE, RECORD_FILE):
                 shutil.copy2(resolve_checkpoint(run) / name, carry / f"ckpt{size}" / name)
-    wheels = sorted(config.wheels.glob("*.whl")) if config.wheels else []
-    if wheels:
-        (carry / "wheels").mkdir()
-        for wheel in wheels:
-            shutil.copy2(wheel, carry / "wheels" / wheel.name)
-    files = {
-        str(f.relative_to(carry)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
-        for f in sorted(carry.rglob("*"))
-        if f.is_file()
-    }
-    carry_bytes = sum(f["bytes"] for f in files.values())
-    repo_bytes = travelling_bytes(repo)
-    limit = int(config.limit_mib * 2**20)
-    manifest = {
-        "sizes": list(config.sizes),
-        "files": files,
-        "carry_bytes": carry_bytes,
-        "repo_bytes": repo_bytes,
-        "limit_bytes": limit,
-        "fits": carry_bytes + repo_bytes <= limit,
-        "wheels": [w.name for w in wheels],
-        "not_carried": NOT_CARRIED,
-    }
-    (carry / CARRY_MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if not manifest["fits"]:
-        raise CarryTooLarge(
-            f"{carry}: {carry_bytes / 2**20:.1f} MiB carried + {repo_bytes / 2**20:.1f} MiB of "
-            f"repository = {(carry_bytes + repo_bytes) / 2**20:.1f} MiB, over the "
-            f"{config.limit_mib:g} MiB the device tool carries"
-        )
-    return manifest
+    wheels = copy_wheels(config.wheels, carry)
+    return finish_folder(
+        carry, repo, config.limit_mib,
+        sizes=list(config.sizes), wheels=wheels, not_carried=NOT_CARRIED,
+    )  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    packing = commands.add_parser(
-        "pack",
-        help="write the carried folder here (exports: needs torch)",
-        description="Export a random-weight policy at each size into the carried folder, with "
-        "its checkpoint and any wheels, and check the size limit.",
+    parser, packing, check = pack_and_run_parsers(
+        __doc__,
+        pack=(
+            "write the carried folder here (exports: needs torch)",
+            "Export a random-weight policy at each size into the carried folder, with its "
+            "checkpoint and any wheels, and check the size limit.",
+        ),
+        run=(
+            "run the check on this machine (the GPU machine)",
+            "Open, parity and latency stages per size and backend; gpu_check.json in --out; "
+            "exit 1 if a stage failed (skipped stages are not failures).",
+        ),
     )
     packing.add_argument("--carry", type=Path, default=CARRY, help=f"default: {CARRY}")
     packing.add_argument("--sizes", type=comma_list, default=("64", "224"), help="default: 64,224")
-    packing.add_argument(
-        "--wheels", type=Path, help="folder of wheels for what the GPU image lacks (default none)"
-    )
-    packing.add_argument(
-        "--limit-mib",
-        type=float,
-        default=CARRY_LIMIT_MIB,
-        help=f"carried folder + repository, at most (default {CARRY_LIMIT_MIB:g}, the tool's)",
-    )
-    check = commands.add_parser(
-        "run",
-        help="run the check on this machine (the GPU machine)",
-        description="Open, parity and latency stages per size and backend; gpu_check.json in "
-        "--out; exit 1 if a stage failed (skipped stages are not failures).",
-    )
     check.add_argument("--carry", type=Path, default=CARRY, help=f"default: {CARRY}")
     check.add_argument(
         "--out",
@@ -655,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return run_check(config)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, CarryDamaged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -73,7 +73,8 @@ def carry(tmp_path_factory):
 
 def _perturbed(carry: Path, dest: Path) -> Path:
     """A copy of `carry` whose policy.onnx has noise added to its weight matrices (its
-    manifest re-hashed, so it loads): the checkpoint no longer matches it."""
+    manifest and the carried folder's re-hashed, so it loads): the checkpoint no longer
+    matches it."""
     shutil.copytree(carry, dest)
     path = dest / f"pkg{SIZE}" / POLICY_ONNX
     model = onnx.load(str(path))
@@ -85,6 +86,12 @@ def _perturbed(carry: Path, dest: Path) -> Path:
             init.CopyFrom(numpy_helper.from_array(noisy, init.name))
     onnx.save(model, str(path))
     write_manifest(path, read_manifest(path))
+    carried = json.loads((dest / gpu_check.CARRY_MANIFEST).read_text())
+    for changed in path.parent.iterdir():  # re-hashed, or `run` refuses the altered files
+        data = changed.read_bytes()
+        entry = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        carried["files"][str(changed.relative_to(dest))] = entry
+    (dest / gpu_check.CARRY_MANIFEST).write_text(json.dumps(carried))
     return dest
 
 
@@ -187,6 +194,14 @@ def test_pack_refuses_a_folder_over_the_limit_and_one_it_did_not_write(tmp_path)
     with pytest.raises(FileExistsError, match="not written by pack"):
         gpu_check.pack(gpu_check.PackConfig(tmp_path / "mine", ()))
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_run_refuses_a_carried_file_changed_since_packing(carry, tmp_path, capsys):
+    folder = shutil.copytree(carry[0], tmp_path / "carry")
+    (folder / f"ckpt{SIZE}" / "checkpoint.json").write_text("{}")
+    assert gpu_check.main(["run", "--carry", str(folder), "--out", str(tmp_path)]) == 2
+    assert f"sha256 differs): ckpt{SIZE}/checkpoint.json" in capsys.readouterr().err
+    assert not (tmp_path / "gpu_check.json").exists()
 
 
 def test_parity_holds_for_a_second_session_and_fails_for_perturbed_weights(carry, tmp_path):

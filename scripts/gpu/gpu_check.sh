@@ -10,20 +10,11 @@ python=${PYTHON:-python3}
 carry=${CARRY:-gpu_carry}
 out=${OUT:-bench/results}
 mkdir -p "$out"
-site=${TMPDIR:-/tmp}/gpu_check_site
-wheels=("$carry"/wheels/*.whl)
-if [ -e "${wheels[0]}" ]; then
-  echo "installing ${#wheels[@]} carried wheel(s) into $site"
-  if "$python" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" "${wheels[@]}"; then
-    export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
-  else
-    echo "warning: the carried wheels did not install; the check goes on without them" >&2
-  fi
+source scripts/gpu/common.sh
+if ! install_carried_wheels "$carry" "$python"; then
+  echo "warning: the carried wheels did not install; the check goes on without them" >&2
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-fi
+show_gpu
 "$python" bench/gpu_check.py run --carry "$carry" --out "$out" "$@" 2>&1 | tee "$out/gpu_check.log"
 exit "${PIPESTATUS[0]}"
