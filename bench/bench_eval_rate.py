@@ -1,15 +1,16 @@
-"""The evaluation graph's control rate against its wall time and its episodes.
+"""The evaluation graph's control rate and number of graphs against its wall time and episodes.
 
     .venv/bin/python bench/bench_eval_rate.py --policy-model models/current [--rates 30,60,90]
-                                              [--config FILE] [--set eval.episodes=5]
+                                              [--graphs 1,2] [--config FILE]
+                                              [--set eval.episodes=5]
 
 Runs the quickstart's evaluation suite (training/quickstart/pipeline.yaml: tasks, perturbations,
 episodes, seeds) through the node graph (`vla-rft bringup --sim`, as the quickstart and the
-flywheel do) once per rate. The simulator steps once per action, so a faster rate should change
-the wall time only (the whole graph's, and the evaluation manager's from its activation to its
-report; the policy node's measured control rate): each row says how many episodes ended exactly
-as at the first rate (same step count and final state) and the success count. Writes
-bench/results/eval_rate.json.
+flywheel do) once per rate and number of graphs side by side (`eval.graphs`). The simulator
+steps once per action, so a faster rate or more graphs should change the wall time only (the
+whole run's, and the evaluation managers' from activation to report; the policy node's measured
+control rate): each row says how many episodes ended exactly as in the first row (same step
+count and final state) and the success count. Writes bench/results/eval_rate.json.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from itertools import product
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,12 +31,19 @@ from vla_rft.pipeline.config import DEFAULT_PIPELINE_CONFIG, load_pipeline_confi
 from vla_rft.pipeline.jobs import evaluate_in_graph
 
 
+def _numbers(text: str, kind) -> list:
+    return [kind(x) for x in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--policy-model", type=Path, required=True, help="an exported package")
     parser.add_argument("--rates", default="30,60,90", help="comma-separated control rates, Hz")
+    parser.add_argument(
+        "--graphs", default="1", help="comma-separated numbers of graphs side by side (eval.graphs)"
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -54,12 +63,12 @@ def main() -> None:
     suite = load_pipeline_config(args.config, args.overrides).eval
     rows, first = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        for rate in (float(r) for r in args.rates.split(",")):
-            out = Path(tmp) / f"{rate:g}hz"
+        for rate, graphs in product(_numbers(args.rates, float), _numbers(args.graphs, int)):
+            out = Path(tmp) / f"{rate:g}hz-{graphs}"
             start = time.perf_counter()
             path = evaluate_in_graph(
-                args.policy_model, replace(suite, rate_hz=rate), out, None, out / "nodes.log",
-                echo=lambda _: None,
+                args.policy_model, replace(suite, rate_hz=rate, graphs=graphs), out, None,
+                out / "nodes.log", echo=lambda _: None,
             )  # fmt: skip
             seconds = time.perf_counter() - start
             evaluation = json.loads(path.read_text())
@@ -69,13 +78,14 @@ def main() -> None:
             same = sum(a == b for a, b in zip(ends, first, strict=True))
             rows.append({
                 "rate (Hz)": rate,
+                "graphs": graphs,
                 "episodes": len(ends),
                 "steps": sum(steps for steps, _ in ends),
                 "wall time (s)": seconds,
                 "episodes' time (s)": evaluation["seconds"],
                 "policy's rate (Hz)": evaluation["graph"]["policy_status"]["control_rate_hz"],
                 "successes": sum(e["success"] for e in results),
-                "same episode as the first rate": same,
+                "same episode as the first row": same,
             })  # fmt: skip
             print(rows[-1], flush=True)
     report("eval_rate", rows, args.out)

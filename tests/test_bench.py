@@ -56,24 +56,28 @@ def test_training_load_benchmark_writes_its_table_and_json(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_evaluation_graph_runs_the_same_episodes_faster_at_a_higher_rate(
+def test_the_evaluation_runs_the_same_episodes_faster_at_a_higher_rate_and_in_two_graphs(
     debug_loop, dds, tmp_path
 ):
     """The simulator steps once per action, so for a policy whose chunks come within a tick (the
-    debug policy infers in well under a millisecond) the evaluation's rate changes its wall time
-    and nothing else: the same steps and final states at 30 and at 90 Hz (bench_eval_rate.py)."""
+    debug policy infers in well under a millisecond) the evaluation's rate, and splitting its
+    seeds over two graphs side by side, change its wall time and nothing else: the same steps
+    and final states at 30 and at 90 Hz, in one graph and in two (bench_eval_rate.py)."""
     dirs, _, rc = debug_loop
     assert rc == 0
     out = tmp_path / "rate.json"
     cmd = [sys.executable, str(REPO / "bench" / "bench_eval_rate.py"),
            "--policy-model", str(dirs["models"] / "current"), "--rates", "30,90",
-           "--config", "training/debug/pipeline.yaml", "--set", "eval.max_steps=45",
-           "--set", "eval.perturbations=[none,object]", "--set", "eval.episodes=1",
+           "--graphs", "1,2", "--config", "training/debug/pipeline.yaml",
+           "--set", "eval.max_steps=45", "--set", "eval.perturbations=[none]",
+           "--set", "eval.episodes=2",
            "--out", str(out)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=dds)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "| rate (Hz) | episodes | steps | wall time (s) |" in done.stdout
-    slow, fast = json.loads(out.read_text())["rows"]
-    assert slow["episodes"] == fast["episodes"] == fast["same episode as the first rate"] == 2
+    assert "| rate (Hz) | graphs | episodes | steps | wall time (s) |" in done.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["rate (Hz)"], r["graphs"]) for r in rows] == [(30, 1), (30, 2), (90, 1), (90, 2)]
+    assert all(r["episodes"] == r["same episode as the first row"] == 2 for r in rows), rows
+    slow, fast = rows[0], rows[2]
     # the rate reached the nodes: each action waits for the simulator's next tick at 30 Hz
     assert fast["policy's rate (Hz)"] > 1.2 * slow["policy's rate (Hz)"], (slow, fast)

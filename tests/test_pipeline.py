@@ -338,3 +338,48 @@ def test_a_pipeline_config_finds_its_recipes_from_any_working_directory(tmp_path
     (tmp_path / "mine.yaml").write_text(recipes)
     with pytest.raises(ConfigError, match=r"recipe nowhere/world_model\.yaml does not exist"):
         jobs.load_recipes(load_pipeline_config(tmp_path / "mine.yaml"))
+
+
+# --- evaluation graphs side by side ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("episodes", "graphs", "shares"),
+    [(10, 1, [(0, 10)]), (10, 2, [(0, 5), (5, 5)]), (7, 3, [(0, 3), (3, 2), (5, 2)]),
+     (2, 4, [(0, 1), (1, 1)])],
+)  # fmt: skip
+def test_each_graph_gets_a_contiguous_share_of_the_seeds(episodes, graphs, shares):
+    assert jobs.seed_shares(episodes, graphs) == shares
+
+
+def test_graph_reports_merge_into_the_report_of_one_graph():
+    """Two graphs' reports, each on its share of the seeds, merge into what one graph running
+    every seed would report: same episodes in the same order, same summaries."""
+    from vla_rft.rollout.report import EpisodeResult, build_report, merge_reports
+
+    def meta(first, last, seconds):
+        return {"policy": "p", "tasks": ["reach-v3", "push-v3"], "perturbations": ["none", "goal"],
+                "seeds": [first, last], "seconds": seconds, "interrupted": None}  # fmt: skip
+
+    episodes = [
+        EpisodeResult(task, pert, seed, success=(seed + len(task) + len(pert)) % 3 == 0, steps=seed)
+        for task in ("reach-v3", "push-v3") for pert in ("none", "goal") for seed in range(100, 105)
+    ]  # fmt: skip
+    whole = build_report(episodes, meta(100, 104, 9.0))
+    shares = [
+        {**build_report([e for e in episodes if e.seed in seeds], meta(seeds[0], seeds[-1], s)),
+         "media": [f"graph-{k}/episodes.gif"]}
+        for k, (seeds, s) in enumerate([((103, 104), 4.0), ((100, 101, 102), 5.5)])
+    ]  # fmt: skip
+    merged = merge_reports(shares)
+    for key in ("results", "overall", "episodes", "seeds", "tasks", "perturbations"):
+        assert merged[key] == whole[key], key
+    assert merged["seconds"] == 5.5 and merged["graphs"] == 2
+    assert merged["media"] == ["graph-0/episodes.gif", "graph-1/episodes.gif"]
+    with pytest.raises(ValueError, match="not disjoint"):
+        merge_reports([shares[0], shares[0]])
+
+
+def test_an_eval_suite_refuses_no_graphs():
+    with pytest.raises(ValueError, match="graphs >= 1"):
+        load_pipeline_config(DEBUG, ["eval.graphs=0"])

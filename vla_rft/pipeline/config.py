@@ -64,6 +64,11 @@ class EvalSuite:
     steps once per action, so a faster rate shortens the wall time; but the policy infers
     asynchronously, and where a chunk then comes a tick later the episode changes
     (bench/bench_eval_rate.py measures both)."""
+    graphs: int = 1
+    """Node graphs run at once, graph k on DDS domain ROS_DOMAIN_ID + k with the k-th
+    contiguous share of the seeds of every task and perturbation; their reports merge into one.
+    Each graph is rate-bound, so two share 2 cores (bench/bench_eval_rate.py --graphs 1,2
+    measures the wall time and whether the episodes stay the same)."""
 
     def __post_init__(self):
         unknown = set(self.perturbations) - set(PERTURBATIONS)
@@ -73,10 +78,12 @@ class EvalSuite:
             or unknown
             or min(self.episodes, self.max_steps) < 1
             or not 0 < self.rate_hz <= 1000
+            or self.graphs < 1
         ):
             raise ValueError(
-                f"eval needs tasks, perturbations from {PERTURBATIONS}, episodes >= 1 and "
-                f"0 < rate_hz <= 1000 (unknown: {sorted(unknown)}, rate_hz: {self.rate_hz})"
+                f"eval needs tasks, perturbations from {PERTURBATIONS}, episodes >= 1, "
+                f"0 < rate_hz <= 1000 and graphs >= 1 (unknown: {sorted(unknown)}, "
+                f"rate_hz: {self.rate_hz}, graphs: {self.graphs})"
             )
 
     @property
@@ -86,7 +93,7 @@ class EvalSuite:
     def estimated_seconds(self) -> float:
         """Wall time of the whole suite through the node graph, for progress estimates."""
         per_episode = EVAL_STEP_FRACTION * self.max_steps / self.rate_hz + S_PER_EVAL_RESET
-        return self.num_episodes * per_episode
+        return self.num_episodes * per_episode / min(self.graphs, self.episodes)
 
 
 @dataclass(frozen=True)

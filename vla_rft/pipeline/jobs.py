@@ -8,14 +8,19 @@ checkpoint, and a finished run returns at once.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vla_rft.contract.config import load_config
 from vla_rft.pipeline.config import EvalSuite, PipelineConfig
+from vla_rft.rollout.report import markdown_table, merge_reports
 
 if TYPE_CHECKING:  # the trainers import torch; the pipeline's commands load them when they run
     from vla_rft.training.train_policy import TrainPolicyConfig
@@ -83,6 +88,33 @@ def export_package(policy: str, world_model: str, out: Path) -> str:
     return str(out)
 
 
+def seed_shares(episodes: int, graphs: int) -> list[tuple[int, int]]:
+    """(first seed offset, episodes) of each graph: contiguous, sizes differing by at most one,
+    none empty (fewer graphs than asked when there are fewer episodes)."""
+    n = min(graphs, episodes)
+    sizes = [episodes // n + (k < episodes % n) for k in range(n)]
+    return [(sum(sizes[:k]), size) for k, size in enumerate(sizes)]
+
+
+def _graph_command(package, suite, seed, episodes, report_dir, record_dir, domain_id):
+    cmd = [
+        sys.executable, "-m", "vla_rft_nodes.bringup", "--sim",
+        "--policy-model", str(package),
+        "--episodes", str(episodes),
+        "--tasks", ",".join(suite.tasks),
+        "--report-dir", str(report_dir),
+        "--set", f"eval_manager_node.perturbations=[{','.join(suite.perturbations)}]",
+        "--set", f"eval_manager_node.seed={seed}",
+        "--set", f"eval_manager_node.max_steps={suite.max_steps}",
+        "--set", f"sim_robot_node.max_steps={suite.max_steps}",
+        "--set", f"sim_robot_node.rate_hz={suite.rate_hz}",
+        "--set", f"policy_node.control_rate_hz={suite.rate_hz}",
+        "--timeout", str(suite.timeout_s),
+    ]  # fmt: skip
+    cmd += ["--record-dir", str(record_dir)] if record_dir else ["--no-record"]
+    return cmd + (["--domain-id", str(domain_id)] if domain_id is not None else [])
+
+
 def evaluate_in_graph(
     package: Path,
     suite: EvalSuite,
@@ -92,28 +124,57 @@ def evaluate_in_graph(
     echo=print,
 ) -> Path:
     """The suite's episodes through the node graph (`vla-rft bringup --sim`): simulated robot,
-    policy node on `package`, evaluation manager and, with `record_dir`, the recorder. Node
-    output goes to `log_file`; each finished episode is echoed. Returns report.json."""
-    cmd = [
-        sys.executable, "-m", "vla_rft_nodes.bringup", "--sim",
-        "--policy-model", str(package),
-        "--episodes", str(suite.episodes),
-        "--tasks", ",".join(suite.tasks),
-        "--report-dir", str(report_dir),
-        "--set", f"eval_manager_node.perturbations=[{','.join(suite.perturbations)}]",
-        "--set", f"eval_manager_node.seed={suite.seed}",
-        "--set", f"eval_manager_node.max_steps={suite.max_steps}",
-        "--set", f"sim_robot_node.max_steps={suite.max_steps}",
-        "--set", f"sim_robot_node.rate_hz={suite.rate_hz}",
-        "--set", f"policy_node.control_rate_hz={suite.rate_hz}",
-        "--timeout", str(suite.timeout_s),
-    ]  # fmt: skip
-    cmd += ["--record-dir", str(record_dir)] if record_dir else ["--no-record"]
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    policy node on `package`, evaluation manager and, with `record_dir`, the recorder; with
+    `suite.graphs` > 1, several such graphs side by side on consecutive DDS domains, each with a
+    share of the seeds (graph k's report and node output in `report_dir/graph-k` and
+    `log_file`'s `.graph-k` sibling), merged into one report. Each finished episode is echoed.
+    Returns report.json."""
+    shares = seed_shares(suite.episodes, suite.graphs)
+    base_domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
     report = report_dir / "report.json"
     report.unlink(missing_ok=True)
-    total = suite.num_episodes
-    done = 0
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    graphs = []
+    for k, (offset, episodes) in enumerate(shares):
+        alone = len(shares) == 1
+        out = report_dir if alone else report_dir / f"graph-{k}"
+        log = log_file if alone else log_file.with_suffix(f".graph-{k}{log_file.suffix}")
+        cmd = _graph_command(
+            package, suite, suite.seed + offset, episodes, out, record_dir,
+            None if alone else base_domain + k,
+        )  # fmt: skip
+        graphs.append((cmd, out / "report.json", log))
+    counter = _EpisodeEcho(echo, suite.num_episodes)
+    with ThreadPoolExecutor(len(graphs)) as pool:
+        codes = list(pool.map(lambda g: _run_graph(g[0], g[2], counter), graphs))
+    for (_, graph_report, log), rc in zip(graphs, codes, strict=True):
+        if rc != 0 or not graph_report.is_file():
+            tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+            raise RuntimeError(f"the node graph failed (exit {rc}); last lines of {log}:\n{tail}")
+    if len(graphs) > 1:
+        merged = merge_reports([json.loads(r.read_text()) for _, r, _ in graphs])
+        report.write_text(json.dumps(merged, indent=1))
+        (report_dir / "report.md").write_text(markdown_table(merged) + "\n")
+    return report
+
+
+class _EpisodeEcho:
+    """Echoes each finished episode of all graphs with one running count."""
+
+    def __init__(self, echo, total: int):
+        self.echo, self.total, self.done = echo, total, 0
+        self._lock = threading.Lock()
+
+    def line(self, line: str) -> None:
+        if line.startswith("[eval_manager_node]") and "success=" in line:
+            with self._lock:
+                self.done += 1
+                result = line.rsplit("]: ", 1)[-1].strip()
+                self.echo(f"    episode {self.done}/{self.total}: {result}")
+
+
+def _run_graph(cmd: list[str], log_file: Path, counter: _EpisodeEcho) -> int:
+    """One graph to its end, its output to `log_file`. Returns its exit status."""
     with (
         open(log_file, "w") as log,
         subprocess.Popen(
@@ -122,11 +183,5 @@ def evaluate_in_graph(
     ):
         for line in proc.stdout:
             log.write(line)
-            if line.startswith("[eval_manager_node]") and "success=" in line:
-                done += 1
-                echo(f"    episode {done}/{total}: {line.rsplit(']: ', 1)[-1].strip()}")
-        rc = proc.wait()
-    if rc != 0 or not report.is_file():
-        tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"the node graph failed (exit {rc}); last lines of {log_file}:\n{tail}")
-    return report
+            counter.line(line)
+        return proc.wait()

@@ -83,6 +83,30 @@ def build_report(episodes: Sequence[EpisodeResult], meta: dict) -> dict:
     }
 
 
+def merge_reports(reports: Sequence[dict]) -> dict:
+    """One report from reports of disjoint episodes of one suite (graphs run side by side):
+    episodes in the suite's order (task, perturbation, seed), the longest wall time, every
+    graph's media. Raises ValueError if two reports hold the same episode."""
+    first = reports[0]
+    tasks, perturbations = first["tasks"], first["perturbations"]
+    episodes = sorted(
+        (EpisodeResult(**e) for r in reports for e in r["episodes"]),
+        key=lambda e: (tasks.index(e.task), perturbations.index(e.perturbation), e.seed),
+    )
+    keys = [(e.task, e.perturbation, e.seed) for e in episodes]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the reports to merge share episodes: they are not disjoint shares")
+    seeds = [s for r in reports for s in r["seeds"]]
+    meta = {k: v for k, v in first.items() if k not in ("results", "overall", "episodes", "media")}
+    meta.update(
+        seeds=[min(seeds), max(seeds)],
+        seconds=max(r["seconds"] for r in reports),
+        interrupted="; ".join(r["interrupted"] for r in reports if r["interrupted"]) or None,
+        graphs=len(reports),
+    )
+    return {**build_report(episodes, meta), "media": [m for r in reports for m in r["media"]]}
+
+
 def _row(name: str, perturbation: str, s: dict) -> str:
     lo, hi = s["ci95"]
     win_len = "-" if s["mean_length_success"] is None else f"{s['mean_length_success']:.1f}"
