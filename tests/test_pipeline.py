@@ -3,6 +3,7 @@ episodes the previous round recorded, the gate, the registry and the stage runne
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -383,3 +384,53 @@ def test_graph_reports_merge_into_the_report_of_one_graph():
 def test_an_eval_suite_refuses_no_graphs():
     with pytest.raises(ValueError, match="graphs >= 1"):
         load_pipeline_config(DEBUG, ["eval.graphs=0"])
+
+
+def test_graphs_side_by_side_get_their_own_domain_and_seeds_and_never_recover_each_other(
+    tmp_path, monkeypatch, episode_factory
+):
+    """Graphs share the record directory, so an interrupted episode there is recovered once,
+    before they start, and no graph's recorder recovers on start (it would take another graph's
+    episode in progress for an interrupted one); each graph has its own DDS domain and seeds."""
+    from vla_rft.data.episode_store import EpisodeWriter
+    from vla_rft.rollout.report import EpisodeResult, build_report
+
+    record = tmp_path / "recorded"
+    ep = episode_factory(steps=4, size=16)
+    writer = EpisodeWriter(record, "killed", ep.meta)  # a graph killed mid-episode last time
+    for t in range(3):
+        writer.add_step(ep.images[t], ep.states[t], ep.actions[t])
+    suite = load_pipeline_config(DEBUG, ["eval.episodes=5", "eval.graphs=2"]).eval
+    commands = []
+
+    def options(cmd):
+        """(--flag: value, --set key: value) of a graph's command line."""
+        pairs = list(itertools.pairwise(cmd))
+        return dict(pairs), dict(v.split("=", 1) for k, v in pairs if k == "--set")
+
+    def fake_graph(cmd, log_file, counter):
+        arg, sets = options(cmd)
+        seed, n = int(sets["eval_manager_node.seed"]), int(arg["--episodes"])
+        episodes = [EpisodeResult(t, "none", s, s % 2 == 0, 10) for t in suite.tasks
+                    for s in range(seed, seed + n)]  # fmt: skip
+        meta = {"tasks": list(suite.tasks), "perturbations": ["none"],
+                "seeds": [seed, seed + n - 1], "seconds": 1.0, "interrupted": None}  # fmt: skip
+        out = Path(arg["--report-dir"])
+        out.mkdir(parents=True)
+        (out / "report.json").write_text(json.dumps({**build_report(episodes, meta), "media": []}))
+        log_file.write_text("done\n")
+        commands.append(options(cmd))
+        return 0
+
+    monkeypatch.setattr(jobs, "_run_graph", fake_graph)
+    monkeypatch.setenv("ROS_DOMAIN_ID", "17")
+    path = jobs.evaluate_in_graph(Path("pkg"), suite, tmp_path / "eval", record, tmp_path / "e.log")
+    assert (record / "killed" / "metadata.yaml").is_file(), "recovered before the graphs started"
+    commands.sort(key=lambda c: c[1]["eval_manager_node.seed"])
+    assert [a["--domain-id"] for a, _ in commands] == ["17", "18"]
+    assert [s["eval_manager_node.seed"] for _, s in commands] == ["1000", "1003"]
+    assert all(s["recorder_node.recover_on_start"] == "false" for _, s in commands)
+    assert all(a["--record-dir"] == str(record) for a, _ in commands)
+    report = json.loads(path.read_text())
+    assert [e["seed"] for e in report["episodes"]] == list(range(1000, 1005))
+    assert report["graphs"] == 2 and report["overall"]["none"]["episodes"] == 5

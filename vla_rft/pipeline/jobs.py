@@ -96,7 +96,7 @@ def seed_shares(episodes: int, graphs: int) -> list[tuple[int, int]]:
     return [(sum(sizes[:k]), size) for k, size in enumerate(sizes)]
 
 
-def _graph_command(package, suite, seed, episodes, report_dir, record_dir, domain_id):
+def _graph_command(package, suite, seed, episodes, report_dir, record_dir, domain_id, recover):
     cmd = [
         sys.executable, "-m", "vla_rft_nodes.bringup", "--sim",
         "--policy-model", str(package),
@@ -112,7 +112,20 @@ def _graph_command(package, suite, seed, episodes, report_dir, record_dir, domai
         "--timeout", str(suite.timeout_s),
     ]  # fmt: skip
     cmd += ["--record-dir", str(record_dir)] if record_dir else ["--no-record"]
+    cmd += [] if recover else ["--set", "recorder_node.recover_on_start=false"]
     return cmd + (["--domain-id", str(domain_id)] if domain_id is not None else [])
+
+
+def recover_interrupted(record_dir: Path, echo=print) -> None:
+    """Complete the episodes a killed recorder left partial in `record_dir`, as a recorder does
+    when it starts (`recover_on_start`). Graphs side by side share the directory, so they leave
+    it to this, done once before they start: one recorder starting late would take another's
+    episode in progress for an interrupted one."""
+    from vla_rft.data.episode_store import list_partial_episodes, recover_episode
+
+    for partial in list_partial_episodes(record_dir):
+        _, recovery = recover_episode(partial)
+        echo(f"    {'quarantined' if recovery.quarantined else 'recovered'}: {recovery.summary()}")
 
 
 def evaluate_in_graph(
@@ -127,13 +140,15 @@ def evaluate_in_graph(
     policy node on `package`, evaluation manager and, with `record_dir`, the recorder; with
     `suite.graphs` > 1, several such graphs side by side on consecutive DDS domains, each with a
     share of the seeds (graph k's report and node output in `report_dir/graph-k` and
-    `log_file`'s `.graph-k` sibling), merged into one report. Each finished episode is echoed.
-    Returns report.json."""
+    `log_file`'s `.graph-k` sibling), recording into the same `record_dir`, merged into one
+    report. Each finished episode is echoed. Returns report.json."""
     shares = seed_shares(suite.episodes, suite.graphs)
     base_domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
     report = report_dir / "report.json"
     report.unlink(missing_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    if record_dir and len(shares) > 1:
+        recover_interrupted(record_dir, echo)
     graphs = []
     for k, (offset, episodes) in enumerate(shares):
         alone = len(shares) == 1
@@ -141,7 +156,7 @@ def evaluate_in_graph(
         log = log_file if alone else log_file.with_suffix(f".graph-{k}{log_file.suffix}")
         cmd = _graph_command(
             package, suite, suite.seed + offset, episodes, out, record_dir,
-            None if alone else base_domain + k,
+            None if alone else base_domain + k, recover=alone,
         )  # fmt: skip
         graphs.append((cmd, out / "report.json", log))
     counter = _EpisodeEcho(echo, suite.num_episodes)
