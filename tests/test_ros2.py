@@ -367,9 +367,12 @@ SYNC_POLICY = {"policy_factory": STANDIN_FACTORY, "async_inference": False, "sta
 chunk comes from the frame of the tick that asked, a new one every replan_every ticks."""
 
 
-REPLAY = ("--delay", "1", "--topics", IMAGE_TOPIC, STATE_TOPIC, INSTRUCTION_TOPIC)
-"""`ros2 bag play` arguments, as docs/NODES.md gives them: the policy node's inputs; --delay: the
-player's writers meet the node's readers before the first frame (best effort) goes out."""
+REPLAY = ("--delay", "1", "--rate", "0.25", "--topics", IMAGE_TOPIC, STATE_TOPIC, INSTRUCTION_TOPIC)
+"""`ros2 bag play` arguments, docs/NODES.md's: the policy node's inputs; --delay: the player's
+writers meet the node's readers before the first frame (best effort) goes out; --rate: a frame
+that comes before the node acted on the last one is skipped (frames_skipped), and at 30 Hz the
+niced player and node on 2 shared cores stalled long enough (1-3 of 30 frames, in about one run
+of ten); 133 ms between frames stays well within image_timeout_s."""
 
 
 def _actions_after(spy, n: int) -> list[np.ndarray]:
@@ -395,8 +398,9 @@ def _record_a_policy_episode(spy, nodes, model: Path, rec: Path) -> tuple[Path, 
     )
     start = events.StartEvent(episode="replayed", instruction=instruction, fps=30.0)
     spy.publish(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(start)))
-    spy.wait_for(lambda: spy.statuses["policy_node"]["instruction"] == instruction)
     time.sleep(0.5)  # the start (reliable) reaches both before the first frame
+    # past its e-stop wait, with the instruction: frame 0 is acted on at once, as every other
+    spy.wait_for(lambda: spy.statuses["policy_node"]["holding"] == "no_image", what="readiness")
     first = len(spy.received[ACTION_TOPIC])
     for t in range(REPLAYED_STEPS):
         due = time.monotonic() + 1 / 30
