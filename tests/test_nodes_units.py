@@ -320,11 +320,13 @@ class ScriptedPolicy:
     """A policy for the node tests: records what it is asked, answers after `delay_s`."""
 
     calls: typing.ClassVar[list[str]] = []
+    seen: typing.ClassVar[list[tuple[float, float]]] = []  # (image mean, state[0]) per call
     delay_s = 0.0
     spec = PolicySpec(state_dim=4, action_dim=4, chunk_size=8, image_size=64)
 
     def infer(self, obs):
         ScriptedPolicy.calls.append(obs["instruction"])
+        ScriptedPolicy.seen.append((float(obs["image"].mean()), float(obs["state"][0])))
         time.sleep(ScriptedPolicy.delay_s)
         k = len(ScriptedPolicy.calls)
         return {"action": np.full((8, 4), 0.01 * k, np.float32)}  # chunk k: all 0.01 * k
@@ -335,7 +337,7 @@ class ScriptedPolicy:
 
 def scripted_policy(model_path, backend):
     """policy_factory for the tests: `test_nodes_units:scripted_policy`."""
-    ScriptedPolicy.calls = []
+    ScriptedPolicy.calls, ScriptedPolicy.seen = [], []
     return ScriptedPolicy()
 
 
@@ -373,6 +375,59 @@ def test_new_instruction_or_episode_empties_the_chunk_queue():
     _observe(host, value=50)
     node.tick(time.monotonic())
     assert len(ScriptedPolicy.calls) == 3
+
+
+def _deliver_state(host, first: float, source_ns: int) -> None:
+    state = np.array([first, 0.6, 0.2, 1.0], np.float32)
+    host.deliver(STATE_TOPIC, host.codec.floats_to_msg(state), source_ns)
+
+
+def test_a_frame_acts_with_the_state_published_with_it_whichever_is_handled_first():
+    """A robot (or `ros2 bag play`) publishes a state and its frame together, on two topics:
+    the frame goes with the state published nearest to it, within max_state_skew_s, even when
+    that state is handled after the frame; no state that close: the newest, counted."""
+    ScriptedPolicy.delay_s = 0.0
+    host = MemoryHost()
+    config = PolicyNodeConfig(policy_factory=SCRIPTED, replan_every=1, async_inference=False)
+    node = PolicyNode(host, config)
+    assert Lifecycle(node).trigger("configure")
+    host.deliver(INSTRUCTION_TOPIC, host.codec.string_to_msg("move the gripper to the target"))
+    now = time.time_ns()
+    _deliver_state(host, 1.0, now - 33_000_000)  # the last step's state
+    image = host.codec.image_to_msg(np.full((16, 16, 3), 40, np.uint8), now)
+    host.deliver(IMAGE_TOPIC, image, now)
+    assert node.tick(time.monotonic()) is None and not ScriptedPolicy.seen  # waits for its state
+    _deliver_state(host, 2.0, now - 100_000)  # published just before the frame, handled after
+    node.tick(time.monotonic())
+    assert ScriptedPolicy.seen == [(40.0, 2.0)]
+    later = now + 100_000_000
+    host.deliver(
+        IMAGE_TOPIC, host.codec.image_to_msg(np.full((16, 16, 3), 50, np.uint8), later), later
+    )
+    node.tick(time.monotonic() + node.config.max_state_skew_s)  # no state near it came in time
+    assert ScriptedPolicy.seen[-1] == (50.0, 2.0) and node.counters["far_states"] == 1
+
+
+def test_a_frame_handled_before_the_instruction_is_acted_on_when_the_instruction_comes():
+    """`ros2 bag play` sends the latched instruction and the first frame together. When the
+    frame is handled first (a hold: no instruction), the instruction must wake the control
+    thread at once, or the next frame replaces the first and every chunk starts a frame late."""
+    ScriptedPolicy.delay_s = 0.0
+    host = MemoryHost()
+    config = PolicyNodeConfig(policy_factory=SCRIPTED, async_inference=False, replan_every=1,
+                              estop_wait_s=0.0, control_rate_hz=5.0)  # fmt: skip
+    lifecycle = Lifecycle(PolicyNode(host, config))
+    assert lifecycle.trigger("configure") and lifecycle.trigger("activate")
+    try:
+        _observe(host, value=10)
+        time.sleep(0.02)  # the control thread ticks on it: a hold, no instruction
+        host.deliver(INSTRUCTION_TOPIC, host.codec.string_to_msg("push the puck to the target"))
+        time.sleep(0.15)  # the next frame comes before a fallback tick (1.5 periods) would
+        _observe(host, value=20)
+        time.sleep(0.3)
+    finally:
+        assert lifecycle.trigger("deactivate")
+    assert [image for image, _ in ScriptedPolicy.seen] == [10.0, 20.0]
 
 
 @pytest.mark.parametrize("asynchronous", [True, False])

@@ -26,6 +26,7 @@ import yaml
 from graph_testing import (
     LIFECYCLE,
     POLICY_INPUTS,
+    RECORDER_INPUTS,
     STANDIN_FACTORY,
     Feeder,
     motion_since,
@@ -45,6 +46,7 @@ from rosbags.highlevel import AnyReader
 
 from vla_rft.contract.constants import (
     ACTION_TOPIC,
+    EPISODE_EVENT_TOPIC,
     ESTOP_TOPIC,
     IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
@@ -60,6 +62,7 @@ from vla_rft.data.episode_store import (
     read_episode_meta,
     write_episode,
 )
+from vla_rft_nodes import events
 from vla_rft_nodes.configs import PolicyNodeConfig, field_docs
 from vla_rft_nodes.dds_types import TYPE_HASHES
 from vla_rft_nodes.host.cyclonedds_host import CycloneHost
@@ -356,6 +359,105 @@ def test_ros2_bag_play_republishes_the_instruction_latched(dds, episode_factory,
         os.killpg(play.pid, signal.SIGINT)
         play.wait(timeout=20)
         late.close()
+
+
+REPLAYED_STEPS = 30
+SYNC_POLICY = {"policy_factory": STANDIN_FACTORY, "async_inference": False, "status_period_s": 0.1}
+"""The stand-in (deterministic: a function of the frame and the state) asked synchronously: each
+chunk comes from the frame of the tick that asked, a new one every replan_every ticks."""
+
+
+REPLAY = ("--delay", "1", "--rate", "0.25", "--topics", IMAGE_TOPIC, STATE_TOPIC, INSTRUCTION_TOPIC)
+"""`ros2 bag play` arguments, docs/NODES.md's: the policy node's inputs; --delay: the player's
+writers meet the node's readers before the first frame (best effort) goes out; --rate: a frame
+that comes before the node acted on the last one is skipped (frames_skipped), and at 30 Hz the
+niced player and node on 2 shared cores stalled long enough (1-3 of 30 frames, in about one run
+of ten); 133 ms between frames stays well within image_timeout_s."""
+
+
+def _actions_after(spy, n: int) -> list[np.ndarray]:
+    return [np.asarray(m.data, np.float32) for _, m in spy.received[ACTION_TOPIC][n:]]
+
+
+def _record_a_policy_episode(spy, nodes, model: Path, rec: Path) -> tuple[Path, list]:
+    """The policy node (Cyclone DDS host) drives a robot played by this test (a state, then the
+    frame of that state, at 30 Hz; the next step once the action is in) while the recorder
+    records; the episode and the actions the policy published."""
+    policy = nodes.start("vla_rft_nodes.policy_node",
+                         *(a for k, v in SYNC_POLICY.items() for a in ("--set", f"{k}={v}")),
+                         "--set", f"model_path={model}")  # fmt: skip
+    nodes.start("vla_rft_nodes.recorder_node", "--set", f"out_dir={rec}",
+                "--set", "status_period_s=0.1")  # fmt: skip
+    spy.wait_active("policy_node", [t for t in POLICY_INPUTS if t != LIFECYCLE], timeout=60)
+    spy.wait_active("recorder_node", RECORDER_INPUTS, timeout=60)
+    c, rng = spy.host.codec, np.random.default_rng(7)
+    instruction = "push the puck to the target"
+    operator = CycloneHost("operator")  # closed after the episode: its latched instruction goes
+    operator.publisher(INSTRUCTION_TOPIC, STRING_TYPE, QoS.LATCHED).publish(
+        c.string_to_msg(instruction)
+    )
+    start = events.StartEvent(episode="replayed", instruction=instruction, fps=30.0)
+    spy.publish(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(start)))
+    time.sleep(0.5)  # the start (reliable) reaches both before the first frame
+    # past its e-stop wait, with the instruction: frame 0 is acted on at once, as every other
+    spy.wait_for(lambda: spy.statuses["policy_node"]["holding"] == "no_image", what="readiness")
+    first = len(spy.received[ACTION_TOPIC])
+    for t in range(REPLAYED_STEPS):
+        due = time.monotonic() + 1 / 30
+        spy.publish(STATE_TOPIC, c.floats_to_msg(rng.normal(size=4).astype(np.float32)))
+        image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        spy.publish(IMAGE_TOPIC, c.image_to_msg(image, time.time_ns()))
+        spy.wait_for(lambda n=first + t + 1: len(spy.received[ACTION_TOPIC]) >= n, 10, f"act {t}")
+        time.sleep(max(0.0, due - time.monotonic()))
+    live = _actions_after(spy, first)
+    operator.close()
+    spy.publish(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(events.EndEvent())))
+    spy.wait_for(lambda: list_episodes(rec), what="the episode written")
+    spy.wait_for(lambda: spy.statuses["policy_node"]["counters"]["actions"] >= REPLAYED_STEPS)
+    assert spy.statuses["policy_node"]["counters"]["actions"] == REPLAYED_STEPS
+    policy.send_signal(signal.SIGINT)
+    policy.wait(timeout=20)
+    return list_episodes(rec)[0], live
+
+
+def test_replaying_an_episode_into_a_policy_node_reproduces_its_actions(spy, nodes, tmp_path):
+    """`ros2 bag play` of a recorded episode's camera, state and instruction into a fresh policy
+    node under rclpy: it publishes the actions the episode recorded, one per recorded frame and
+    bit for bit (the same float32 inputs through the same ONNX Runtime graph, chunks starting
+    at the same frames). It fails if a frame is paired with another step's state, or if the
+    first frame is not acted on (every chunk would start a frame late)."""
+    env = ros2_env()
+    if "bag" not in _ros2(env, "--help"):
+        pytest.skip("this ROS 2 has no rosbag2 (scripts/install_ros2.sh builds it)")
+    model = build_standin_onnx(tmp_path / "standin.onnx")
+    path, live = _record_a_policy_episode(spy, nodes, model, tmp_path / "rec")
+    episode = read_episode(path)
+    assert len(episode) == REPLAYED_STEPS
+    np.testing.assert_array_equal(episode.actions, np.stack(live))
+
+    spy.statuses.pop("policy_node")
+    params = [f"{k}:={v}" for k, v in {**SYNC_POLICY, "model_path": model}.items()]
+    node = subprocess.Popen(
+        [sys.executable, "-m", "vla_rft_nodes.policy_node", "--ros-args",
+         *(a for p in params for a in ("-p", p))],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        spy.wait_active("policy_node", [t for t in POLICY_INPUTS if t != LIFECYCLE], timeout=60)
+        # past its e-stop wait (the bag has no e-stop), so it acts from the first frame on
+        spy.wait_for(lambda: spy.statuses["policy_node"]["holding"] == "no_instruction",
+                     what="the end of the e-stop wait")  # fmt: skip
+        first = len(spy.received[ACTION_TOPIC])
+        _ros2(env, "bag", "play", str(path), *REPLAY)
+        time.sleep(1.0)  # the last actions, and a status that counts them
+        status = spy.statuses["policy_node"]
+    finally:
+        out = _ctrl_c(node)
+    assert status["instruction"] == episode.meta.instruction  # from the bag
+    assert status["counters"].get("actions") == REPLAYED_STEPS, (status["counters"], out[-3000:])
+    replayed = _actions_after(spy, first)[:REPLAYED_STEPS]
+    np.testing.assert_array_equal(np.stack(replayed), episode.actions)
 
 
 # --- the interfaces a ROS 2 arm speaks ---------------------------------------------------------

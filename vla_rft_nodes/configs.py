@@ -84,6 +84,10 @@ class PolicyNodeConfig:
     max_camera_skew_s: float = 0.02
     """A policy with further cameras acts on a main frame only with, from each, a frame at most
     this far from it in stamp; otherwise it holds (counted as unpaired_frames)."""
+    max_state_skew_s: float = 0.02
+    """A frame acts with the state published nearest to it (DDS source timestamps) if at most
+    this far from it, waiting up to this long for one; otherwise with the newest state (counted
+    as far_states). Keep it below the time between two states."""
     state_timeout_s: float = 0.5
     """Watchdog: hold the robot when the newest state is older than this."""
     publish_trajectory: bool = False
@@ -135,7 +139,7 @@ class PolicyNodeConfig:
         _require(self.trigger in TRIGGERS, f"trigger must be one of {TRIGGERS}: {self.trigger!r}")
         for name in (
             "control_rate_hz", "image_timeout_s", "state_timeout_s", "status_period_s",
-            "max_camera_skew_s",
+            "max_camera_skew_s", "max_state_skew_s",
         ):  # fmt: skip
             _positive(name, getattr(self, name))
         _require(self.replan_every >= 1, f"replan_every must be >= 1, got {self.replan_every}")

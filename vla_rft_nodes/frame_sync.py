@@ -1,5 +1,5 @@
 """Frames of several cameras paired by header stamp (approximate time), for the policy node and
-the recorder.
+the recorder; and the robot state that goes with a frame (StateSync), for the policy node.
 
     sync = CameraSync(("gripperPOV",), max_skew_s=0.02, counters)
     sync.add("gripperPOV", stamp_ns, image)        # each further camera's frames, as they come
@@ -11,6 +11,16 @@ in stamp if that is at most `max_skew_s` away. When none is, a better one may st
 way (the camera's newest frame is older than the main one) for up to `max_skew_s` after the
 main frame arrived: WAIT. After that the main frame cannot be paired: it is counted once as
 `unpaired_frames`, and the policy node holds instead of acting on a stale pair.
+
+    states = StateSync(max_skew_s=0.02, counters)
+    states.add(source_ns, state)                    # each state, with when it was published
+    states.pair(frame_source_ns, waited_s)          # the frame's state, or WAIT
+
+A state message has no stamp, so a frame's state is the one *published* nearest to the frame
+(DDS source timestamps), if at most `max_skew_s` away: a robot publishes a frame and its state
+together, and `ros2 bag play` does too, but they travel on two topics and either may be handled
+first. While no state is that close and a newer one may still come, the frame waits, for up to
+`max_skew_s`; after that it goes with the newest state (counted once as `far_states`).
 """
 
 from __future__ import annotations
@@ -20,9 +30,11 @@ from typing import Any
 
 KEEP = 8
 """Frames kept per further camera (a quarter of a second at 30 Hz)."""
+STATES_KEPT = 64
+"""States kept for pairing (0.64 s of a 100 Hz joint state stream)."""
 
 WAIT = "wait"
-"""`CameraSync.pair`: a frame close enough in stamp may still arrive."""
+"""`CameraSync.pair` and `StateSync.pair`: a frame (a state) close enough may still arrive."""
 
 
 def nearest(frames: deque[tuple[int, Any]], stamp_ns: int) -> tuple[int, Any] | None:
@@ -82,3 +94,37 @@ class CameraSync:
             self._counted = stamp_ns
             self.counters.add("unpaired_frames")
         return None
+
+
+class StateSync:
+    """The robot's recent states by publication time, and the one that goes with a frame."""
+
+    def __init__(self, max_skew_s: float, counters=None):
+        self.max_skew_ns = round(max_skew_s * 1e9)
+        self.max_skew_s = max_skew_s
+        self.counters = counters
+        self.states: deque[tuple[int, Any]] = deque(maxlen=STATES_KEPT)
+        self._counted: int | None = None  # source time of the last frame counted as far_states
+
+    def add(self, source_ns: int, state: Any) -> None:
+        self.states.append((source_ns, state))
+
+    def newest(self) -> Any:
+        """The newest state, or None before the first."""
+        states = list(self.states)
+        return states[-1][1] if states else None
+
+    def pair(self, source_ns: int, waited_s: float) -> Any:
+        """The state for the frame published at `source_ns` that arrived `waited_s` ago: the
+        one published nearest to it if at most max_skew_s away; WAIT while none is and a newer
+        one may still come; else the newest (None before the first state)."""
+        states = deque(self.states)  # a copy: the executor thread appends meanwhile
+        best = nearest(states, source_ns)
+        if best is None or abs(best[0] - source_ns) <= self.max_skew_ns:
+            return None if best is None else best[1]
+        if states[-1][0] < source_ns and waited_s < self.max_skew_s:
+            return WAIT
+        if self._counted != source_ns and self.counters is not None:
+            self._counted = source_ns
+            self.counters.add("far_states")
+        return states[-1][1]

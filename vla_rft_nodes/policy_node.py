@@ -2,7 +2,8 @@
 
     in:  /camera/image_raw (sensor_msgs/Image, sensor data; and the topic of each further camera
          the policy sees, paired with it by stamp in frame_sync.py), /vla_rft/state
-         (std_msgs/Float32MultiArray or sensor_msgs/JointState, sensor data),
+         (std_msgs/Float32MultiArray or sensor_msgs/JointState, sensor data; each frame goes
+         with the state published nearest to it, frame_sync.StateSync),
          /vla_rft/instruction (std_msgs/String, latched), /vla_rft/estop (std_msgs/Bool),
          /vla_rft/episode_event (std_msgs/String)
     out: /vla_rft/action (std_msgs/Float32MultiArray), optionally /vla_rft/command (a ROS 2
@@ -63,7 +64,7 @@ from vla_rft.data.messages import MessageError
 from vla_rft.runtime.chunk_broker import ChunkBroker, ChunkBrokerConfig
 from vla_rft_nodes.configs import PolicyNodeConfig
 from vla_rft_nodes.events import EndEvent, StartEvent
-from vla_rft_nodes.frame_sync import WAIT, CameraSync
+from vla_rft_nodes.frame_sync import WAIT, CameraSync, StateSync
 from vla_rft_nodes.host import NodeBase, run_node
 from vla_rft_nodes.host.base import latency_summary, rss_mb
 from vla_rft_nodes.inference import InferenceWorker, Request, Result
@@ -89,7 +90,8 @@ CAMERA_FALLBACK_PERIODS = 1.5
 """Camera trigger: tick without a new frame after this many periods (holds go out at the
 control rate; actions only follow frames)."""
 CAMERA_MIN_PERIODS = 0.9
-"""Camera trigger: never tick sooner than this many periods after the last tick."""
+"""Camera trigger: never tick sooner than this many periods after the last command (a tick that
+published nothing, e.g. one waiting for an instruction or a state, does not delay the next)."""
 
 
 class InferenceLate(RuntimeError):
@@ -120,8 +122,12 @@ class Frame:
     """Header stamp."""
     received: float
     """time.monotonic() at arrival."""
+    source_ns: int = 0
+    """When it was published (DDS source timestamp), to pair it with its state."""
     cameras: dict = field(default_factory=dict)
     """The further cameras' frames paired with it, by name."""
+    state: np.ndarray | None = None
+    """The robot state paired with it (StateSync)."""
 
 
 def model_identity(model_path: str, policy) -> dict:
@@ -185,7 +191,7 @@ class PolicyNode(NodeBase):
         # written by the subscription callbacks, read by the control thread
         self._frame: Frame | None = None
         self.camera_sync = CameraSync((), c.max_camera_skew_s, self.counters)  # the policy's
-        self._state: np.ndarray | None = None
+        self.state_sync = StateSync(c.max_state_skew_s, self.counters)
         self._instruction: str | None = None
         self._estop_pressed = False
         self._estop_heard: bool | None = False  # an e-stop state, latched or live, was heard
@@ -194,6 +200,7 @@ class PolicyNode(NodeBase):
         self._episode_over = False
         self._resets = 0  # bumped by callbacks; the control thread resets when it changes
         self._frame_fresh = False  # a frame the control thread has not ticked on yet
+        self._pairing = False  # the control thread pairs a frame: a state or camera frame wakes it
         self._wake = threading.Event()  # a new frame or an e-stop
         # owned by the control thread
         self.worker: InferenceWorker | None = None
@@ -202,6 +209,7 @@ class PolicyNode(NodeBase):
         self._reset_policy = False
         self._chunk_stamp_ns = 0  # frame stamp of the newest chunk in use
         self._last_action: np.ndarray | None = None
+        self._published_at = 0.0  # time.monotonic() of the last command
         self._last_frame_stamp: int | None = None
         self._holding: str | None = "inactive"
         self._stop = threading.Event()
@@ -247,7 +255,7 @@ class PolicyNode(NodeBase):
             self.counters.add("images_repeated")  # a camera re-sending its last frame
             return
         now = time.monotonic()
-        self._frame = Frame(image, stamp, now)
+        self._frame = Frame(image, stamp, now, self.host.source_time_ns())
         self.image_watchdog.feed(now)
         if self._frame_fresh and self._holding is None:
             self.counters.add("frames_skipped")  # the control thread had not used the last one
@@ -265,17 +273,19 @@ class PolicyNode(NodeBase):
             self.reject("image", err)
             return
         frame = self._frame
-        if self._frame_fresh and frame is not None and self.camera_sync.ready(frame.stamp_ns):
+        waiting = self._frame_fresh or self._pairing
+        if waiting and frame is not None and self.camera_sync.ready(frame.stamp_ns):
             self._wake.set()
 
     def on_state(self, msg) -> None:
         try:
-            self._state = read_state(self.codec, self.config, msg)
+            state = read_state(self.codec, self.config, msg)
         except MessageError as err:
             self.reject("state", err)
             return
+        self.state_sync.add(self.host.source_time_ns(), state)
         self.state_watchdog.feed(time.monotonic())
-        if self._frame_fresh:
+        if self._frame_fresh or self._pairing:
             self._wake.set()  # a frame was waiting for a state
 
     def on_instruction(self, msg) -> None:
@@ -289,6 +299,8 @@ class PolicyNode(NodeBase):
             self._instruction = text
             self._episode_over = False
             self._resets += 1
+            if self._frame_fresh:
+                self._wake.set()  # a frame came first: act on it now, before the next replaces it
 
     def on_estop(self, msg) -> None:
         """Engage the latch and publish a hold at once, under the lock every motion command is
@@ -403,7 +415,7 @@ class PolicyNode(NodeBase):
                 timeout = last_tick + CAMERA_FALLBACK_PERIODS * self.period - time.monotonic()
                 if self._wake.wait(max(0.0, timeout)):
                     self._wake.clear()
-                    early = last_tick + CAMERA_MIN_PERIODS * self.period - time.monotonic()
+                    early = self._published_at + CAMERA_MIN_PERIODS * self.period - time.monotonic()
                     if early > 0 and self._frame_fresh:
                         self._stop.wait(early)
             else:
@@ -449,13 +461,18 @@ class PolicyNode(NodeBase):
             self.counters.add("ticks_without_frame")
             return None
         frame = self._frame
+        self._pairing = True  # set before looking: what comes after it wakes the control thread
         cameras = self.camera_sync.pair(frame.stamp_ns, now - frame.received)
-        if cameras == WAIT:
-            self._frame_fresh = True  # act once the other cameras' frames are here
-            return None
+        state = self.state_sync.pair(frame.source_ns, now - frame.received)
+        wait = cameras is WAIT or (cameras is not None and state is WAIT)
+        if wait:
+            self._frame_fresh = True  # act once the other cameras' frames and its state are here
+        self._pairing = False
         if cameras is None:
             return self._hold("unpaired_frames")
-        frame = replace(frame, cameras=cameras)
+        if wait:
+            return None
+        frame = replace(frame, cameras=cameras, state=state)
         try:
             action = self._next_action(frame)
         except UnsafeChunk as err:
@@ -513,7 +530,7 @@ class PolicyNode(NodeBase):
             return "no_image"
         if self.image_watchdog.stale(now):
             return "stale_image"
-        if self._state is None:
+        if self.state_sync.newest() is None:
             return "no_state"
         if self.state_watchdog.stale(now):
             return "stale_state"
@@ -548,7 +565,7 @@ class PolicyNode(NodeBase):
         """Ask the inference thread for a chunk if one is due and it is free."""
         if not self.broker.needs_chunk() or self.worker.busy:
             return False
-        obs = {OBS_IMAGE: frame.image, OBS_STATE: self._state, OBS_INSTRUCTION: self._instruction,
+        obs = {OBS_IMAGE: frame.image, OBS_STATE: frame.state, OBS_INSTRUCTION: self._instruction,
                OBS_IMAGES: frame.cameras}  # fmt: skip
         request = Request(
             obs, self.broker.tick, self._generation, frame.stamp_ns, self._reset_policy
@@ -624,6 +641,7 @@ class PolicyNode(NodeBase):
             if command is not None:
                 self._command_pub.publish(command)
             self._last_action = action
+            self._published_at = time.monotonic()
             return True
 
     # --- status -------------------------------------------------------------------------------

@@ -230,8 +230,9 @@ class EpisodeWriter:
             if not np.all(np.isfinite(arr)):
                 raise EpisodeError(self.partial_path, f"{where}: {what} holds NaN or inf")
         stamp = self._step_stamp(timestamp)
-        self._write(IMAGE_TOPIC, messages.image_to_msg(image, stamp), stamp)
+        # the state before its frame, as a robot publishes them (`ros2 bag play` keeps the order)
         self._write(STATE_TOPIC, messages.array_to_msg(state, self.meta.state_names), stamp)
+        self._write(IMAGE_TOPIC, messages.image_to_msg(image, stamp), stamp)
         self._write(ACTION_TOPIC, messages.array_to_msg(action, self.meta.action_names), stamp)
         for topic in self._camera_topics.values():
             self._write(topic, messages.image_to_msg(frames[topic], stamp), stamp)
