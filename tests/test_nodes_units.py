@@ -523,6 +523,28 @@ def test_recorder_pairs_an_action_with_the_frame_published_before_it_not_the_one
     assert node.counters["actions_before_observation"] == 1
 
 
+def test_recorder_keeps_no_step_past_the_episode_step_limit(tmp_path):
+    """At its step limit the robot publishes its last frame and then the end event; a policy
+    that has not heard the end yet acts on that frame, but the robot executes no more than
+    max_steps actions: the episode has those, not the one sent after (seen in the ROS 2 launch
+    test as 21 recorded steps of a 20-step episode)."""
+    host, node, _ = active_recorder(tmp_path)
+    c = host.codec
+    start = events.StartEvent(episode="ep", task="reach-v3", instruction="reach it", max_steps=3)
+    host.deliver(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(start)))
+    for k in range(4):  # frames 0..2 and their actions; frame 3 is the one after the last action
+        host.deliver(
+            IMAGE_TOPIC, c.image_to_msg(np.full((8, 8, 3), k, np.uint8), 10**18 + k), 100 * k
+        )
+        host.deliver(STATE_TOPIC, c.floats_to_msg(np.full(4, k, np.float32)), 100 * k + 1)
+        host.deliver(ACTION_TOPIC, c.floats_to_msg(np.full(4, k, np.float32)), 100 * k + 10)
+    end = events.EndEvent(success=False, reason="max_steps", by="sim", steps=3)
+    host.deliver(EPISODE_EVENT_TOPIC, c.string_to_msg(events.to_json(end)), 305)
+    (path,) = list_episodes(tmp_path)
+    np.testing.assert_array_equal(read_episode(path).actions[:, 0], [0, 1, 2])
+    assert node.counters["actions_after_end"] == 1 and node.counters["steps"] == 3
+
+
 # --- Fault injection: the e-stop against a slow model, hostile instructions ------------------
 
 

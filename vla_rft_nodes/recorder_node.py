@@ -1,6 +1,7 @@
 """The episode recorder node: every step that crosses the wire, one rosbag2 MCAP per episode.
 
-    /vla_rft/episode_event  start ─> a new episode (task, instruction, seed, ... from the event)
+    /vla_rft/episode_event  start ─> a new episode (task, instruction, seed, ... from the event;
+                                     at most max_steps steps: actions_after_end)
                             end   ─> finish it, labelled with the event's success
     /vla_rft/action         each action is a step: the newest frame and state published before
                             it, and the action (the frame's stamp is the step's time;
@@ -202,6 +203,9 @@ class RecorderNode(NodeBase):
         if dropped:
             self.counters.add("actions_before_observation", dropped)
         for (image, stamp), state, action in steps:
+            if self._past_limit():
+                self.counters.add("actions_after_end")
+                continue
             paired = {name: nearest(frames, stamp) for name, frames in self._cameras.items()}
             missing = [name for name, found in paired.items() if found is None]
             if missing:
@@ -218,6 +222,13 @@ class RecorderNode(NodeBase):
                 self.reject("step", err)
                 continue
             self.counters.add("steps")
+
+    def _past_limit(self) -> bool:
+        """The episode has its start event's max_steps: the robot executes no more actions (at
+        its limit it publishes a last frame, and a policy that has not heard the end yet acts
+        on it)."""
+        limit = self._episode.max_steps
+        return limit is not None and self._writer is not None and self._writer.num_steps >= limit
 
     def on_event(self, msg) -> None:
         event = self.read_event(msg)
