@@ -112,7 +112,7 @@ def _graph_command(package, suite, seed, episodes, report_dir, record_dir, domai
         "--timeout", str(suite.timeout_s),
     ]  # fmt: skip
     cmd += ["--record-dir", str(record_dir)] if record_dir else ["--no-record"]
-    cmd += [] if recover else ["--set", "recorder_node.recover_on_start=false"]
+    cmd += [] if recover or not record_dir else ["--set", "recorder_node.recover_on_start=false"]
     return cmd + (["--domain-id", str(domain_id)] if domain_id is not None else [])
 
 
