@@ -5,9 +5,11 @@ policy node's pairing by stamp, and the closed loop over DDS."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -244,6 +246,34 @@ def test_camera_sync_pairs_the_nearest_frame_within_the_skew():
     assert sync.pair(200 * ms, 0.001) == WAIT  # the wrist frame for 200 may be on its way
     assert sync.pair(200 * ms, 0.05) is None and counters["unpaired_frames"] == 2
     assert not sync.ready(200 * ms) and sync.ready(133 * ms)
+
+
+def test_camera_sync_pairs_while_the_executor_thread_adds_frames():
+    """The policy node pairs on its control thread while the executor thread adds the further
+    cameras' frames: pairing must not iterate a deque being appended to ("deque mutated during
+    iteration" killed the tick). Thread switches forced as often as Python allows."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    sync, stop, errors = CameraSync((WRIST,), max_skew_s=0.02), threading.Event(), []
+
+    def camera():
+        for stamp in itertools.count():
+            if stop.is_set():
+                return
+            sync.add(WRIST, stamp, stamp)
+
+    feeder = threading.Thread(target=camera)
+    feeder.start()
+    try:
+        for k in range(20_000):
+            sync.pair(k * 1000, 0.0)
+    except RuntimeError as err:
+        errors.append(err)
+    finally:
+        stop.set()
+        feeder.join()
+        sys.setswitchinterval(interval)
+    assert not errors, errors
 
 
 def _two_camera_node(package, embodiment=SIM_WRIST_EMBODIMENT):

@@ -33,6 +33,7 @@ from vla_rft.data.episode_store import (
     list_partial_episodes,
     read_episode,
     recover_episode,
+    recover_partial_episodes,
     write_episode,
 )
 
@@ -453,6 +454,45 @@ def test_recover_names_an_undecodable_event_with_a_short_excerpt(tmp_path, episo
     with pytest.raises(EpisodeError, match=r"event 0 is not a JSON object: '\{{40}'$"):
         recover_episode(partial)
     assert list_partial_episodes(tmp_path) == [partial] and list_episodes(tmp_path) == []
+
+
+def _damaged_and_killed(root, ep):
+    """Under `root`: a partial episode whose event cannot be decoded, and one a killed writer
+    left after 3 steps."""
+    msgs = dict(_step_msgs(ep), **{EPISODE_EVENT_TOPIC: [messages.string_to_msg("{" * 50)]})
+    damaged = root / f"{PARTIAL_PREFIX}damaged"
+    damaged.mkdir(parents=True)
+    _raw_bag(damaged / "damaged", EPISODE_TOPICS, msgs)
+    writer = EpisodeWriter(root, "killed", ep.meta)
+    for t in range(3):
+        writer.add_step(ep.images[t], ep.states[t], ep.actions[t])
+    return damaged
+
+
+def test_recovering_a_folder_goes_on_past_an_episode_it_cannot_recover(tmp_path, episode_factory):
+    """`recover_partial_episodes` (what a recorder does on start): the damaged episode's error
+    is reported in place of its report, its files stay as they are, the next one is recovered."""
+    damaged = _damaged_and_killed(tmp_path, episode_factory(steps=4))
+    outcome = dict(recover_partial_episodes(tmp_path))
+    assert isinstance(outcome[damaged], EpisodeError), outcome
+    assert "event 0 is not a JSON object" in str(outcome[damaged])
+    assert outcome[tmp_path / f"{PARTIAL_PREFIX}killed"].steps == 3
+    assert [p.name for p in list_episodes(tmp_path)] == ["killed"]
+    assert list_partial_episodes(tmp_path) == [damaged]
+
+
+def test_an_evaluations_recovery_reports_an_episode_it_cannot_recover_and_goes_on(
+    tmp_path, episode_factory
+):
+    """Graphs side by side have their record directory recovered once before they start
+    (`jobs.recover_interrupted`): a damaged episode there is named, not fatal to the run."""
+    from vla_rft.pipeline.jobs import recover_interrupted
+
+    _damaged_and_killed(tmp_path, episode_factory(steps=4))
+    said = []
+    recover_interrupted(tmp_path, said.append)
+    assert [p.name for p in list_episodes(tmp_path)] == ["killed"]
+    assert any("cannot recover" in s and "damaged" in s for s in said), said
 
 
 _KILLED_WRITER = """

@@ -37,23 +37,40 @@ WAIT = "wait"
 """`CameraSync.pair` and `StateSync.pair`: a frame (a state) close enough may still arrive."""
 
 
-def nearest(frames: deque[tuple[int, Any]], stamp_ns: int) -> tuple[int, Any] | None:
+def nearest(frames: list[tuple[int, Any]], stamp_ns: int) -> tuple[int, Any] | None:
     """The (stamp, frame) nearest in stamp to `stamp_ns` (the newer one on a tie), or None."""
     return min(reversed(frames), key=lambda f: abs(f[0] - stamp_ns), default=None)
 
 
-class CameraSync:
+class _Pairing:
+    """What both pairings share: the skew within which two messages belong together, and a
+    counter bumped once per frame that could not be paired (the frame is asked about again
+    on every tick until a newer one replaces it).
+
+    Messages are added on the executor thread and paired on the control thread, so each pairing
+    reads a copy of its deque (`list(deque)` copies without releasing the GIL)."""
+
+    def __init__(self, max_skew_s: float, counters=None):
+        self.max_skew_s = max_skew_s
+        self.max_skew_ns = round(max_skew_s * 1e9)
+        self.counters = counters
+        self._counted: int | None = None  # the stamp of the last frame counted
+
+    def _count_once(self, stamp_ns: int, counter: str) -> None:
+        if self._counted != stamp_ns and self.counters is not None:
+            self._counted = stamp_ns
+            self.counters.add(counter)
+
+
+class CameraSync(_Pairing):
     """The further cameras' recent frames, and their pairing with a main camera frame."""
 
     def __init__(self, cameras: tuple[str, ...], max_skew_s: float, counters=None):
+        super().__init__(max_skew_s, counters)
         self.cameras = tuple(cameras)
-        self.max_skew_ns = round(max_skew_s * 1e9)
-        self.max_skew_s = max_skew_s
-        self.counters = counters
         self.frames: dict[str, deque[tuple[int, Any]]] = {
             name: deque(maxlen=KEEP) for name in self.cameras
         }
-        self._counted: int | None = None  # stamp of the last main frame counted unpaired
 
     def add(self, name: str, stamp_ns: int, frame: Any) -> None:
         self.frames[name].append((stamp_ns, frame))
@@ -67,7 +84,7 @@ class CameraSync:
         """Each further camera's frame within the skew of `stamp_ns` (only those that have one)."""
         found = {}
         for name, frames in self.frames.items():
-            best = nearest(frames, stamp_ns)
+            best = nearest(list(frames), stamp_ns)
             if best is not None and abs(best[0] - stamp_ns) <= self.max_skew_ns:
                 found[name] = best[1]
         return found
@@ -83,28 +100,22 @@ class CameraSync:
         found = self._close(stamp_ns)
         if len(found) == len(self.cameras):
             return found
+        newest = {name: list(frames)[-1:] for name, frames in self.frames.items()}
         may_come = all(
-            not frames or frames[-1][0] < stamp_ns
-            for name, frames in self.frames.items()
-            if name not in found
+            not last or last[0][0] < stamp_ns for name, last in newest.items() if name not in found
         )
         if may_come and waited_s < self.max_skew_s:
             return WAIT
-        if self._counted != stamp_ns and self.counters is not None:
-            self._counted = stamp_ns
-            self.counters.add("unpaired_frames")
+        self._count_once(stamp_ns, "unpaired_frames")
         return None
 
 
-class StateSync:
+class StateSync(_Pairing):
     """The robot's recent states by publication time, and the one that goes with a frame."""
 
     def __init__(self, max_skew_s: float, counters=None):
-        self.max_skew_ns = round(max_skew_s * 1e9)
-        self.max_skew_s = max_skew_s
-        self.counters = counters
+        super().__init__(max_skew_s, counters)
         self.states: deque[tuple[int, Any]] = deque(maxlen=STATES_KEPT)
-        self._counted: int | None = None  # source time of the last frame counted as far_states
 
     def add(self, source_ns: int, state: Any) -> None:
         self.states.append((source_ns, state))
@@ -118,13 +129,11 @@ class StateSync:
         """The state for the frame published at `source_ns` that arrived `waited_s` ago: the
         one published nearest to it if at most max_skew_s away; WAIT while none is and a newer
         one may still come; else the newest (None before the first state)."""
-        states = deque(self.states)  # a copy: the executor thread appends meanwhile
+        states = list(self.states)
         best = nearest(states, source_ns)
         if best is None or abs(best[0] - source_ns) <= self.max_skew_ns:
             return None if best is None else best[1]
         if states[-1][0] < source_ns and waited_s < self.max_skew_s:
             return WAIT
-        if self._counted != source_ns and self.counters is not None:
-            self._counted = source_ns
-            self.counters.add("far_states")
+        self._count_once(source_ns, "far_states")
         return states[-1][1]

@@ -39,7 +39,7 @@ from vla_rft.contract.constants import (
 from vla_rft.contract.instruction import check_instruction
 from vla_rft.contract.qos import QoS
 from vla_rft.data.episode import EpisodeError, EpisodeMeta
-from vla_rft.data.episode_store import EpisodeWriter, list_partial_episodes, recover_episode
+from vla_rft.data.episode_store import EpisodeWriter, recover_partial_episodes
 from vla_rft.data.messages import MessageError
 from vla_rft_nodes.configs import RecorderNodeConfig
 from vla_rft_nodes.events import StartEvent
@@ -103,15 +103,14 @@ class RecorderNode(NodeBase):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not self.config.recover_on_start:
             return
-        for partial in list_partial_episodes(self.out_dir):
-            try:
-                _, report = recover_episode(partial)
+        for partial, report in recover_partial_episodes(self.out_dir):
+            if isinstance(report, EpisodeError):
+                self.counters.add("recovery_failures")
+                self.log.error(f"cannot recover {partial.name}: {report}")
+            else:
                 kept = "quarantined" if report.quarantined else "recovered"
                 self.counters.add(f"episodes_{kept}")
                 self.log.warning(f"{kept} an interrupted episode: {report.summary()}")
-            except EpisodeError as err:
-                self.counters.add("recovery_failures")
-                self.log.error(f"cannot recover {partial.name}: {err}")
 
     def on_shutdown(self) -> None:
         if self._episode is not None:
@@ -206,7 +205,7 @@ class RecorderNode(NodeBase):
             if self._past_limit():
                 self.counters.add("actions_after_end")
                 continue
-            paired = {name: nearest(frames, stamp) for name, frames in self._cameras.items()}
+            paired = {name: nearest(list(frames), stamp) for name, frames in self._cameras.items()}
             missing = [name for name, found in paired.items() if found is None]
             if missing:
                 self.counters.add("steps_without_camera")

@@ -9,6 +9,7 @@ from vla_rft.data.episode_store import (
     read_episode,
     read_episode_meta,
     recover_episode,
+    recover_partial_episodes,
     write_episode,
 )
 from vla_rft.data.normalization import NormStats
@@ -29,5 +30,6 @@ __all__ = [
     "read_episode",
     "read_episode_meta",
     "recover_episode",
+    "recover_partial_episodes",
     "write_episode",
 ]

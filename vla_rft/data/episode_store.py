@@ -27,6 +27,7 @@ import shutil
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -753,6 +754,19 @@ def recover_episode(partial: str | Path) -> tuple[Path, RecoveryReport]:
     os.rename(written, partial.parent / name)
     shutil.rmtree(staging)
     return partial.parent / name, report
+
+
+def recover_partial_episodes(
+    root: str | Path,
+) -> Iterator[tuple[Path, RecoveryReport | EpisodeError]]:
+    """`recover_episode` for each interrupted episode under `root`, as (partial, its report);
+    one that cannot be recovered keeps its files as they are and gives its EpisodeError in
+    place of the report, and the next one is still recovered."""
+    for partial in list_partial_episodes(root):
+        try:
+            yield partial, recover_episode(partial)[1]
+        except EpisodeError as err:
+            yield partial, err
 
 
 def salvage_truncated_episode(path: str | Path) -> tuple[Path, RecoveryReport]:

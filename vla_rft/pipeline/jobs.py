@@ -121,11 +121,14 @@ def recover_interrupted(record_dir: Path, echo=print) -> None:
     when it starts (`recover_on_start`). Graphs side by side share the directory, so they leave
     it to this, done once before they start: one recorder starting late would take another's
     episode in progress for an interrupted one."""
-    from vla_rft.data.episode_store import list_partial_episodes, recover_episode
+    from vla_rft.data.episode import EpisodeError
+    from vla_rft.data.episode_store import recover_partial_episodes
 
-    for partial in list_partial_episodes(record_dir):
-        _, recovery = recover_episode(partial)
-        echo(f"    {'quarantined' if recovery.quarantined else 'recovered'}: {recovery.summary()}")
+    for partial, report in recover_partial_episodes(record_dir):
+        if isinstance(report, EpisodeError):
+            echo(f"    cannot recover {partial.name} (its files are kept as they are): {report}")
+        else:
+            echo(f"    {'quarantined' if report.quarantined else 'recovered'}: {report.summary()}")
 
 
 def evaluate_in_graph(
