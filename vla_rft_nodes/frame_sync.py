@@ -80,29 +80,35 @@ class CameraSync(_Pairing):
         for frames in self.frames.values():
             frames.clear()
 
-    def _close(self, stamp_ns: int) -> dict[str, Any]:
+    def _snapshot(self) -> dict[str, list[tuple[int, Any]]]:
+        """A copy of each further camera's recent frames, read once per pairing."""
+        return {name: list(frames) for name, frames in self.frames.items()}
+
+    def _close(self, stamp_ns: int, snapshot: dict[str, list[tuple[int, Any]]]) -> dict[str, Any]:
         """Each further camera's frame within the skew of `stamp_ns` (only those that have one)."""
         found = {}
-        for name, frames in self.frames.items():
-            best = nearest(list(frames), stamp_ns)
+        for name, frames in snapshot.items():
+            best = nearest(frames, stamp_ns)
             if best is not None and abs(best[0] - stamp_ns) <= self.max_skew_ns:
                 found[name] = best[1]
         return found
 
     def ready(self, stamp_ns: int) -> bool:
         """Every further camera has a frame within the skew of the main frame's `stamp_ns`."""
-        return len(self._close(stamp_ns)) == len(self.cameras)
+        return len(self._close(stamp_ns, self._snapshot())) == len(self.cameras)
 
     def pair(self, stamp_ns: int, waited_s: float) -> dict[str, Any] | str | None:
         """{camera: frame} for the main frame stamped `stamp_ns` that arrived `waited_s` ago;
         WAIT while a close enough frame may still come; None (counted once per main frame as
         unpaired_frames) when it cannot be paired."""
-        found = self._close(stamp_ns)
+        snapshot = self._snapshot()
+        found = self._close(stamp_ns, snapshot)
         if len(found) == len(self.cameras):
             return found
-        newest = {name: list(frames)[-1:] for name, frames in self.frames.items()}
         may_come = all(
-            not last or last[0][0] < stamp_ns for name, last in newest.items() if name not in found
+            not frames or frames[-1][0] < stamp_ns
+            for name, frames in snapshot.items()
+            if name not in found
         )
         if may_come and waited_s < self.max_skew_s:
             return WAIT
