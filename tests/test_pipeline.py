@@ -391,7 +391,8 @@ def test_graphs_side_by_side_get_their_own_domain_and_seeds_and_never_recover_ea
 ):
     """Graphs share the record directory, so an interrupted episode there is recovered once,
     before they start, and no graph's recorder recovers on start (it would take another graph's
-    episode in progress for an interrupted one); each graph has its own DDS domain and seeds."""
+    episode in progress for an interrupted one); each graph has its own DDS domain and seeds,
+    and every policy node infers as the suite says."""
     from vla_rft.data.episode_store import EpisodeWriter
     from vla_rft.rollout.report import EpisodeResult, build_report
 
@@ -400,7 +401,9 @@ def test_graphs_side_by_side_get_their_own_domain_and_seeds_and_never_recover_ea
     writer = EpisodeWriter(record, "killed", ep.meta)  # a graph killed mid-episode last time
     for t in range(3):
         writer.add_step(ep.images[t], ep.states[t], ep.actions[t])
-    suite = load_pipeline_config(DEBUG, ["eval.episodes=5", "eval.graphs=2"]).eval
+    suite = load_pipeline_config(
+        DEBUG, ["eval.episodes=5", "eval.graphs=2", "eval.async_inference=true"]
+    ).eval
     commands = []
 
     def options(cmd):
@@ -430,6 +433,7 @@ def test_graphs_side_by_side_get_their_own_domain_and_seeds_and_never_recover_ea
     assert [a["--domain-id"] for a, _ in commands] == ["17", "18"]
     assert [s["eval_manager_node.seed"] for _, s in commands] == ["1000", "1003"]
     assert all(s["recorder_node.recover_on_start"] == "false" for _, s in commands)
+    assert all(s["policy_node.async_inference"] == "true" for _, s in commands)
     assert all(a["--record-dir"] == str(record) for a, _ in commands)
     report = json.loads(path.read_text())
     assert [e["seed"] for e in report["episodes"]] == list(range(1000, 1005))

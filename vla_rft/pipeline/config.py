@@ -61,9 +61,13 @@ class EvalSuite:
     """Give up on the node graph after this long."""
     rate_hz: float = 30.0
     """Control rate of the evaluation graph (simulated robot and policy node). The simulator
-    steps once per action, so a faster rate shortens the wall time; but the policy infers
-    asynchronously, and where a chunk then comes a tick later the episode changes
-    (bench/bench_eval_rate.py measures both)."""
+    steps once per action, so a faster rate shortens the wall time (bench/bench_eval_rate.py)."""
+    async_inference: bool = False
+    """The policy node's `async_inference`. False: a tick that needs a chunk waits for it and
+    the simulator waits for that action, so the episodes do not depend on the machine's speed or
+    load (what a gate comparing two models needs). True, as on the robot: ticks go on with the
+    current chunk while the next is computed, and a chunk that comes a tick later on a loaded
+    machine changes the episode."""
     graphs: int = 1
     """Node graphs run at once, graph k on DDS domain ROS_DOMAIN_ID + k with the k-th
     contiguous share of the seeds of every task and perturbation; their reports merge into one.

@@ -109,6 +109,7 @@ def _graph_command(package, suite, seed, episodes, report_dir, record_dir, domai
         "--set", f"sim_robot_node.max_steps={suite.max_steps}",
         "--set", f"sim_robot_node.rate_hz={suite.rate_hz}",
         "--set", f"policy_node.control_rate_hz={suite.rate_hz}",
+        "--set", f"policy_node.async_inference={str(suite.async_inference).lower()}",
         "--timeout", str(suite.timeout_s),
     ]  # fmt: skip
     cmd += ["--record-dir", str(record_dir)] if record_dir else ["--no-record"]
