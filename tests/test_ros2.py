@@ -73,13 +73,13 @@ from vla_rft_nodes.standin_policy import build_standin_onnx
 pytestmark = [pytest.mark.ros2, pytest.mark.slow, requires_ros2]
 
 LAUNCH = "ros2 launch vla_rft bringup.launch.py use_sim:=true record:=true"
+"""The operators' command, as README.md and docs/OPERATOR_GUIDE.md give it (plus the package)."""
 ROS2CLI_CTRL_C = (signal.SIGINT, signal.SIGTERM)
 """How a `ros2` command ends on Ctrl-C (ros2cli/cli.py): SIGINT's status when Python raised
 KeyboardInterrupt, SIGTERM's when rclpy's own signal handler shut the command's context down
 first (ExternalShutdownException; always so when the command started with SIGINT ignored).
 Which of the two is a race inside rclpy: the guide's e-stop publisher ended with 15 in two CI
 runs at stop 28 and with 2 in every other run."""
-"""The operators' command, as README.md and docs/OPERATOR_GUIDE.md give it (plus the package)."""
 
 
 # --- colcon build ------------------------------------------------------------------------------
