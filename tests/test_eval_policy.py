@@ -9,7 +9,13 @@ import pytest
 from policy_testing import train_tiny, write_instruction_episodes
 
 from vla_rft.evaluation.eval_policy import ExpertPolicy, evaluate, main
-from vla_rft.rollout.report import EpisodeResult, build_report, markdown_table, wilson_interval
+from vla_rft.rollout.report import (
+    EpisodeResult,
+    build_report,
+    markdown_table,
+    merge_reports,
+    wilson_interval,
+)
 from vla_rft.runtime.chunk_broker import ChunkBrokerConfig
 from vla_rft.runtime.torch_policy import TorchPolicy
 
@@ -98,6 +104,15 @@ def test_eval_command_writes_report_table_and_media(tmp_path, capsys):
     assert (out / "report.md").read_text().startswith("| task | perturbation |")
     assert {p.rsplit(".", 1)[1] for p in report["media"]} == {"png", "gif"}
     assert "success rate [95% CI]" in capsys.readouterr().out
+    shares = []  # the same suite split by seed over two processes merges into the same report
+    for seed in (1001, 1000):
+        assert main([*argv[:-3], "1", "--seed", str(seed), "--out", str(tmp_path / f"s{seed}"),
+                     "--max-steps", "40", "-q"]) == 0  # fmt: skip
+        shares.append(json.loads((tmp_path / f"s{seed}" / "report.json").read_text()))
+    merged = merge_reports(shares)
+    for key in ("results", "overall", "episodes", "seeds"):
+        assert merged[key] == report[key], key
+    assert merged["interrupted"] is None and len(merged["media"]) == 4
 
 
 def test_expert_policy_fits_the_interface():

@@ -11,13 +11,15 @@ import torch
 
 from tests.test_rft import POLICY, read_instruction
 from vla_rft.contract.config import ConfigError, to_dict
-from vla_rft.contract.constants import OBS_IMAGE, OBS_STATE
+from vla_rft.contract.constants import OBS_IMAGE, OBS_INSTRUCTION, OBS_STATE, REPLAN_EVERY
 from vla_rft.contract.manifest import ACTION_RANGE_KEY, INSTRUCTIONS_KEY, POLICY_CONFIG_KEY
 from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.episode_store import write_episode
 from vla_rft.models.checkpoint import load_checkpoint, save_checkpoint
 from vla_rft.models.policy import VLAPolicy
+from vla_rft.rollout.episode_loop import PolicyAgent
 from vla_rft.rollout.replay import EpisodeReplayer, check_replayable
+from vla_rft.runtime.chunk_broker import ChunkBrokerConfig
 from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.training.imagination import full_chunk_windows, policy_inputs
 from vla_rft.training.optim import OptimConfig
@@ -96,28 +98,40 @@ def test_episodes_without_a_seed_cannot_be_replayed(tmp_path):
         check_replayable(index.episodes)
 
 
-def test_simulated_candidates_get_the_reward_the_simulator_gives_their_actions(recorded):
-    """Each candidate's reward is what executing its actions from the start state gives, checked
-    on a fresh replay of the episode: success and Meta-World's dense reward at its last step; the
-    second chunk was sampled on the frame the first one reached."""
-    data, metas = _dataset(recorded, horizon=2 * POLICY.chunk_size)
+def _simulate_two_starts(recorded, chunks: int, group_size: int, reward: SimRewardConfig):
+    """`simulate` from windows 0 and 9 of the recorded episodes -> (the rollouts, [(window,
+    episode name)] of the starts, their batch, the data set, its metadata, the policy)."""
+    horizon = chunks * POLICY.chunk_size
+    data, metas = _dataset(recorded, horizon=horizon)
     base = TorchPolicy.from_checkpoint(recorded / "policy")
-    windows = full_chunk_windows(data, 2 * POLICY.chunk_size)[[0, 9]]
+    windows = full_chunk_windows(data, horizon)[[0, 9]]
     batch = data.get_batch(windows)
     names = [data.episode_names[e] for e in batch["episode_index"]]
     obs = policy_inputs(base, batch["image"][:, -1], batch["state"], batch["instruction"], "cpu")
-    replayer, check = EpisodeReplayer(SIZE, MAX_STEPS), EpisodeReplayer(SIZE, MAX_STEPS)
-    reward = SimRewardConfig(success_weight=1.0, progress_weight=0.5)
+    replayer = EpisodeReplayer(SIZE, MAX_STEPS)
     try:
         starts = [replayer.start(data, int(w), metas[n], n, slot) for slot, (w, n) in
                   enumerate(zip(windows, names, strict=True))]  # fmt: skip
         rolled = simulate(
-            base.model, base, starts, obs, batch["instruction"], 3, 2,
+            base.model, base, starts, obs, batch["instruction"], group_size, chunks,
             torch.Generator().manual_seed(0), reward,
         )  # fmt: skip
+    finally:
+        replayer.close()
+    return rolled, list(zip(windows, names, strict=True)), batch, data, metas, base
+
+
+def test_simulated_candidates_get_the_reward_the_simulator_gives_their_actions(recorded):
+    """Each candidate's reward is what executing its actions from the start state gives, checked
+    on a fresh replay of the episode: success and Meta-World's dense reward at its last step; the
+    second chunk was sampled on the frame the first one reached."""
+    reward = SimRewardConfig(success_weight=1.0, progress_weight=0.5)
+    rolled, starts, batch, data, metas, base = _simulate_two_starts(recorded, 2, 3, reward)
+    check = EpisodeReplayer(SIZE, MAX_STEPS)
+    try:
         assert rolled.rewards.shape == (2, 3) and rolled.actions.shape[:3] == (2, 3, 16)
         assert len(rolled.observations) == len(rolled.trajectories) == 2
-        for b, (w, n) in enumerate(zip(windows, names, strict=True)):
+        for b, (w, n) in enumerate(starts):
             start = check.start(data, int(w), metas[n], n)
             for g in range(3):
                 obs_g = start.robot.restore(start.snapshot)
@@ -140,7 +154,42 @@ def test_simulated_candidates_get_the_reward_the_simulator_gives_their_actions(r
                 assert rolled.rewards[b, g] == pytest.approx(success + 0.5 * dense / 10, abs=1e-6)
         assert not np.allclose(rolled.actions[0, 0], rolled.actions[0, 1])  # sampled, not equal
     finally:
-        replayer.close()
+        check.close()
+
+
+def test_to_episode_end_scores_the_episode_the_evaluation_would_play_after_the_chunks(recorded):
+    """With `to_episode_end`, a candidate's reward is the outcome of its whole episode: its
+    sampled chunks, then the policy as the evaluation runs it (`PolicyAgent`: the noise-free
+    chunk, a new one every REPLAN_EVERY ticks) until success or the step limit. Checked against
+    that agent on a fresh replay; the rollout's scored actions and chains are those of the
+    chunks alone."""
+    reward = SimRewardConfig(success_weight=1.0, progress_weight=0.5, to_episode_end=True)
+    rolled, starts, batch, data, metas, base = _simulate_two_starts(recorded, 1, 2, reward)
+    check = EpisodeReplayer(SIZE, MAX_STEPS)
+    try:
+        assert rolled.actions.shape[:3] == (2, 2, POLICY.chunk_size)
+        assert len(rolled.observations) == len(rolled.trajectories) == 1
+        steps_after = []
+        for b, (w, n) in enumerate(starts):
+            start = check.start(data, int(w), metas[n], n)
+            for g in range(2):
+                obs_g = start.robot.restore(start.snapshot)
+                agent = PolicyAgent(base, ChunkBrokerConfig(REPLAN_EVERY))
+                success, done, steps = False, False, 0
+                for action in rolled.actions[b, g]:
+                    obs_g, succeeded, done, info = start.robot.step(action)
+                    success, dense = success or succeeded, info["reward"]
+                    if done:
+                        break
+                while not done:
+                    obs_g = {**obs_g, OBS_INSTRUCTION: batch["instruction"][b]}
+                    obs_g, succeeded, done, info = start.robot.step(agent.act(obs_g))
+                    success, dense, steps = success or succeeded, info["reward"], steps + 1
+                steps_after.append(steps)
+                assert rolled.terms["success"][b, g] == float(success)
+                assert rolled.terms["progress"][b, g] == pytest.approx(dense / 10, abs=1e-4)
+        assert max(steps_after) > REPLAN_EVERY  # the episodes did go on after the chunk
+    finally:
         check.close()
 
 

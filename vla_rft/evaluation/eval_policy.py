@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "embodiment": args.embodiment,
         "broker": asdict(broker),
         "seconds": round(time.perf_counter() - start, 1),
+        "interrupted": None,  # as in the evaluation graph's reports, so shares merge
     }
     report = build_report(episodes, meta)
     report["media"] = [str(p) for p in save_media(media, out, "episodes")]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vla_rft.contract.constants import OBS_STATE
+from vla_rft.contract.constants import OBS_STATE, REPLAN_EVERY
 from vla_rft.models.policy import VLAPolicy
 from vla_rft.rollout.replay import StartState
 from vla_rft.runtime.torch_policy import TorchPolicy
@@ -37,6 +37,11 @@ class SimRewardConfig:
     progress_weight: float = 0.1
     """Weight of Meta-World's dense reward (task progress, scaled to [0, 1]) after the
     candidate's last step."""
+    to_episode_end: bool = False
+    """After its sampled chunks, a candidate plays on as the evaluation does (the policy's
+    noise-free chunk, a new one every REPLAN_EVERY ticks) until success or the step limit, and
+    success and progress are read there: the reward of the whole episode. The update still
+    scores only the sampled chunks."""
 
     def __post_init__(self):
         if self.success_weight < 0 or self.progress_weight < 0:
@@ -63,6 +68,36 @@ def candidate_rewards(success: np.ndarray, dense: np.ndarray, reward: SimRewardC
     return rewards, terms
 
 
+class _Played:
+    """Where each of the B x G candidates stands in its own simulated episode, and how it went."""
+
+    def __init__(self, starts: list[StartState], group_size: int):
+        self.starts, self.group_size = starts, group_size
+        n = len(starts) * group_size
+        self.frames: list = [None] * n  # what each candidate's policy looks at next
+        self.states: list = [None] * n
+        self.moments = [s.snapshot for s in starts for _ in range(group_size)]
+        self.success, self.dense, self.over = np.zeros(n, bool), np.zeros(n), np.zeros(n, bool)
+
+    def execute(self, rows, actions: np.ndarray, observe: bool) -> None:
+        """Candidate rows[j] takes actions[j] [T, A] (robot units) from where it stands, up to
+        its episode's end; with `observe`, its next frame and state are rendered (only where the
+        policy looks next: most of a step's cost) and its new moment kept."""
+        for i, chunk in zip(rows, actions, strict=True):
+            robot = self.starts[i // self.group_size].robot
+            sim_obs = robot.restore(self.moments[i], render=False)
+            for action in chunk if not self.over[i] else ():
+                sim_obs, succeeded, done, info = robot.step(action, render=False)
+                self.success[i] |= succeeded
+                self.dense[i] = info["reward"]
+                if done:
+                    self.over[i] = True
+                    break
+            if observe:
+                self.frames[i], self.states[i] = robot.render(), sim_obs[OBS_STATE]
+                self.moments[i] = robot.snapshot()
+
+
 @torch.no_grad()
 def simulate(
     policy: VLAPolicy,
@@ -81,45 +116,41 @@ def simulate(
 
     starts: B live start states (`EpisodeReplayer.start`, one slot each); obs: the policy's
     input for them [B, ...]; instructions: B strings. A candidate whose episode ends (success or
-    the step limit) stops there; chunks sampled after that are not executed.
+    the step limit) stops there; chunks sampled after that are not executed. With
+    `reward.to_episode_end` the candidates then play on to their episode's end.
     """
     b, g = len(starts), group_size
     n = b * g
     device = obs[next(iter(obs))].device
     current = repeat_rows(obs, g)
     texts = [text for text in instructions for _ in range(g)]
-    moments = [s.snapshot for s in starts for _ in range(g)]  # where each candidate stands
-    frames = [None] * n
-    states = [None] * n
-    success = np.zeros(n, bool)
-    dense = np.zeros(n)
-    over = np.zeros(n, bool)
+    played = _Played(starts, g)
     observations, trajectories, actions = [], [], []
     log_prob = torch.zeros(n, device=device)
     for c in range(chunks):
         if c:
-            current = policy_inputs(base, np.stack(frames), np.stack(states), texts, device)
+            current = policy_inputs(
+                base, np.stack(played.frames), np.stack(played.states), texts, device
+            )
         sample = policy.head.sample(policy.encode_batch(current), noise, 1.0, start)
         raw = base.transforms.action(sample.actions.cpu().numpy())  # [n, K, A] robot units
-        last = c + 1 == chunks
-        for i in range(n):  # rendered only where the policy looks next: most of a step's cost
-            robot = starts[i // g].robot
-            sim_obs = robot.restore(moments[i], render=False)
-            for action in raw[i] if not over[i] else ():
-                sim_obs, succeeded, done, info = robot.step(action, render=False)
-                success[i] |= succeeded
-                dense[i] = info["reward"]
-                if done:
-                    over[i] = True
-                    break
-            if not last:
-                frames[i], states[i] = robot.render(), sim_obs[OBS_STATE]
-                moments[i] = robot.snapshot()
+        observe = c + 1 < chunks or reward.to_episode_end
+        played.execute(range(n), raw, observe)
         observations.append(current)
         trajectories.append(sample.trajectory)
         log_prob += sample.log_prob
         actions.append(raw)
-    rewards, terms = candidate_rewards(success.reshape(b, g), dense.reshape(b, g), reward)
+    while reward.to_episode_end and not played.over.all():
+        live = np.flatnonzero(~played.over)
+        inputs = policy_inputs(
+            base, np.stack([played.frames[i] for i in live]),
+            np.stack([played.states[i] for i in live]), [texts[i] for i in live], device,
+        )  # fmt: skip
+        chunk = policy.head.deterministic(policy.encode_batch(inputs))
+        played.execute(live, base.transforms.action(chunk.cpu().numpy())[:, :REPLAN_EVERY], True)
+    rewards, terms = candidate_rewards(
+        played.success.reshape(b, g), played.dense.reshape(b, g), reward
+    )
     return SimRollouts(
         observations,
         trajectories,
