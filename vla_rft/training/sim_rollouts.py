@@ -146,7 +146,7 @@ def simulate(
             base, np.stack([played.frames[i] for i in live]),
             np.stack([played.states[i] for i in live]), [texts[i] for i in live], device,
         )  # fmt: skip
-        chunk = policy.head.deterministic(policy.encode_batch(inputs))
+        chunk = policy.predict_chunk(*policy.inputs(inputs))  # the deployed chunk
         played.execute(live, base.transforms.action(chunk.cpu().numpy())[:, :REPLAN_EVERY], True)
     rewards, terms = candidate_rewards(
         played.success.reshape(b, g), played.dense.reshape(b, g), reward
