@@ -543,3 +543,29 @@ def test_the_expert_reference_follows_the_clean_actions(setup, tmp_path):
                       run_dir=str(tmp_path / "old")), progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="reference_actions must be one of"):
         TrainRFTConfig(reference_actions="noisy")
+
+
+def test_start_steps_draws_start_states_from_each_episodes_first_frames(setup, tmp_path, capsys):
+    """start_steps: 1 keeps one start state per episode, its first frame (where a takeover in
+    collect-corrections data began: the policy's own state); a batch larger than the start
+    states left is refused by name, not by numpy's sampler."""
+    train_set, _, _ = build_datasets([setup / "episodes"], WindowConfig(val_fraction=0.0))
+    anywhere = train_rft.full_chunk_windows(train_set, 8)
+    np.testing.assert_array_equal(
+        train_rft.full_chunk_windows(train_set, 8, first=1), train_set.ep_start
+    )
+    first3 = train_rft.full_chunk_windows(train_set, 8, first=3)
+    assert len(first3) == 9 and set(first3) <= set(anywhere)
+    assert (first3 - train_set.ep_start[train_set.window_episode[first3]] < 3).all()
+
+    config = _config(setup, steps=1)
+    optim = replace(config.optim, batch_size=2)
+    first = replace(config, start_steps=1, optim=optim, run_dir=str(tmp_path / "a"))
+    train(first, progress=False)  # 2 of the 3 episodes are the training split
+    printed = capsys.readouterr().out
+    assert "2 start states (each episode's first 1 frames) from 2 episodes" in printed
+    bigger = replace(first, optim=replace(first.optim, batch_size=3), run_dir=str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match=r"only 2 start states .* batch_size 3"):
+        train(bigger, progress=False)
+    with pytest.raises(ValueError, match="start_steps must be >= 0"):
+        TrainRFTConfig(start_steps=-1)

@@ -47,11 +47,15 @@ def to_world_model_actions(actions_raw, wm_stats: NormStats) -> torch.Tensor:
     return torch.from_numpy(wm_stats.action.normalize(np.asarray(actions_raw)))
 
 
-def full_chunk_windows(train, horizon: int) -> np.ndarray:
-    """Windows whose next `horizon` actions all lie inside the episode (a real reference)."""
+def full_chunk_windows(train, horizon: int, first: int = 0) -> np.ndarray:
+    """Windows whose next `horizon` actions all lie inside the episode (a real reference); with
+    `first` > 0, only those among each episode's first `first` frames."""
     starts = np.arange(len(train)) - train.ep_start[train.window_episode]
     lengths = (train.ep_end - train.ep_start)[train.window_episode]
-    return np.flatnonzero(starts + horizon <= lengths)
+    keep = starts + horizon <= lengths
+    if first:
+        keep &= starts < first
+    return np.flatnonzero(keep)
 
 
 def reference_rollout(world_model, context: np.ndarray, real_raw, wm_stats: NormStats):

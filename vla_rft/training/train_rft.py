@@ -143,6 +143,9 @@ class TrainRFTConfig:
     """World model: checkpoint or run directory."""
     data: tuple[str, ...] = ("data/expert200",)
     """Episode directories the start states come from (training split only)."""
+    start_steps: int = 0
+    """Start states only from each episode's first start_steps frames (1: the frame each
+    collect-corrections takeover began at, the policy's own state); 0: from any frame."""
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(
             steps=400, batch_size=16, lr=1e-6, weight_decay=0.0, warmup_steps=20,
@@ -181,6 +184,8 @@ class TrainRFTConfig:
     """Checkpoints kept."""
 
     def __post_init__(self):
+        if self.start_steps < 0:
+            raise ValueError(f"start_steps must be >= 0, got {self.start_steps}")
         if self.rollouts not in ROLLOUTS:
             raise ValueError(f"rollouts must be one of {ROLLOUTS}, got {self.rollouts!r}")
         if self.reference_actions not in REFERENCE_ACTIONS:
@@ -317,7 +322,14 @@ def train(
             f"the expert's clean actions (e.g. {lacking[0]}); collect them again with this "
             "version of vla-rft collect, or use reference_actions: executed"
         )
-    candidates = full_chunk_windows(train_set, chunk * g.chunks)
+    candidates = full_chunk_windows(train_set, chunk * g.chunks, config.start_steps)
+    where = f" (each episode's first {config.start_steps} frames)" if config.start_steps else ""
+    if len(candidates) < per_rank:
+        raise ConfigError(
+            f"only {len(candidates)} start states{where} in {', '.join(config.data)}, fewer than "
+            f"batch_size {optim.batch_size} draws per step without replacement: lower batch_size, "
+            "raise start_steps or add episodes"
+        )
     proprio = previous = None  # the robot state in imagination, needed after the first chunk
     if g.chunks > 1 and not in_simulator:
         proprio = ProprioModel.fit(train_set.states, train_set.actions, train_set.ep_start)
@@ -347,7 +359,7 @@ def train(
         trainable = sum(p.numel() for p in head_params + sigma_params)
         print(
             f"RFT: {trainable / 1e6:.2f} M trainable parameters (head + sigma net); "
-            f"{len(candidates)} start states from {len(train_set.episode_names)} episodes; "
+            f"{len(candidates)} start states{where} from {len(train_set.episode_names)} episodes; "
             f"B={optim.batch_size} x G={g.group_size} rollouts of {g.chunks} x {chunk} frames "
             f"per iteration in the {config.rollouts.replace('_', ' ')}, "
             f"{info.world_size} process(es) on {info.device}"
