@@ -65,6 +65,10 @@ def test_the_shift_runs_as_the_guide_writes_it(site, spy, dds):
                 spy.wait_for(lambda: {"policy_node", "recorder_node"} <= {
                     n for n, s in spy.statuses.items() if s.get("state") == "active"
                 }, 90, "the graph active")  # fmt: skip
+                spy.wait_for(  # the guide: `estop_unknown` for its first estop_wait_s
+                    lambda: spy.statuses["policy_node"].get("holding") == "no_instruction",
+                    10, "the policy node past its e-stop wait",
+                )  # fmt: skip
                 continue
             out = shift.run(text)
             _check(command.text, out, site, spy, values)
