@@ -33,6 +33,7 @@ from vla_rft.runtime.torch_policy import TorchPolicy
 from vla_rft.training import train_rft
 from vla_rft.training.distributed import DistInfo
 from vla_rft.training.imagination import (
+    full_chunk_windows,
     imagine,
     policy_inputs,
     score_chunks,
@@ -550,11 +551,9 @@ def test_start_steps_draws_start_states_from_each_episodes_first_frames(setup, t
     collect-corrections data began: the policy's own state); a batch larger than the start
     states left is refused by name, not by numpy's sampler."""
     train_set, _, _ = build_datasets([setup / "episodes"], WindowConfig(val_fraction=0.0))
-    anywhere = train_rft.full_chunk_windows(train_set, 8)
-    np.testing.assert_array_equal(
-        train_rft.full_chunk_windows(train_set, 8, first=1), train_set.ep_start
-    )
-    first3 = train_rft.full_chunk_windows(train_set, 8, first=3)
+    anywhere = full_chunk_windows(train_set, 8)
+    np.testing.assert_array_equal(full_chunk_windows(train_set, 8, first=1), train_set.ep_start)
+    first3 = full_chunk_windows(train_set, 8, first=3)
     assert len(first3) == 9 and set(first3) <= set(anywhere)
     assert (first3 - train_set.ep_start[train_set.window_episode[first3]] < 3).all()
 

@@ -327,8 +327,8 @@ def train(
     if len(candidates) < per_rank:
         raise ConfigError(
             f"only {len(candidates)} start states{where} in {', '.join(config.data)}, fewer than "
-            f"batch_size {optim.batch_size} draws per step without replacement: lower batch_size, "
-            "raise start_steps or add episodes"
+            f"the {per_rank} each process draws per step without replacement (its share of "
+            f"batch_size {optim.batch_size}): lower batch_size, raise start_steps or add episodes"
         )
     proprio = previous = None  # the robot state in imagination, needed after the first chunk
     if g.chunks > 1 and not in_simulator:
