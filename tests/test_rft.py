@@ -568,3 +568,22 @@ def test_start_steps_draws_start_states_from_each_episodes_first_frames(setup, t
         train(bigger, progress=False)
     with pytest.raises(ValueError, match="start_steps must be >= 0"):
         TrainRFTConfig(start_steps=-1)
+
+
+def test_update_epochs_reuse_each_batch_of_rollouts_for_several_clipped_steps(setup, tmp_path):
+    """update_epochs=E takes E optimiser steps on every batch of rollouts (PPO's epochs): the
+    saved Adam state counts steps x E. The rollouts' log-probs stay the ratio's denominator, so
+    after the first epoch the ratio leaves 1 and the clip acts; with one epoch (on-policy) it
+    never does."""
+    clipped = {}
+    for epochs in (1, 3):
+        config = _config(setup, steps=2, lr=1e-2, update_epochs=epochs, advantage_scale="batch")
+        run_dir = tmp_path / f"epochs{epochs}"
+        last = train(TrainRFTConfig(**{**config.__dict__, "run_dir": str(run_dir)}), progress=False)
+        adam = load_checkpoint(last, with_optimizer=True).optimizer["state"]
+        assert {int(s["step"]) for s in adam.values()} == {2 * epochs}
+        clipped[epochs] = [r["policy/clip_fraction"] for r in read_metrics(run_dir)]
+    assert clipped[1] == [0.0, 0.0]
+    assert max(clipped[3]) > 0
+    with pytest.raises(ValueError, match="update_epochs must be >= 1"):
+        GRPOConfig(update_epochs=0)

@@ -112,10 +112,15 @@ class GRPOConfig:
     """Advantages divided by each group's reward std ('group') or one std for the batch."""
     min_group_spread: float = 0.0
     """Groups whose reward std is below this are left out of the policy gradient (0: none)."""
+    update_epochs: int = 1
+    """Optimiser steps on each batch of rollouts, the ratio's denominator fixed at the rollouts'
+    log-probs (PPO's epochs; 1: the paper's on-policy step, where the clip never acts)."""
 
     def __post_init__(self):
         if self.group_size < 2 or self.chunks < 1:
             raise ValueError("need group_size >= 2 and chunks >= 1")
+        if self.update_epochs < 1:
+            raise ValueError(f"update_epochs must be >= 1, got {self.update_epochs}")
         if self.sigma_lr < 0 or self.drift_scale <= 0:
             raise ValueError("sigma_lr must be >= 0 and drift_scale > 0")
         if self.pg_weight < 0 or self.bc_weight < 0:
@@ -440,38 +445,41 @@ def train(
             deterministic = policy.predict_chunk(*inputs)  # [B, K, A] normalised
             drift = (deterministic - reference_policy.predict_chunk(*inputs)).abs().mean()
 
-        # one clipped policy-gradient step on the head and the sigma net
-        log_prob = reduced(rolled.chain_log_prob(policy))  # [B*G]
-        pg_loss, pg_stats = clipped_policy_loss(
-            log_prob, reduced(rolled.log_prob), advantages, g.clip, g.dual_clip, kept_samples
-        )
-        entropy = sampler_entropy(policy, obs, g.log_prob_reduction)
-        kl = kl_estimate(log_prob, base_log_prob, "k3").mean()
-        real_normalised = torch.from_numpy(
-            base.transforms.action.normalizer.normalize(batch[real][:, :chunk])
-        ).to(info.device)  # the first chunk's real actions [B, K, A]
-        bc_loss = policy.head.loss(
-            policy.encode_batch(obs),
-            real_normalised,
-            torch.ones(real_normalised.shape[:2], dtype=torch.bool, device=info.device),
-        )
-        bc_coef = g.bc_weight
-        if g.bc_schedule == "drift":
-            bc_coef *= min(float(drift) / g.drift_scale, 1.0)
-        loss = (
-            g.pg_weight * pg_loss
-            - g.entropy_weight * entropy
-            + g.kl_weight * kl
-            + bc_coef * bc_loss.mean()
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        dist.average_gradients(head_params + sigma_params, info)
-        clip_gradients(head_params + sigma_params, optim.grad_clip)
+        # update_epochs clipped policy-gradient steps on the head and the sigma net
         lrs = [learning_rate(step, optim, peak) for peak in peaks]
         for group, lr in zip(optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
-        optimizer.step()
+        real_normalised = torch.from_numpy(
+            base.transforms.action.normalizer.normalize(batch[real][:, :chunk])
+        ).to(info.device)  # the first chunk's real actions [B, K, A]
+        bc_coef = g.bc_weight
+        if g.bc_schedule == "drift":
+            bc_coef *= min(float(drift) / g.drift_scale, 1.0)
+        clip_fractions = []
+        for _ in range(g.update_epochs):
+            log_prob = reduced(rolled.chain_log_prob(policy))  # [B*G]
+            pg_loss, pg_stats = clipped_policy_loss(
+                log_prob, reduced(rolled.log_prob), advantages, g.clip, g.dual_clip, kept_samples
+            )
+            entropy = sampler_entropy(policy, obs, g.log_prob_reduction)
+            kl = kl_estimate(log_prob, base_log_prob, "k3").mean()
+            bc_loss = policy.head.loss(
+                policy.encode_batch(obs),
+                real_normalised,
+                torch.ones(real_normalised.shape[:2], dtype=torch.bool, device=info.device),
+            )
+            loss = (
+                g.pg_weight * pg_loss
+                - g.entropy_weight * entropy
+                + g.kl_weight * kl
+                + bc_coef * bc_loss.mean()
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            dist.average_gradients(head_params + sigma_params, info)
+            clip_gradients(head_params + sigma_params, optim.grad_clip)
+            optimizer.step()
+            clip_fractions.append(float(pg_stats["clip_fraction"]))
 
         done = step + 1
         if done % config.log_every == 0 or done == optim.steps:
@@ -483,7 +491,7 @@ def train(
                 "policy/drift": drift,
                 "policy/action_error": (deterministic - real_normalised).abs().mean(),
                 "policy/entropy": entropy,
-                "policy/clip_fraction": pg_stats["clip_fraction"],
+                "policy/clip_fraction": float(np.mean(clip_fractions)),
                 "loss/policy_gradient": pg_loss,
                 "loss/bc": bc_loss.mean(),
                 "lr/head": lrs[0],
