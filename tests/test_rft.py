@@ -258,7 +258,8 @@ def test_data_parallel_rft_under_torchrun_keeps_the_ranks_in_step(setup, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 process(es)" in done.stdout
     # each rank samples its own start states; averaged gradients keep the weights identical
-    digests = re.findall(r"rank \d: finished at step 2, head weights ([0-9a-f]{16})", done.stdout)
+    finished = r"rank \d: finished at step 2, trained weights ([0-9a-f]{16})"
+    digests = re.findall(finished, done.stdout)
     assert len(digests) == 2 and digests[0] == digests[1], done.stdout
     tuned, base = load_checkpoint(run_dir).weights, load_checkpoint(setup / "policy").weights
     assert any(not torch.equal(tuned[k], base[k]) for k in base if k.startswith("head."))
@@ -587,3 +588,17 @@ def test_update_epochs_reuse_each_batch_of_rollouts_for_several_clipped_steps(se
     assert max(clipped[3]) > 0
     with pytest.raises(ValueError, match="update_epochs must be >= 1"):
         GRPOConfig(update_epochs=0)
+
+
+def test_backbone_lr_trains_the_observation_encoder_with_the_head(setup, tmp_path):
+    """backbone_lr > 0 unfreezes the encoder (vision, instruction and state projections, fusion),
+    which then learns from the same loss as the head; 0 (the default) keeps it the base's, as
+    test_rft_updates_only_the_head_and_writes_policy_checkpoints checks."""
+    config = _config(setup, backbone_lr=1e-3)
+    last = train(replace(config, run_dir=str(tmp_path / "run")), progress=False)
+    base = load_checkpoint(setup / "policy").weights
+    tuned = load_checkpoint(last).weights
+    changed = {k.split(".")[0] for k in base if not torch.equal(base[k], tuned[k])}
+    assert {"head", "vision", "fuse"} <= changed
+    with pytest.raises(ValueError, match="backbone_lr must be >= 0"):
+        GRPOConfig(backbone_lr=-1e-4)

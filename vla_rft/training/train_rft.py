@@ -112,6 +112,9 @@ class GRPOConfig:
     """Advantages divided by each group's reward std ('group') or one std for the batch."""
     min_group_spread: float = 0.0
     """Groups whose reward std is below this are left out of the policy gradient (0: none)."""
+    backbone_lr: float = 0.0
+    """Peak lr of the observation encoder, which then learns from the same loss as the head, on
+    the head's schedule (0: frozen, only the head and sigma net learn)."""
     update_epochs: int = 1
     """Optimiser steps on each batch of rollouts, the ratio's denominator fixed at the rollouts'
     log-probs (PPO's epochs; 1: the paper's on-policy step, where the clip never acts)."""
@@ -119,6 +122,8 @@ class GRPOConfig:
     def __post_init__(self):
         if self.group_size < 2 or self.chunks < 1:
             raise ValueError("need group_size >= 2 and chunks >= 1")
+        if self.backbone_lr < 0:
+            raise ValueError(f"backbone_lr must be >= 0, got {self.backbone_lr}")
         if self.update_epochs < 1:
             raise ValueError(f"update_epochs must be >= 1, got {self.update_epochs}")
         if self.sigma_lr < 0 or self.drift_scale <= 0:
@@ -283,13 +288,20 @@ def train(
     def reduced(total: torch.Tensor) -> torch.Tensor:
         return reduce_log_prob(total, log_prob_terms, g.log_prob_reduction)
 
-    policy.freeze_backbone()
+    policy.freeze_backbone(frozen=g.backbone_lr == 0)
     policy.head.requires_grad_(True)  # includes the sigma net, frozen during behaviour cloning
     sigma_params = list(policy.head.sigma.parameters())
     head_params = [p for n, p in policy.head.named_parameters() if not n.startswith("sigma.")]
-    peaks = (optim.lr, g.sigma_lr)  # of the param groups
+    backbone_params = [
+        p for n, p in policy.named_parameters() if p.requires_grad and not n.startswith("head.")
+    ]
+    param_groups = [(head_params, optim.lr), (sigma_params, g.sigma_lr)]
+    if backbone_params:
+        param_groups.append((backbone_params, g.backbone_lr))
+    peaks = [lr for _, lr in param_groups]
+    trained = [p for params, _ in param_groups for p in params]
     optimizer = torch.optim.AdamW(
-        [{"params": head_params, "lr": optim.lr}, {"params": sigma_params, "lr": g.sigma_lr}],
+        [{"params": params, "lr": lr} for params, lr in param_groups],
         weight_decay=optim.weight_decay,
     )
     start, seconds_before = 0, 0.0
@@ -361,9 +373,10 @@ def train(
     }
     if info.is_main:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-        trainable = sum(p.numel() for p in head_params + sigma_params)
+        trainable = sum(p.numel() for p in trained)
+        trains = "head + sigma net" + (" + encoder" if backbone_params else "")
         print(
-            f"RFT: {trainable / 1e6:.2f} M trainable parameters (head + sigma net); "
+            f"RFT: {trainable / 1e6:.2f} M trainable parameters ({trains}); "
             f"{len(candidates)} start states{where} from {len(train_set.episode_names)} episodes; "
             f"B={optim.batch_size} x G={g.group_size} rollouts of {g.chunks} x {chunk} frames "
             f"per iteration in the {config.rollouts.replace('_', ' ')}, "
@@ -476,8 +489,8 @@ def train(
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            dist.average_gradients(head_params + sigma_params, info)
-            clip_gradients(head_params + sigma_params, optim.grad_clip)
+            dist.average_gradients(trained, info)
+            clip_gradients(trained, optim.grad_clip)
             optimizer.step()
             clip_fractions.append(float(pg_stats["clip_fraction"]))
 
@@ -538,9 +551,10 @@ def train(
             f"fine-tuned to step {optim.steps} in {seconds:.0f} s ({seconds / 60:.1f} min); "
             f"checkpoint {last}; curves {run_dir / 'curves.png'}"
         )
-    trained = b"".join(p.detach().cpu().numpy().tobytes() for p in head_params + sigma_params)
-    digest = hashlib.sha256(trained).hexdigest()[:16]
-    print(f"rank {info.rank}: finished at step {optim.steps}, head weights {digest}")  # same on all
+    weights = b"".join(p.detach().cpu().numpy().tobytes() for p in trained)
+    digest = hashlib.sha256(weights).hexdigest()[:16]
+    # the same on every rank: each averages the gradients of all
+    print(f"rank {info.rank}: finished at step {optim.steps}, trained weights {digest}")
     dist.cleanup(info)
     return last or latest_checkpoint(run_dir)
 
