@@ -348,6 +348,14 @@ def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
     assert all(moved)
     with pytest.raises(ValueError, match="reference must be one of"):
         reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, reference="noisy")
+    # start states among each held-out episode's first frames, as the rft recipe's start_steps
+    first = reward_check(
+        policy_dir, setup / "world_model", [episodes], starts=2, samples=2, seed=0,
+        max_steps=30, progress=False, start_steps=1,
+    )  # fmt: skip
+    assert first["rows"] and {r["step"] for r in first["rows"]} == {0}
+    with pytest.raises(ValueError, match="start_steps must be >= 0"):
+        reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, start_steps=-1)
 
 
 def read_instruction(episodes):

@@ -17,6 +17,8 @@ and closeness to the expert's actions: whether GRPO's advantages point towards t
 With `--chunks N` every candidate is N chunks long and the policy's candidates are imagined as
 `vla-rft rft --set grpo.chunks=N` imagines them: closed loop on the world model's frames.
 `--chain-start noise` samples the policy's chunks from x_0 ~ N(0, I), as `grpo.chain_start=noise`.
+`--start-steps N` draws start states among each held-out episode's first N frames, as the rft
+recipe's `start_steps` (`--start-steps 1`: episode starts only, the whole-episode recipe's).
 """
 
 from __future__ import annotations
@@ -122,7 +124,10 @@ def reward_check(
     chunks: int = 1,
     chain_start: str = "zero",
     reference: str = "executed",
+    start_steps: int = 0,
 ) -> dict:
+    if start_steps < 0:
+        raise ValueError(f"start_steps must be >= 0, got {start_steps}")
     if chunks < 1 or starts < 1 or samples < 1:
         raise ValueError(
             f"chunks, starts and samples must be >= 1, got {chunks}, {starts}, {samples}"
@@ -152,7 +157,12 @@ def reward_check(
         )
     proprio = ProprioModel.fit(train.states, train.actions, train.ep_start) if chunks > 1 else None
     rng = np.random.default_rng(seed)
-    windows = full_chunk_windows(val, chunk * chunks)
+    windows = full_chunk_windows(val, chunk * chunks, start_steps)
+    if not len(windows):
+        raise ValueError(
+            f"no held-out start state has {chunk * chunks} recorded actions after it"
+            + (f" among its episode's first {start_steps} frames" if start_steps else "")
+        )
     picks = np.sort(rng.choice(windows, min(starts, len(windows)), replace=False))
     metas = {e.name: e.meta for e in index.episodes}
     replayer = EpisodeReplayer(val.images.shape[1], max_steps)
@@ -313,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the expert's chunk and the reference rollout: the executed (noisy) actions or the "
         "expert's clean ones, as reference_actions in the rft recipe (default executed)",
     )
+    parser.add_argument(
+        "--start-steps",
+        type=int,
+        default=0,
+        help="start states only among each held-out episode's first N frames, as the rft "
+        "recipe's start_steps (default 0: all)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/reward_check"))
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -330,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             chunks=args.chunks,
             chain_start=args.chain_start,
             reference=args.reference,
+            start_steps=args.start_steps,
         )
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
