@@ -610,3 +610,23 @@ def test_backbone_lr_trains_the_observation_encoder_with_the_head(setup, tmp_pat
     assert {"head", "vision", "fuse"} <= changed
     with pytest.raises(ValueError, match="backbone_lr must be >= 0"):
         GRPOConfig(backbone_lr=-1e-4)
+
+
+def test_skip_empty_batches_takes_no_step_where_no_group_keeps_a_policy_gradient(setup, tmp_path):
+    """A batch whose groups all lack spread has no policy gradient. By default its step still
+    applies the BC and entropy terms, and under Adam a step with one term alone is a full lr step
+    along it (the supervised control). skip_empty_batches leaves the weights and the optimiser
+    untouched there; grpo/empty_batches logs the fraction of such steps either way."""
+    base = load_checkpoint(setup / "policy").weights
+    tuned = {}
+    for skip in (False, True):
+        config = _config(setup, min_group_spread=1e9, bc_schedule="constant", bc_weight=1.0)
+        config = replace(config, grpo=replace(config.grpo, skip_empty_batches=skip))
+        run_dir = tmp_path / f"skip{skip}"
+        last = train(replace(config, run_dir=str(run_dir)), progress=False)
+        tuned[skip] = load_checkpoint(last, with_optimizer=True)
+        assert [r["grpo/empty_batches"] for r in read_metrics(run_dir)] == [1.0, 1.0]
+    moved = {k for k in base if not torch.equal(base[k], tuned[False].weights[k])}
+    assert any(k.startswith("head.") and not k.startswith("head.sigma.") for k in moved)
+    assert all(torch.equal(base[k], tuned[True].weights[k]) for k in base)
+    assert not tuned[True].optimizer["state"]

@@ -118,6 +118,9 @@ class GRPOConfig:
     update_epochs: int = 1
     """Optimiser steps on each batch of rollouts, the ratio's denominator fixed at the rollouts'
     log-probs (PPO's epochs; 1: the paper's on-policy step, where the clip never acts)."""
+    skip_empty_batches: bool = False
+    """Take no optimiser step where no group keeps a policy gradient (False: such a step still
+    applies the BC and entropy terms, each a full Adam step on its own)."""
 
     def __post_init__(self):
         if self.group_size < 2 or self.chunks < 1:
@@ -399,6 +402,7 @@ def train(
     # --- loop ------------------------------------------------------------------------------
     t0, last = time.perf_counter(), None
     dropped, since_log = 0, 0  # groups left out of the policy gradient since the last log
+    empty = 0  # steps since the last log where no process kept a group
     bar = tqdm(
         range(start, optim.steps),
         disable=not (progress and info.is_main),
@@ -453,6 +457,8 @@ def train(
             advantages = advantages.flatten().to(info.device)  # [B*G]
             kept_samples = keep.repeat_interleave(g.group_size).to(info.device)  # [B*G]
             dropped, since_log = dropped + int((~keep).sum()), since_log + 1
+            no_gradient = dist.all_reduce_mean(float(keep.any()), info) == 0
+            empty += int(no_gradient)
             base_log_prob = reduced(rolled.chain_log_prob(reference_policy))
             inputs = (obs[IMAGE_INPUT], obs[INSTRUCTION_INPUT], obs[STATE_INPUT])
             deterministic = policy.predict_chunk(*inputs)  # [B, K, A] normalised
@@ -487,12 +493,14 @@ def train(
                 + g.kl_weight * kl
                 + bc_coef * bc_loss.mean()
             )
+            clip_fractions.append(float(pg_stats["clip_fraction"]))
+            if no_gradient and g.skip_empty_batches:
+                break  # logged, not applied
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             dist.average_gradients(trained, info)
             clip_gradients(trained, optim.grad_clip)
             optimizer.step()
-            clip_fractions.append(float(pg_stats["clip_fraction"]))
 
         done = step + 1
         if done % config.log_every == 0 or done == optim.steps:
@@ -515,7 +523,8 @@ def train(
             scalars["grpo/dropped_groups"] = info.world_size * dist.all_reduce_mean(
                 dropped / since_log, info
             )  # per step, over all processes
-            dropped, since_log = 0, 0
+            scalars["grpo/empty_batches"] = empty / since_log
+            dropped, since_log, empty = 0, 0, 0
             logger.log(done, scalars)
             bar.set_postfix(
                 reward=f"{scalars['reward/mean']:.4f}", kl=f"{scalars['policy/kl_to_base']:.2e}"
