@@ -40,7 +40,13 @@ from vla_rft.training.imagination import (
     to_world_model_actions,
 )
 from vla_rft.training.tracking import read_metrics
-from vla_rft.training.train_rft import GRPOConfig, TrainRFTConfig, check_start_frames, train
+from vla_rft.training.train_rft import (
+    GRPOConfig,
+    TrainRFTConfig,
+    check_start_frames,
+    curve_keys,
+    train,
+)
 from vla_rft.training.train_world_model import TrainWorldModelConfig
 
 INSTRUCTION = "reach the red goal"
@@ -145,6 +151,9 @@ def test_rft_updates_only_the_head_and_writes_policy_checkpoints(setup):
     assert all(r["grpo/dropped_groups"] == 0 for r in rows), "min_group_spread 0 keeps all"
     assert all(np.isfinite(r["reward/mean"]) and r["reward/mean"] <= 0 for r in rows)
     assert (setup / "run" / "curves.png").is_file()
+    plotted = set(curve_keys(in_simulator=False))
+    assert plotted <= set(rows[-1]), "every panel of curves.png has data"
+    assert {k for k in rows[-1] if k.startswith("grpo/")} <= plotted, "the group filter is plotted"
 
     resumed = train(_config(setup, steps=4), resume=True, progress=False)
     assert load_checkpoint(resumed).step == 4

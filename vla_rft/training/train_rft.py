@@ -252,6 +252,24 @@ def check_start_frames(episodes, image_size: int, world_model: str) -> None:
 # --- training --------------------------------------------------------------------------------
 
 
+def curve_keys(in_simulator: bool) -> list[str]:
+    """The metrics curves.png plots, one panel each: the reward and its terms, the policy's
+    distance from the base, and the group filter."""
+    terms = SIM_REWARD_TERMS if in_simulator else REWARD_TERMS
+    return [
+        "reward/mean",
+        "reward/std_in_group",
+        *(f"reward/{name}" for name in terms),
+        "policy/kl_to_base",
+        "policy/action_error",
+        "policy/entropy",
+        "policy/clip_fraction",
+        "lr/head",
+        "grpo/dropped_groups",
+        "grpo/empty_batches",
+    ]
+
+
 def train(
     config: TrainRFTConfig,
     resume: bool = False,
@@ -541,17 +559,7 @@ def train(
         logger.close()
         plot_metrics(
             run_dir,
-            [
-                "reward/mean",
-                "reward/std_in_group",
-                *(f"reward/{name}" for name in SIM_REWARD_TERMS if in_simulator),
-                *(f"reward/{name}" for name in REWARD_TERMS if not in_simulator),
-                "policy/kl_to_base",
-                "policy/action_error",
-                "policy/entropy",
-                "policy/clip_fraction",
-                "lr/head",
-            ],
+            curve_keys(in_simulator),
             run_dir / "curves.png",
             title=f"VLA-RFT: {run_dir.name}",
         )
