@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from policy_testing import train_tiny, write_instruction_episodes
 
-from vla_rft.contract.constants import ACTION
+from vla_rft.contract.constants import ACTION, EXPERT_ACTIONS_KEY
 from vla_rft.data.dataset import WindowConfig, build_datasets
 from vla_rft.data.episode_store import list_episodes, read_episode
 from vla_rft.rollout.corrections import CorrectionConfig, collect_corrections, drive, main
@@ -83,6 +83,11 @@ def test_expert_takes_over_where_the_policy_was(tmp_path):
             assert episode.meta.extra["takeover_step"] == t
             assert episode.meta.extra["policy"] == "drift"
             assert episode.meta.extra["policy_success"] is False
+            # the takeover's actions are the expert's clean ones, recorded as such, so
+            # `reward-check --reference expert` and `reference_actions: expert` accept them
+            np.testing.assert_array_equal(
+                np.asarray(episode.meta.extra[EXPERT_ACTIONS_KEY], np.float32), episode.actions
+            )
             assert len(episode) + t <= 120
             # the metadata alone reproduces the start: seed, then the policy's prefix
             assert np.array_equal(episode.meta.extra["prefix_actions"], prefix)
@@ -92,7 +97,7 @@ def test_expert_takes_over_where_the_policy_was(tmp_path):
             np.testing.assert_array_equal(obs["state"], episode.states[0])
 
     train, _, index = build_datasets([config.out], WindowConfig(action_horizon=8))
-    assert len(index) == 4 and len(train) > 0
+    assert len(index) == 4 and len(train) > 0 and train.has_expert_actions.all()
 
     again = collect_corrections(config, lambda robot: DriftPolicy(), "drift", progress=False)
     assert again.written == 0 and again.skipped == 4

@@ -64,3 +64,13 @@ def test_an_instruction_changed_mid_episode_is_kept_in_the_episode(tmp_path):
     meta = read_episode(tmp_path / "ep").meta
     assert meta.instruction == "pick up the red block"
     assert meta.extra["instruction_changes"] == [{"step": 2, "instruction": "put it in the bin"}]
+
+
+def test_the_command_list_points_once_at_each_commands_own_help(monkeypatch):
+    from vla_rft.cli import STAGE_COMMANDS
+    from vla_rft.cli import build_parser as cli_parser
+
+    monkeypatch.setenv("COLUMNS", "300")  # one line per command: argparse wraps at hyphens
+    text = cli_parser().format_help()
+    for name in STAGE_COMMANDS:
+        assert text.count(f"(`vla-rft {name} --help`)") == 1, name

@@ -252,7 +252,7 @@ STAGE_COMMANDS = {
     ),
     "op": (
         "vla_rft_nodes.op",
-        "drive a running graph: status, e-stop, instruction, label (`vla-rft op --help`)",
+        "drive a running graph: status, e-stop, instruction, label",
     ),
     "import": (
         "vla_rft.data.importers.command",

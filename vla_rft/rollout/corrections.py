@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from vla_rft.contract.config import comma_list
 from vla_rft.contract.constants import (
+    EXPERT_ACTIONS_KEY,
     OBS_IMAGE,
     OBS_STATE,
     PERTURBATION_KINDS,
@@ -144,9 +145,9 @@ def drive(robot, agent: PolicyAgent, seed: int, perturbation: str, steps: int | 
 
 
 def expert_takeover(robot, obs: dict) -> tuple[bool, list[tuple[np.ndarray, ...]]]:
-    """The expert acts from `obs` to the end of the episode.
+    """The noise-free expert acts from `obs` to the end of the episode.
 
-    Returns (success, [(image, state, action) per step])."""
+    Returns (success, [(image, state, action) per step]); each action is the expert's clean one."""
     steps = []
     outcome = rollout(
         robot, ExpertAgent(robot), obs,
@@ -189,7 +190,8 @@ def _correct_seed(robot, agent, pert, seed, config, summary, meta) -> None:
         with EpisodeWriter(config.out, name, episode_meta) as writer:
             for image, state, action in steps:
                 writer.add_step(image, state, action)
-            writer.finish(fixed)
+            clean = np.asarray([action for _, _, action in steps], np.float32).tolist()
+            writer.finish(fixed, extra={EXPERT_ACTIONS_KEY: clean})
         summary.written += 1
         summary.frames += len(steps)
 
