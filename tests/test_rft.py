@@ -277,7 +277,7 @@ def test_data_parallel_rft_under_torchrun_keeps_the_ranks_in_step(setup, tmp_pat
 @pytest.mark.slow
 def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
     from vla_rft.cli import main as cli
-    from vla_rft.evaluation.reward_check import reward_check, spearman
+    from vla_rft.evaluation.reward_check import markdown, reward_check, spearman
 
     episodes = tmp_path / "episodes"
     assert (
@@ -330,6 +330,7 @@ def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
         assert expert["action_error"] == 0.0
         assert all(r["action_error"] > 0 for r in group if r["kind"] != "expert")
     assert summary["policy_groups"] == 2  # every group of the policy's chunks is ranked
+    assert summary["gate"]["groups"] == 2 and "gate for RL:" in markdown(summary)
     assert -1.0 <= summary["spearman_within_policy_group_reward_closeness"] <= 1.0
     assert spearman(np.array([1, 2, 3]), np.array([0, 0, 1])) == pytest.approx(0.866, abs=1e-3)
     # two chunks per candidate, the policy's imagined closed loop (chains from x_0 ~ N(0, I)):
@@ -365,6 +366,51 @@ def test_reward_check_replays_real_episodes_in_the_simulator(setup, tmp_path):
     assert first["rows"] and {r["step"] for r in first["rows"]} == {0}
     with pytest.raises(ValueError, match="start_steps must be >= 0"):
         reward_check(policy_dir, setup / "world_model", [episodes], 1, 2, 0, start_steps=-1)
+
+
+def _rows(groups):
+    """Reward-check rows from {start: [(reward, success, dense reward), ...]} of policy chunks."""
+    return [
+        {"start": start, "kind": "policy_sample", "reward": r, "success": ok,
+         "dense_reward": d, "action_error": 0.1}
+        for start, chunks in groups.items() for r, ok, d in chunks
+    ]  # fmt: skip
+
+
+def test_reward_check_gates_rl_on_ranking_and_mixed_groups():
+    """Issue 18's gate before any RL on a reward: within the policy's groups, Spearman(reward,
+    real success) > 0.5, and at least a third of the groups with mixed outcomes. The simulator's
+    own progress (Meta-World's dense reward after the chunk) is scored the same way: no learned
+    progress reward can rank better than the progress it learns from."""
+    from vla_rft.evaluation.reward_check import GATE_MIXED_FRACTION, GATE_SPEARMAN, summarize
+
+    ranked = {0: [(-1, False, 0.1), (0, True, 0.9)], 1: [(-2, False, 0.9), (-1, True, 0.1)],
+              2: [(0, True, 1.0), (-1, True, 0.5)]}  # fmt: skip
+    gate = summarize(_rows(ranked))["gate"]
+    assert gate["mixed_fraction"] == pytest.approx(2 / 3) and GATE_MIXED_FRACTION <= 2 / 3
+    assert gate["spearman"] == pytest.approx(1.0) and GATE_SPEARMAN < 1.0
+    assert gate["passed"] is True
+    assert gate["progress_spearman"] == pytest.approx(0.0)  # +1 in group 0, -1 in group 1
+    assert gate["progress_passed"] is False
+
+    wrong = {**ranked, 1: [(-1, False, 0.1), (-2, True, 0.9)]}  # the reward inverts group 1
+    gate = summarize(_rows(wrong))["gate"]
+    assert gate["spearman"] == pytest.approx(0.0) and gate["passed"] is False
+    assert gate["progress_spearman"] == pytest.approx(1.0) and gate["progress_passed"] is True
+
+    same = {start: [(-1, True, 0.2), (0, True, 0.3)] for start in range(3)}  # nothing to rank
+    gate = summarize(_rows({**same, 0: ranked[0]}))["gate"]
+    assert gate["mixed_fraction"] == pytest.approx(1 / 3)
+    assert gate["passed"] is True  # a third is enough
+    gate = summarize(_rows({**same, 3: [(0, True, 0.1)] * 2, 0: ranked[0]}))["gate"]
+    assert gate["mixed_fraction"] == pytest.approx(1 / 4) and gate["passed"] is False
+    assert "gate for RL: FAIL" in markdown_of(_rows({**same, 3: [(0, True, 0.1)] * 2}))
+
+
+def markdown_of(rows):
+    from vla_rft.evaluation.reward_check import markdown, summarize
+
+    return markdown(summarize(rows))
 
 
 def read_instruction(episodes):

@@ -19,6 +19,9 @@ With `--chunks N` every candidate is N chunks long and the policy's candidates a
 `--chain-start noise` samples the policy's chunks from x_0 ~ N(0, I), as `grpo.chain_start=noise`.
 `--start-steps N` draws start states among each held-out episode's first N frames, as the rft
 recipe's `start_steps` (`--start-steps 1`: episode starts only, the whole-episode recipe's).
+Last, the gate before any RL on the reward (issue 18): within the policy's groups, Spearman with
+real success above GATE_SPEARMAN and at least GATE_MIXED_FRACTION of the groups mixed; the same
+test for Meta-World's own progress after the chunk bounds what a learned progress reward can do.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ from vla_rft.training.imagination import (
 )
 
 KINDS = ("expert", "policy", "policy_sample", "random")
+GATE_SPEARMAN = 0.5
+"""The gate before RL on a reward (issue 18): within the policy's own groups, the mean
+Spearman(reward, real success) must exceed this ..."""
+GATE_MIXED_FRACTION = 1 / 3
+"""... and at least this fraction of the groups must have mixed outcomes (the rest carry no
+success signal for GRPO's advantages)."""
 REFERENCES = ("executed", "expert")
 """The expert chunk and the reference: the episode's executed actions or the expert's clean ones
 (recorded by `vla-rft collect`), as `vla-rft rft --set reference_actions=...`."""
@@ -217,18 +226,44 @@ def within_starts(
     rows: list[dict],
     kinds: tuple[str, ...],
     against: Callable[[dict], float] = lambda r: r["success"],
+    score: str = "reward",
 ) -> list[float]:
-    """Spearman(reward, against(row)) inside each start state's chunks of `kinds`, for the starts
-    where `against` varies (success: where those chunks have mixed outcomes)."""
+    """Spearman(row[score], against(row)) inside each start state's chunks of `kinds`, for the
+    starts where both vary (success: where those chunks have mixed outcomes)."""
     out = []
     for start in sorted({r["start"] for r in rows}):
         group = [r for r in rows if r["start"] == start and r["kind"] in kinds]
         rho = spearman(
-            np.array([r["reward"] for r in group]), np.array([against(r) for r in group], float)
+            np.array([r[score] for r in group]), np.array([against(r) for r in group], float)
         )
         if np.isfinite(rho):
             out.append(rho)
     return out
+
+
+def gate(rows: list[dict], kinds: tuple[str, ...]) -> dict:
+    """Whether RL on this reward is worth running (GATE_SPEARMAN, GATE_MIXED_FRACTION), over
+    the groups of `kinds`; and the same test for the simulator's own progress after the chunk
+    (Meta-World's dense reward), which bounds any learned progress reward."""
+    outcomes: dict[int, set[bool]] = {}
+    for r in rows:
+        if r["kind"] in kinds:
+            outcomes.setdefault(r["start"], set()).add(r["success"])
+    mixed = sum(len(o) > 1 for o in outcomes.values())
+    mixed_fraction = mixed / len(outcomes) if outcomes else 0.0
+    enough = mixed_fraction >= GATE_MIXED_FRACTION - 1e-9
+    rho, rho_progress = (
+        float(np.mean(v)) if v else float("nan")
+        for v in (within_starts(rows, kinds), within_starts(rows, kinds, score="dense_reward"))
+    )
+    return {
+        "groups": len(outcomes),
+        "mixed_fraction": mixed_fraction,
+        "spearman": rho,
+        "passed": bool(enough and rho > GATE_SPEARMAN),
+        "progress_spearman": rho_progress,
+        "progress_passed": bool(enough and rho_progress > GATE_SPEARMAN),
+    }
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -261,6 +296,7 @@ def summarize(rows: list[dict]) -> dict:
             float(np.mean(closeness)) if closeness else float("nan")
         ),
         "policy_groups": len(closeness),
+        "gate": gate(rows, policy_kinds),
         "rows": rows,
     }
 
@@ -289,8 +325,24 @@ def markdown(summary: dict) -> str:
         f"{summary['spearman_within_policy_group_reward_closeness']:.3f}",
         f"Spearman(reward, Meta-World dense reward after the chunk): "
         f"{summary['spearman_reward_dense_reward']:.3f}",
+        "",
+        _gate_line(summary["gate"]),
     ]
     return "\n".join(lines)
+
+
+def _gate_line(g: dict) -> str:
+    def verdict(passed: bool) -> str:
+        return "PASS" if passed else "FAIL"
+
+    return (
+        f"gate for RL: {verdict(g['passed'])} (within the policy's groups: Spearman(reward, "
+        f"success) {g['spearman']:.3f}, must be > {GATE_SPEARMAN}; groups with mixed outcomes "
+        f"{100 * g['mixed_fraction']:.0f}% of {g['groups']}, must be >= "
+        f"{100 * GATE_MIXED_FRACTION:.0f}%). The simulator's own progress after the chunk, the "
+        f"best a learned progress reward can do: {verdict(g['progress_passed'])} (Spearman "
+        f"{g['progress_spearman']:.3f})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
