@@ -211,6 +211,8 @@ def test_corrupted_and_mismatched_files_are_refused(package, tmp_path):
 
     with pytest.raises(ModelFileError, match="not a model package"):
         load_policy(tmp_path, backend="onnxruntime")
+    with pytest.raises(ModelFileError, match="or --backend torch for a training checkpoint"):
+        load_policy(tmp_path)  # auto: what an operator gets for `--policy-model runs/policy/x`
     with pytest.raises(ModelFileError, match="holds a 'policy', expected 'text_encoder'"):
         OnnxModel(package / POLICY_ONNX, kind="text_encoder")
 

@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vla-rft bringup", description=__doc__.split("\n")[0].replace("`", "")
     )
     p.add_argument("--sim", action="store_true", help="simulated robot + evaluation manager")
-    p.add_argument("--policy-model", help="policy package or checkpoint (policy_node.model_path)")
+    p.add_argument(
+        "--policy-model",
+        help="policy package, or with --backend torch a checkpoint (policy_node.model_path)",
+    )
     p.add_argument("--backend", choices=BACKENDS)
     p.add_argument(
         "--standin-policy",

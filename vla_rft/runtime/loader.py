@@ -43,7 +43,8 @@ def load_policy(
         return TorchPolicy.from_checkpoint(path)
     if not (path / POLICY_ONNX).is_file():
         raise ModelFileError(
-            f"{path}: not a model package (no {POLICY_ONNX}; run `vla-rft export`)"
+            f"{path}: not a model package (no {POLICY_ONNX}; run `vla-rft export`, or --backend "
+            "torch for a training checkpoint)"
         )
     engine = path / POLICY_ENGINE
     if backend == "tensorrt" or (backend == "auto" and engine.is_file()):
