@@ -176,6 +176,31 @@ def test_recipes_load_and_name_bad_overrides():
         load_config(twm.TrainWorldModelConfig, DEBUG_RECIPE, ["model.chanels=[8]"])
 
 
+def test_moving_pixels_weigh_more_and_a_uniform_error_is_unchanged():
+    """moving_weight (issue 18: loss weights on the pixels that move, so the arm and the puck
+    are not averaged away): a pixel counts 1 + moving_weight where the target differs from the
+    last context frame, the loss stays a weighted mean, and the MSE for PSNR is unweighted."""
+    last = torch.zeros(1, 3, 8, 8)
+    target = torch.zeros(1, 2, 3, 8, 8)
+    target[:, :, :, :2, :2] = 1.0  # 4 of 64 pixels moved
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    uniform = target + 0.1
+    kw = dict(last=last, moving_threshold=0.05)
+    plain = twm.pixel_loss(uniform, target, valid, 0.5)[0]
+    weighted = twm.pixel_loss(uniform, target, valid, 0.5, moving_weight=8.0, **kw)[0]
+    torch.testing.assert_close(weighted, plain)  # the same error everywhere: the same loss
+    on_moving = target.clone()
+    on_moving[:, :, :, :2, :2] = 0.0  # wrong only where things moved: the puck vanished
+    plain, mse = twm.pixel_loss(on_moving, target, valid, 0.5)
+    weighted, mse_w = twm.pixel_loss(on_moving, target, valid, 0.5, moving_weight=8.0, **kw)
+    assert weighted > 4 * plain  # 4 pixels of 64 count 9 times: (9*4)/(9*4+60) against 4/64
+    torch.testing.assert_close(mse_w, mse)
+    with pytest.raises(ValueError, match="moving_weight must be >= 0"):
+        twm.TrainWorldModelConfig(moving_weight=-1.0)
+    with pytest.raises(ValueError, match="moving_threshold must be in"):
+        twm.TrainWorldModelConfig(moving_threshold=0.0)
+
+
 # --- training and evaluation on real episodes ----------------------------------------------------
 
 
@@ -267,10 +292,11 @@ def test_fine_tuning_starts_from_the_parent_and_keeps_its_statistics(episodes, t
     more = tmp_path / "more"
     shutil.copytree(episodes, more, ignore=shutil.ignore_patterns(".cache"))
     child = _train(
-        more, tmp_path / "child", "optim.steps=1", "optim.lr=1e-12", f"init_from={parent}"
-    )
+        more, tmp_path / "child", "optim.steps=1", "optim.lr=1e-12", f"init_from={parent}",
+        "moving_weight=4.0",  # the fine-tuning issue 18 tried: the moving pixels weigh more
+    )  # fmt: skip
     a, b = load_checkpoint(parent), load_checkpoint(child)
-    assert b.norm_stats == a.norm_stats
+    assert b.norm_stats == a.norm_stats and b.config["moving_weight"] == 4.0
     for name, tensor in a.weights.items():
         torch.testing.assert_close(b.weights[name], tensor, atol=1e-6, rtol=0, msg=name)
     with pytest.raises(ConfigError, match="model config differs"):

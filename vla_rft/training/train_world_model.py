@@ -79,6 +79,11 @@ class TrainWorldModelConfig:
     """Optimiser and schedule; batch_size counts windows."""
     l1_weight: float = 0.5
     """Weight of the L1 pixel loss added to the MSE (sharper frames)."""
+    moving_weight: float = 0.0
+    """Extra loss weight on the pixels that moved since the last context frame (the arm, the
+    object): each counts 1 + moving_weight in the frame's weighted mean (0: all pixels alike)."""
+    moving_threshold: float = 0.05
+    """A pixel moved where a channel differs from the last context frame by more than this."""
     decoded_frames: int = 0
     """Frames of each window decoded and scored per step: the first and random others (0: all)."""
     bf16: bool = False
@@ -104,6 +109,10 @@ class TrainWorldModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.decoded_frames < 0:
             raise ValueError(f"decoded_frames must be >= 0, got {self.decoded_frames}")
+        if self.moving_weight < 0:
+            raise ValueError(f"moving_weight must be >= 0, got {self.moving_weight}")
+        if not 0 < self.moving_threshold < 1:
+            raise ValueError(f"moving_threshold must be in (0, 1), got {self.moving_threshold}")
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -149,13 +158,29 @@ def to_tensors(batch: dict, device: torch.device):
     )
 
 
-def pixel_loss(pred, target, valid, l1_weight: float):
-    """Mean over real frames of MSE + l1_weight * L1; also returns per-frame MSE [N, T]."""
+def pixel_loss(
+    pred, target, valid, l1_weight: float, last=None, moving_weight=0.0, moving_threshold=0.05
+):
+    """Mean over real frames of MSE + l1_weight * L1, each frame's a mean over its pixels in which
+    a pixel that moved since `last` counts 1 + moving_weight; also the plain MSE per frame.
+
+    pred, target [N, T, 3, H, W], valid [N, T] bool, last [N, 3, H, W] (the last context frame;
+    needed when moving_weight > 0) -> (loss [], mse [N, T])."""
+    error = (pred - target).square() + l1_weight * (pred - target).abs()  # [N, T, 3, H, W]
     mse = (pred - target).square().mean(dim=(2, 3, 4))  # [N, T]
-    l1 = (pred - target).abs().mean(dim=(2, 3, 4))
+    if moving_weight > 0:
+        moved = (target - last.unsqueeze(1)).abs().amax(dim=2, keepdim=True) > moving_threshold
+        weight = 1 + moving_weight * moved.float()  # [N, T, 1, H, W]
+        per_frame = (error * weight).sum(dim=(2, 3, 4)) / (weight.sum(dim=(2, 3, 4)) * 3)
+    else:
+        per_frame = error.mean(dim=(2, 3, 4))
     w = valid.float()
-    loss = ((mse + l1_weight * l1) * w).sum() / w.sum().clamp_min(1)
-    return loss, mse
+    return (per_frame * w).sum() / w.sum().clamp_min(1), mse
+
+
+def loss_terms(config: TrainWorldModelConfig, context: torch.Tensor) -> tuple:
+    """pixel_loss's arguments after `valid` for this recipe and context [N, C, 3, H, W]."""
+    return config.l1_weight, context[:, -1], config.moving_weight, config.moving_threshold
 
 
 @torch.no_grad()
@@ -166,7 +191,7 @@ def validate(model: WorldModel, val, idx: np.ndarray, config, device) -> dict[st
     for s in range(0, len(idx), 32):
         context, actions, target, valid = to_tensors(val.get_batch(idx[s : s + 32]), device)
         pred = model(context, actions)
-        loss, mse = pixel_loss(pred, target, valid, config.l1_weight)
+        loss, mse = pixel_loss(pred, target, valid, *loss_terms(config, context))
         rows["loss"].append(loss.item() * len(context))
         rows["mse"].append(mse)
         rows["base"].append((context[:, -1:] - target).square().mean(dim=(2, 3, 4)))
@@ -282,7 +307,7 @@ def train(
             target, valid = target[:, steps], valid[:, steps]
         with torch.autocast(info.device.type, torch.bfloat16, enabled=bf16):
             pred = ddp_model(context, actions, steps)  # [N, T', 3, H, W]
-        loss, _ = pixel_loss(pred.float(), target, valid, config.l1_weight)
+        loss, _ = pixel_loss(pred.float(), target, valid, *loss_terms(config, context))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower optim.lr")
         optimizer.zero_grad(set_to_none=True)
