@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from vla_rft.rl.image_metrics import psnr, ssim
+from vla_rft.rl.image_metrics import MOVING_THRESHOLD, masked_psnr, moved, psnr, ssim
 
 
 def _ssim_reference(x: np.ndarray, y: np.ndarray) -> float:
@@ -33,6 +33,24 @@ def test_psnr_hand_values():
     b[1, :4] += 1.0  # half the pixels off by 1: MSE 0.5 -> 3.01 dB
     np.testing.assert_allclose(psnr(b, a), [20.0, 10 * np.log10(2)], rtol=1e-5)
     assert psnr(a, a)[0] == pytest.approx(100.0)  # identical: capped, not infinite
+
+
+def test_psnr_on_the_pixels_that_moved():
+    """The metric on the pixels that matter (issue 18): the arm and the object are the pixels
+    that moved since the reference frame; the static scene around them does not dilute it."""
+    last = np.zeros((2, 8, 8, 3), np.float32)
+    real = last.copy()
+    real[:, :2, :2] = 0.5  # 4 of 64 pixels moved
+    real[1, 7, 7, 0] = MOVING_THRESHOLD / 2  # a flicker below the threshold is not motion
+    mask = moved(real, last)
+    assert mask.shape == (2, 8, 8, 1) and mask.sum() == 8
+    pred = real.copy()
+    pred[:, :2, :2] = 0.4  # off by 0.1 where things moved, exact elsewhere
+    np.testing.assert_allclose(masked_psnr(pred, real, mask), [20.0, 20.0], rtol=1e-5)
+    assert psnr(pred, real)[0] > 30  # the whole frame hides the error
+    assert np.isnan(masked_psnr(pred, real, np.zeros_like(mask))).all()  # nothing moved
+    with pytest.raises(ValueError, match="mask"):
+        masked_psnr(pred, real, mask[..., 0])
 
 
 def test_ssim_matches_reference_and_properties():

@@ -341,6 +341,10 @@ def test_eval_command_scores_rollouts_and_draws_the_strip(episodes, tmp_path, ca
     # the baseline scored the way it is defined: the context frame against the real frame 1 ahead
     assert 10 < summary["per_step"]["psnr/repeat_last"][0] < 100
     assert {"psnr_margin_db", "real_better_fraction"} <= set(summary["action_sensitivity"])
+    # and on the pixels that moved in the real episode (the arm, the object)
+    moving = summary["action_sensitivity_moving"]
+    assert {"psnr_margin_db", "real_better_fraction", "moved_pixel_fraction"} <= set(moving)
+    assert 0 < moving["moved_pixel_fraction"] < 0.5 and "on the pixels that moved" in printed
     for png in ("strip.png", "psnr_per_step.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert eval_world_model.main(["--checkpoint", str(tmp_path / "nothing")]) == 2

@@ -1,4 +1,5 @@
-"""Image similarity: PSNR and SSIM on channels-last images in [0, 1].
+"""Image similarity: PSNR and SSIM on channels-last images in [0, 1], and PSNR on the pixels
+that moved.
 
 Both take torch tensors or numpy arrays shaped [..., H, W, 3] (the layout of the data set and of
 `WorldModel.rollout`) and return one value per image, shaped [...], in the input's kind. They are
@@ -38,6 +39,33 @@ def psnr(pred, target, data_range: float = 1.0, max_db: float = 100.0):
     mse = (p - t).square().mean(dim=(-3, -2, -1))  # [...]
     floor = data_range**2 / 10 ** (max_db / 10)
     return _out(10 * torch.log10(data_range**2 / mse.clamp_min(floor)), is_numpy)
+
+
+MOVING_THRESHOLD = 0.05
+"""A pixel moved where one of its channels differs from the reference frame by more than this."""
+
+
+def moved(frames, reference, threshold: float = MOVING_THRESHOLD):
+    """frames, reference [..., H, W, C] in [0, 1] -> [..., H, W, 1] bool: the pixels that moved
+    (the arm, the object), in the input's kind."""
+    f, r, is_numpy = _as_pair(frames, reference)
+    return _out((f - r).abs().amax(dim=-1, keepdim=True) > threshold, is_numpy)
+
+
+def masked_psnr(pred, target, mask, data_range: float = 1.0, max_db: float = 100.0):
+    """PSNR over the pixels of mask [..., H, W, 1] only: pred, target [..., H, W, C] -> [...];
+    NaN for an image whose mask is empty."""
+    p, t, is_numpy = _as_pair(pred, target)
+    m = torch.as_tensor(mask, device=p.device)
+    if tuple(m.shape) != (*p.shape[:-1], 1):
+        shapes = f"images {tuple(p.shape)}, mask {tuple(m.shape)}"
+        raise ValueError(f"the mask must be [..., H, W, 1] for the images: {shapes}")
+    m = m.to(p.dtype)
+    pixels = m.sum(dim=(-3, -2, -1))
+    mse = ((p - t).square() * m).sum(dim=(-3, -2, -1)) / (pixels * p.shape[-1]).clamp_min(1)
+    floor = data_range**2 / 10 ** (max_db / 10)
+    out = 10 * torch.log10(data_range**2 / mse.clamp_min(floor))
+    return _out(torch.where(pixels > 0, out, torch.nan), is_numpy)
 
 
 def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:

@@ -28,6 +28,7 @@ from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
 from vla_rft.models import checkpoint as ckpt_io
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
+from vla_rft.rl.image_metrics import MOVING_THRESHOLD
 from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import distributed as dist
 from vla_rft.training.optim import OptimConfig, clip_gradients, learning_rate, use_bf16
@@ -82,7 +83,7 @@ class TrainWorldModelConfig:
     moving_weight: float = 0.0
     """Extra loss weight on the pixels that moved since the last context frame (the arm, the
     object): each counts 1 + moving_weight in the frame's weighted mean (0: all pixels alike)."""
-    moving_threshold: float = 0.05
+    moving_threshold: float = MOVING_THRESHOLD
     """A pixel moved where a channel differs from the last context frame by more than this."""
     decoded_frames: int = 0
     """Frames of each window decoded and scored per step: the first and random others (0: all)."""
@@ -159,8 +160,9 @@ def to_tensors(batch: dict, device: torch.device):
 
 
 def pixel_loss(
-    pred, target, valid, l1_weight: float, last=None, moving_weight=0.0, moving_threshold=0.05
-):
+    pred, target, valid, l1_weight: float, last=None, moving_weight=0.0,
+    moving_threshold=MOVING_THRESHOLD,
+):  # fmt: skip
     """Mean over real frames of MSE + l1_weight * L1, each frame's a mean over its pixels in which
     a pixel that moved since `last` counts 1 + moving_weight; also the plain MSE per frame.
 
