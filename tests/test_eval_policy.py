@@ -115,6 +115,26 @@ def test_eval_command_writes_report_table_and_media(tmp_path, capsys):
     assert merged["interrupted"] is None and len(merged["media"]) == 4
 
 
+def test_workers_split_the_seeds_over_processes_and_merge_into_the_same_report(tmp_path, capsys):
+    argv = ["--policy", "expert", "--tasks", "reach-v3", "--episodes", "3", "--max-steps", "40"]
+    assert main([*argv, "--out", str(tmp_path / "one"), "-q"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "two"), "--workers", "2", "-q"]) == 0
+    one, two = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    for key in ("results", "overall", "episodes", "seeds"):
+        assert two[key] == one[key], key
+    assert two["graphs"] == 2 and (tmp_path / "two" / "report.md").is_file()
+    assert "2 processes" in capsys.readouterr().out
+    assert main([*argv, "--workers", "4"]) == 2  # more processes than seeds
+    assert "--workers" in capsys.readouterr().err
+    bad = ["--policy", str(tmp_path / "nowhere"), "--episodes", "2", "--workers", "2"]
+    assert main([*bad, "--out", str(tmp_path / "bad")]) == 2  # refused before any process
+    assert "nowhere" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    typo = ["--policy", "expert", "--tasks", "fly-v3", "--episodes", "2", "--workers", "2"]
+    assert main([*typo, "--out", str(tmp_path / "typo")]) == 2  # a share's error is the run's
+    assert "unknown Meta-World task" in capsys.readouterr().err
+    assert not (tmp_path / "typo/report.json").exists()
+
+
 def test_expert_policy_fits_the_interface():
     class Robot:
         def expert_action(self, obs):
