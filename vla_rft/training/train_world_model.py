@@ -28,7 +28,7 @@ from vla_rft.data import WindowConfig, build_datasets
 from vla_rft.data.normalization import NormStats
 from vla_rft.models import checkpoint as ckpt_io
 from vla_rft.models.world_model import WorldModel, WorldModelConfig
-from vla_rft.rl.image_metrics import MOVING_THRESHOLD
+from vla_rft.rl.image_metrics import MOVING_THRESHOLD, moved
 from vla_rft.threads import adapt_threads, set_torch_threads
 from vla_rft.training import distributed as dist
 from vla_rft.training.optim import OptimConfig, clip_gradients, learning_rate, use_bf16
@@ -168,14 +168,17 @@ def pixel_loss(
 
     pred, target [N, T, 3, H, W], valid [N, T] bool, last [N, 3, H, W] (the last context frame;
     needed when moving_weight > 0) -> (loss [], mse [N, T])."""
-    error = (pred - target).square() + l1_weight * (pred - target).abs()  # [N, T, 3, H, W]
-    mse = (pred - target).square().mean(dim=(2, 3, 4))  # [N, T]
+    diff = pred - target
+    mse = diff.square().mean(dim=(2, 3, 4))  # [N, T]
+    error = (diff.square() + l1_weight * diff.abs()).mean(dim=2)  # per pixel [N, T, H, W]
     if moving_weight > 0:
-        moved = (target - last.unsqueeze(1)).abs().amax(dim=2, keepdim=True) > moving_threshold
-        weight = 1 + moving_weight * moved.float()  # [N, T, 1, H, W]
-        per_frame = (error * weight).sum(dim=(2, 3, 4)) / (weight.sum(dim=(2, 3, 4)) * 3)
+        frames = target.movedim(2, -1)  # image_metrics' channels-last layout
+        reference = last.unsqueeze(1).movedim(2, -1).expand_as(frames)
+        mask = moved(frames, reference, moving_threshold)[..., 0]  # [N, T, H, W]
+        weight = 1 + moving_weight * mask.float()
+        per_frame = (error * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
     else:
-        per_frame = error.mean(dim=(2, 3, 4))
+        per_frame = error.mean(dim=(2, 3))
     w = valid.float()
     return (per_frame * w).sum() / w.sum().clamp_min(1), mse
 
