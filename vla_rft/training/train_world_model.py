@@ -85,6 +85,12 @@ class TrainWorldModelConfig:
     object): each counts 1 + moving_weight in the frame's weighted mean (0: all pixels alike)."""
     moving_threshold: float = MOVING_THRESHOLD
     """A pixel moved where a channel differs from the last context frame by more than this."""
+    action_margin_weight: float = 0.0
+    """Weight of a hinge asking each window's prediction under its real actions to beat, by
+    action_margin_db of PSNR, its prediction under another window's actions (0: off; doubles
+    the rollouts per step)."""
+    action_margin_db: float = 2.0
+    """The PSNR gap (dB, mean over a window's scored frames) the hinge asks for."""
     decoded_frames: int = 0
     """Frames of each window decoded and scored per step: the first and random others (0: all)."""
     bf16: bool = False
@@ -114,6 +120,10 @@ class TrainWorldModelConfig:
             raise ValueError(f"moving_weight must be >= 0, got {self.moving_weight}")
         if not 0 < self.moving_threshold < 1:
             raise ValueError(f"moving_threshold must be in (0, 1), got {self.moving_threshold}")
+        if self.action_margin_weight < 0:
+            raise ValueError(f"action_margin_weight must be >= 0, got {self.action_margin_weight}")
+        if self.action_margin_db <= 0:
+            raise ValueError(f"action_margin_db must be > 0, got {self.action_margin_db}")
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -183,6 +193,33 @@ def pixel_loss(
     return (per_frame * w).sum() / w.sum().clamp_min(1), mse
 
 
+def action_margin_loss(mse_real, mse_other, valid, margin_db: float):
+    """Hinge on each window's PSNR gap between another window's actions and its real ones:
+    mean over windows of max(0, margin_db - gap), the gap being the mean over the window's real
+    frames of 10 log10(mse_other / mse_real).
+
+    mse_real, mse_other [N, T] (per-frame MSE against the real frames), valid [N, T] bool
+    -> (loss [], gap [N] in dB)."""
+    w = valid.float()
+    ratio = mse_other.clamp_min(1e-10) / mse_real.clamp_min(1e-10)
+    gap = (10 * torch.log10(ratio) * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)  # [N]
+    scored = w.sum(dim=1) > 0
+    return torch.relu(margin_db - gap)[scored].sum() / scored.sum().clamp_min(1), gap
+
+
+def other_rows(tasks: list[str]) -> np.ndarray:
+    """For each window of a batch, another window to borrow actions from: the next one (cyclic)
+    of the same task, or the next one of any task where its task is alone. tasks [N] -> [N]."""
+    n = len(tasks)
+    if n < 2:
+        raise ValueError(f"a counterfactual needs at least 2 windows per batch, got {n}")
+    out = np.empty(n, dtype=np.int64)
+    for i, task in enumerate(tasks):
+        later = [(i + k) % n for k in range(1, n)]
+        out[i] = next((j for j in later if tasks[j] == task), later[0])
+    return out
+
+
 def loss_terms(config: TrainWorldModelConfig, context: torch.Tensor) -> tuple:
     """pixel_loss's arguments after `valid` for this recipe and context [N, C, 3, H, W]."""
     return config.l1_weight, context[:, -1], config.moving_weight, config.moving_threshold
@@ -228,6 +265,8 @@ def train(
     set_torch_threads(config.threads)
     run_dir = Path(config.run_dir)
     per_rank = dist.per_process(config.optim.batch_size, info)
+    if config.action_margin_weight > 0 and per_rank < 2:
+        raise ConfigError(f"action_margin_weight needs >= 2 windows per process, got {per_rank}")
     parent = ckpt_io.load_checkpoint(config.init_from) if config.init_from else None
     if parent is not None and stored_config(TrainWorldModelConfig, parent).model != config.model:
         raise ConfigError(f"init_from {parent.path}: its model config differs from the recipe's")
@@ -310,9 +349,20 @@ def train(
         steps = [0, *sorted(later)] if 0 < keep < horizon else None  # always the first frame
         if steps is not None:
             target, valid = target[:, steps], valid[:, steps]
+        contrast = config.action_margin_weight > 0
+        if contrast:  # one forward over the real actions and another window's, [2N, ...]
+            other = torch.from_numpy(other_rows(batch["instruction"])).to(actions.device)
+            context, actions = context.repeat(2, 1, 1, 1, 1), torch.cat([actions, actions[other]])
         with torch.autocast(info.device.type, torch.bfloat16, enabled=bf16):
-            pred = ddp_model(context, actions, steps)  # [N, T', 3, H, W]
-        loss, _ = pixel_loss(pred.float(), target, valid, *loss_terms(config, context))
+            pred = ddp_model(context, actions, steps).float()  # [N (or 2N), T', 3, H, W]
+        if contrast:
+            pred, pred_other = pred.chunk(2)
+            context = context[: len(pred)]
+        loss, mse = pixel_loss(pred, target, valid, *loss_terms(config, context))
+        if contrast:
+            mse_other = (pred_other - target).square().mean(dim=(2, 3, 4))
+            margin, gap = action_margin_loss(mse, mse_other, valid, config.action_margin_db)
+            loss = loss + config.action_margin_weight * margin
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower optim.lr")
         optimizer.zero_grad(set_to_none=True)
@@ -330,6 +380,9 @@ def train(
                 "optim/grad_norm": grad_norm,
                 "time/step_s": elapsed / config.log_every,
             }
+            if contrast:
+                scalars["loss/action_margin"] = dist.all_reduce_mean(margin.item(), info)
+                scalars["train/action_gap_db"] = dist.all_reduce_mean(gap.mean().item(), info)
             logger.log(step, scalars)
             bar.set_postfix(loss=f"{scalars['loss/train']:.4f}")
             tic = time.perf_counter()
@@ -347,7 +400,8 @@ def train(
     if info.is_main:
         logged = {k for row in read_metrics(run_dir) for k in row}
         psnr = sorted(k for k in logged if k.startswith("val_psnr"))
-        plot_metrics(run_dir, ["loss/train", "loss/val", *psnr], run_dir / "curves.png",
+        margin = [k for k in ("loss/action_margin", "train/action_gap_db") if k in logged]
+        plot_metrics(run_dir, ["loss/train", "loss/val", *psnr, *margin], run_dir / "curves.png",
                      title=f"world model: {run_dir.name}")  # fmt: skip
     digest = hashlib.sha256(
         b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())
